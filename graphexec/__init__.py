@@ -1,0 +1,140 @@
+"""graphexec: run stateful graphs for agent apps.
+
+Build a graph with :class:`GraphBuilder`, run it with :class:`GraphExecutor` (``execute``,
+``execute_stream``, ``resume_from``, ``fork``), consume its typed events, decide its barriers,
+and keep it durable with a checkpoint store (:class:`SQLiteStore`, :class:`MemoryStore`).
+"""
+
+from __future__ import annotations
+
+from . import reducers
+from ._context import NodeContext
+from ._decisions import Approve, Decision, Edit, Reject, Skip
+from ._directives import End, Fallback, Goto, StateDelta
+from ._events import (
+    BarrierResolved,
+    BarrierWaiting,
+    BranchCompleted,
+    CheckpointSaved,
+    Custom,
+    ErrorInfo,
+    GraphComplete,
+    GraphEvent,
+    GraphFailed,
+    GraphStart,
+    LogEntry,
+    NodeEnd,
+    NodeStart,
+    ObservedError,
+    ParallelCompleted,
+    ParallelStarted,
+    StateChanged,
+)
+from ._executor import GraphExecutor, RunState
+from ._graph import Graph, GraphBuilder
+from ._policy import CheckpointPolicy, CheckpointScore
+from ._run import GraphResult, Run, RunHandle
+from .checkpoint import (
+    CheckpointStore,
+    CheckpointSummary,
+    MemoryStore,
+    RunInfo,
+    SQLiteStore,
+)
+from .exceptions import (
+    Cancelled,
+    CheckpointError,
+    GraphChanged,
+    GraphChangedWarning,
+    GraphError,
+    InvalidDecision,
+    InvalidGraph,
+    MissingEdge,
+    NodeExecutionFailed,
+    NodeNotFound,
+    RunFinished,
+    RunLocked,
+    RunNotFound,
+    StateError,
+    StepsExceeded,
+    Unrouted,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+    # Building
+    "Graph",
+    "GraphBuilder",
+    "NodeContext",
+    "StateDelta",
+    "reducers",
+    # Node results
+    "End",
+    "Fallback",
+    "Goto",
+    # Running
+    "GraphExecutor",
+    "GraphResult",
+    "LogEntry",
+    "Run",
+    "RunHandle",
+    "RunState",
+    # Barriers
+    "Approve",
+    "Decision",
+    "Edit",
+    "Reject",
+    "Skip",
+    # Checkpoints
+    "CheckpointPolicy",
+    "CheckpointScore",
+    "CheckpointStore",
+    "CheckpointSummary",
+    "MemoryStore",
+    "RunInfo",
+    "SQLiteStore",
+    # Events
+    "BarrierResolved",
+    "BarrierWaiting",
+    "BranchCompleted",
+    "CheckpointSaved",
+    "Custom",
+    "ErrorInfo",
+    "GraphComplete",
+    "GraphEvent",
+    "GraphFailed",
+    "GraphStart",
+    "NodeEnd",
+    "NodeStart",
+    "ObservedError",
+    "ParallelCompleted",
+    "ParallelStarted",
+    "StateChanged",
+    # Errors
+    "Cancelled",
+    "CheckpointError",
+    "GraphChanged",
+    "GraphChangedWarning",
+    "GraphError",
+    "InvalidDecision",
+    "InvalidGraph",
+    "MissingEdge",
+    "NodeExecutionFailed",
+    "NodeNotFound",
+    "RunFinished",
+    "RunLocked",
+    "RunNotFound",
+    "StateError",
+    "StepsExceeded",
+    "Unrouted",
+)
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("graphexec."):
+        try:
+            _obj.__module__ = "graphexec"
+        except (AttributeError, TypeError):  # pragma: no cover - some builtins refuse
+            pass
+del _name, _obj

@@ -1,0 +1,70 @@
+"""Classifying user callables once, at build time: async or sync, and whether they take ctx."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ("UserFn", "classify", "describe")
+
+
+@dataclass(frozen=True, slots=True)
+class UserFn:
+    """A node, branch or prompt callable, with how to call it."""
+
+    fn: Callable[..., Any]
+    is_async: bool
+    takes_ctx: bool
+    inline: bool
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    """A readable name for messages and the graph hash: ``module.qualname``."""
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module else name
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def classify(fn: Any, *, what: str, inline: bool = False, max_args: int = 2) -> UserFn:
+    """Check a callable's arity and kind; raise TypeError naming ``what`` when it cannot be used.
+
+    A node takes ``(state)`` or ``(state, ctx)``; ``max_args=1`` allows only ``(x)``.
+    """
+    if not callable(fn):
+        raise TypeError(f"{what} is not callable (got {type(fn).__name__})")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: assume (state)
+        return UserFn(fn, _is_async(fn), False, inline)
+    positional = 0
+    required = 0
+    varargs = False
+    for p in sig.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            positional += 1
+            if p.default is p.empty:
+                required += 1
+        elif p.kind is p.VAR_POSITIONAL:
+            varargs = True
+        elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+            raise TypeError(
+                f"{what} ({describe(fn)}) has a required keyword-only argument {p.name!r}; "
+                "graphexec passes only positional arguments"
+            )
+    shape = "(state) or (state, ctx)" if max_args == 2 else "(item) or (item, ctx)"
+    if required > max_args or (positional == 0 and not varargs):
+        raise TypeError(
+            f"{what} ({describe(fn)}) takes {required if required else positional} "
+            f"positional argument(s); it must take {shape}"
+        )
+    takes_ctx = varargs or positional >= 2
+    return UserFn(fn, _is_async(fn), takes_ctx, inline)

@@ -1,0 +1,301 @@
+"""Writing a run's checkpoints: base or delta, compaction, sync or async durability, the lease.
+
+One Checkpointer belongs to one run. It buffers the step records since the last checkpoint,
+decides base versus delta, encodes (in the run's task, so the state is captured at that
+moment), and commits: inline (``durability="sync"``) or through a writer task that batches
+pending records into one transaction (``"async"``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from . import reducers as _reducers
+from ._callables import describe
+from ._events import CheckpointSaved
+from ._policy import CheckpointPolicy
+from .checkpoint._base import CheckpointStore
+from .checkpoint._record import (
+    CheckpointBody,
+    Lease,
+    ParentRef,
+    PendingBarrier,
+    RunInfo,
+    StepRecord,
+    StoredCheckpoint,
+    encode_body,
+    encode_snapshot,
+    now,
+)
+from .exceptions import CheckpointError, GraphError
+
+__all__ = ("Checkpointer", "RunSnapshot", "reducer_names")
+
+
+def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
+    """Names of a graph's reducers as recorded in base checkpoints."""
+    return {
+        k: _reducers.BUILTIN_NAMES.get(r) or f"custom:{describe(r)}" for k, r in reducers.items()
+    }
+
+
+@dataclass(slots=True)
+class RunSnapshot:
+    """The run's metadata at a checkpoint (the state itself is passed separately)."""
+
+    step: int
+    next_node: str | None
+    status: str
+    barrier_counts: dict[str, int]
+    pending: PendingBarrier | None
+    decisions: dict[str, Any]
+    decision_cursor: int
+    error: str | None = None
+
+
+@dataclass
+class Checkpointer:
+    """Checkpoint writer for one run."""
+
+    store: CheckpointStore
+    policy: CheckpointPolicy
+    trace_id: str
+    graph_name: str
+    graph_hash: str
+    reducers: dict[str, str]
+    barrier_nodes: list[str]
+    lease_ttl: float
+    send_event: Callable[[CheckpointSaved], Awaitable[None]] | None
+    seq: int = 0
+    parent: ParentRef | None = None
+    created_at: float = field(default_factory=now)
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # compaction bookkeeping
+    _steps: list[StepRecord] = field(default_factory=list)
+    _deltas_since_base: int = 0
+    _delta_bytes_since_base: int = 0
+    _base_bytes: int = 0
+    _score: float = 0.0
+    _last_save: float = 0.0
+    # async durability
+    _queue: list[tuple[StoredCheckpoint, RunInfo]] = field(default_factory=list)
+    _wake: anyio.Event = field(default_factory=anyio.Event)
+    _idle: anyio.Event = field(default_factory=anyio.Event)
+    _inflight: int = 0
+    _error: BaseException | None = None
+    _closed: bool = False
+
+    @property
+    def lease(self) -> Lease:
+        """This run's lease on its trace."""
+        return Lease(self.owner, self.lease_ttl)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, tg: TaskGroup) -> None:
+        """Start the background work: the async writer, and lease renewal between saves."""
+        self._idle.set()
+        if self.policy.durability == "async":
+            tg.start_soon(self._writer)
+        tg.start_soon(self._renewer)
+
+    async def close(self) -> None:
+        """Flush pending writes and give the lease up."""
+        try:
+            await self.flush()
+        finally:
+            self._closed = True
+            self._wake.set()
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.release_lease(self.trace_id, self.owner)
+                except Exception:  # noqa: BLE001 - the lease expires by itself anyway
+                    pass
+
+    # -- what the run reports ------------------------------------------------------------------
+
+    def note_step(self, record: StepRecord, seconds: float, tokens: float) -> None:
+        """Buffer one node execution's deltas, and add its work to the adaptive score."""
+        self._steps.append(record)
+        self._score += self.policy.score.score(seconds, tokens)
+
+    @property
+    def score_due(self) -> bool:
+        """True when adaptive checkpointing says the work since the last one is worth saving."""
+        return self.policy.adaptive and self._score >= self.policy.score.threshold
+
+    @property
+    def dirty(self) -> bool:
+        """True if steps ran since the last checkpoint."""
+        return bool(self._steps)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def save(self, run: RunSnapshot, state: dict[str, Any], trigger: str) -> None:
+        """Write one checkpoint of ``state`` and ``run`` (base or delta, by the compaction rule)."""
+        if self._error is not None:
+            raise self._wrap(self._error)
+        self.seq += 1
+        seq = self.seq
+        t = now()
+        body = CheckpointBody(
+            trace_id=self.trace_id,
+            seq=seq,
+            graph_name=self.graph_name,
+            graph_hash=self.graph_hash,
+            step=run.step,
+            next_node=run.next_node,
+            status=run.status,
+            trigger=trigger,
+            created_at=t,
+            barrier_counts=dict(run.barrier_counts),
+            pending_barrier=run.pending,
+            decisions=dict(run.decisions),
+            decision_cursor=run.decision_cursor,
+            steps=self._steps,
+            error=run.error,
+            parent=self.parent if seq == 1 else None,
+            reducers=self.reducers,
+            barrier_nodes=self.barrier_nodes,
+        )
+        try:
+            data, crc = encode_body(body)
+            base = (
+                seq == 1
+                or self._deltas_since_base + 1 >= self.policy.compact_every
+                or self._delta_bytes_since_base + len(data) > self._base_bytes
+            )
+            snapshot = snap_crc = None
+            if base:
+                snapshot, snap_crc = encode_snapshot(state)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.seq -= 1
+            raise CheckpointError(
+                f"state cannot be checkpointed (not msgspec-encodable): {exc}",
+                trace_id=self.trace_id,
+                seq=seq,
+            ) from exc
+        self._steps = []
+        self._score = 0.0
+        if base:
+            assert snapshot is not None
+            self._base_bytes = len(snapshot) + len(data)
+            self._deltas_since_base = 0
+            self._delta_bytes_since_base = 0
+        else:
+            self._deltas_since_base += 1
+            self._delta_bytes_since_base += len(data)
+        row = StoredCheckpoint(
+            trace_id=self.trace_id,
+            seq=seq,
+            kind="base" if base else "delta",
+            step=run.step,
+            next_node=run.next_node,
+            status=run.status,
+            trigger=trigger,
+            created_at=t,
+            body=data,
+            checksum=crc,
+            snapshot=snapshot,
+            snapshot_checksum=snap_crc,
+        )
+        info = RunInfo(
+            trace_id=self.trace_id,
+            graph_name=self.graph_name,
+            graph_hash=self.graph_hash,
+            status=run.status,
+            step=run.step,
+            next_node=run.next_node,
+            last_seq=seq,
+            created_at=self.created_at,
+            updated_at=t,
+            pending_barrier=run.pending.barrier_id if run.pending else None,
+            barrier_counts=dict(run.barrier_counts),
+            barrier_nodes=self.barrier_nodes,
+            parent=self.parent,
+        )
+        if self.policy.durability == "async" and not self._closed:
+            self._queue.append((row, info))
+            self._idle = anyio.Event() if self._idle.is_set() else self._idle
+            self._wake.set()
+            return
+        await self._commit([(row, info)])
+
+    async def _commit(self, batch: list[tuple[StoredCheckpoint, RunInfo]]) -> None:
+        try:
+            await self.store.save([r for r, _ in batch], batch[-1][1], lease=self.lease)
+        except GraphError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+        self._last_save = anyio.current_time()
+        if self.send_event is not None:
+            for row, _ in batch:
+                await self.send_event(
+                    CheckpointSaved(
+                        trace_id=self.trace_id,
+                        step=row.step,
+                        checkpoint_id=f"{self.trace_id}:{row.seq}",
+                        seq=row.seq,
+                        kind=row.kind,
+                        bytes=row.size,
+                        trigger=row.trigger,
+                    )
+                )
+
+    def _wrap(self, exc: BaseException) -> GraphError:
+        if isinstance(exc, GraphError):
+            return exc
+        return CheckpointError(
+            f"checkpoint could not be written: {exc!r}", trace_id=self.trace_id, seq=self.seq
+        )
+
+    async def flush(self) -> None:
+        """Wait until every queued checkpoint is committed (async durability); re-raise a failure."""
+        while self._queue or self._inflight:
+            if self._error is not None:
+                break
+            await self._idle.wait()
+        if self._error is not None:
+            raise self._wrap(self._error)
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self._inflight = len(batch)
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await self._commit(batch)
+                except Exception as exc:  # noqa: BLE001 - reported to the run at its next save/flush
+                    self._error = exc
+                finally:
+                    self._inflight = 0
+            self._idle.set()
+            if self._closed:
+                return
+
+    async def _renewer(self) -> None:
+        """Keep the lease while a long node runs or a barrier waits with nothing to save."""
+        period = max(self.lease_ttl / 3, 0.05)
+        while not self._closed:
+            await anyio.sleep(period)
+            if anyio.current_time() - self._last_save < period:
+                continue
+            try:
+                await self.store.acquire_lease(self.trace_id, self.lease)
+            except GraphError as exc:
+                self._error = exc
+                return
+            except Exception:  # noqa: BLE001, S112 - a passing store error: try again next period
+                continue
+
+

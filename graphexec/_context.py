@@ -1,0 +1,78 @@
+"""NodeContext: what a node gets as its second argument."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._emit import Delivery, Emitter
+from ._events import Custom
+
+__all__ = ("NodeContext",)
+
+
+@dataclass(slots=True, eq=False)
+class _Usage:
+    tokens: float = 0.0
+    side_effects: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class NodeContext:
+    """The run as one node execution sees it.
+
+    ``idempotency_key`` is stable across resumes for the same node execution (trace id, node,
+    step, and branch for parallel branches): pass it to external APIs so a node re-run after a
+    crash does not repeat a payment or an email.
+    """
+
+    trace_id: str
+    """The run's trace id."""
+    step: int
+    """This execution's step number (1 for the first node of a run)."""
+    node: str
+    """The node being executed."""
+    span_id: str
+    """``"<node>@<step>"``; events of this execution carry it."""
+    branch: str | None = None
+    """For a branch of a parallel or map node: its name (``"<node>[<i>]"`` for map items)."""
+    _emitter: Emitter | None = field(default=None, repr=False)
+    _usage: _Usage = field(default_factory=_Usage, repr=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        """``"<trace_id>:<node>:<step>"`` (plus ``":<branch>"``), the same on every re-run."""
+        key = f"{self.trace_id}:{self.node}:{self.step}"
+        return f"{key}:{self.branch}" if self.branch is not None else key
+
+    def emit(self, data: Any) -> Delivery:
+        """Send ``data`` to the consumer as a ``Custom`` event (token streaming).
+
+        Returns at once; ``await ctx.emit(data)`` also waits while the consumer's buffer is full
+        (backpressure). From a sync node in a worker thread the call blocks until delivered.
+        Without a stream consumer (``execute()``), the data is dropped.
+        """
+        emitter = self._emitter
+        if emitter is not None:
+            emitter.send_soon(
+                Custom(
+                    trace_id=self.trace_id,
+                    step=self.step,
+                    node=self.node,
+                    span_id=self.span_id,
+                    data=data,
+                    branch=self.branch,
+                )
+            )
+        return Delivery(emitter)
+
+    def report(self, *, token_cost: float = 0, side_effects: bool = False) -> None:
+        """Tell adaptive checkpointing about this execution's cost and external effects.
+
+        ``side_effects=True`` makes a checkpoint follow this step, as if the node had been
+        declared with ``side_effects=True``.
+        """
+        if token_cost < 0:
+            raise ValueError("token_cost must be >= 0")
+        self._usage.tokens += token_cost
+        self._usage.side_effects = self._usage.side_effects or side_effects

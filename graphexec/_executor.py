@@ -1,0 +1,466 @@
+"""GraphExecutor: starting, streaming, resuming and forking runs, and reading them back."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+
+from ._checkpointer import Checkpointer, reducer_names
+from ._decisions import Decision
+from ._emit import Emitter
+from ._events import GraphEvent
+from ._graph import Graph
+from ._policy import CheckpointPolicy
+from ._restore import Restored, restore
+from ._run import Driver, GraphResult, Run
+from .checkpoint._base import CheckpointStore, FINISHED_STATUSES, parse_barrier_id
+from .checkpoint._record import CheckpointSummary, ParentRef, PendingBarrier, StepRecord, RunInfo
+from .exceptions import (
+    GraphChanged,
+    GraphChangedWarning,
+    GraphError,
+    InvalidDecision,
+    InvalidGraph,
+    NodeNotFound,
+    RunFinished,
+    RunNotFound,
+)
+from ._directives import StateDelta
+
+__all__ = ("GraphExecutor", "RunState")
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A run as last checkpointed (what ``ex.get_state`` returns)."""
+
+    trace_id: str
+    state: Any
+    status: str
+    step: int
+    next_node: str | None
+    pending_barrier: PendingBarrier | None
+    seq: int
+    graph_name: str
+    graph_hash: str
+    updated_at: float
+    error: str | None = None
+    parent: ParentRef | None = None
+
+
+class GraphExecutor:
+    """Runs graphs.
+
+    Args:
+        store: where checkpoints go (``gx.SQLiteStore(path)``, ``gx.MemoryStore()``); None: no
+            checkpoints, everything else works.
+        policy: when to checkpoint (default ``CheckpointPolicy()``).
+        max_steps: a run that would take more steps fails with StepsExceeded (default 1000).
+        lease_ttl: seconds a run's lease on its trace outlives its last renewal (default 30).
+        decision_poll_interval: how often a waiting run polls the store for decisions submitted
+            from another process (default 0.25 s).
+        event_buffer: events buffered for a slow consumer before the run waits (default 64).
+        execution_log: keep ``GraphResult.execution_log`` (default True).
+        on_graph_change: ``"warn"`` (default) or ``"fail"`` when a resumed run's graph differs
+            structurally from the checkpointed one (a missing next node always fails).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: CheckpointStore | None = None,
+        policy: CheckpointPolicy | None = None,
+        max_steps: int = 1000,
+        lease_ttl: float = 30.0,
+        decision_poll_interval: float = 0.25,
+        event_buffer: int = 64,
+        execution_log: bool = True,
+        on_graph_change: Literal["warn", "fail"] = "warn",
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        if event_buffer < 1:
+            raise ValueError("event_buffer must be >= 1")
+        if on_graph_change not in ("warn", "fail"):
+            raise ValueError("on_graph_change must be 'warn' or 'fail'")
+        self.store = store
+        self.policy = policy or CheckpointPolicy()
+        self.max_steps = max_steps
+        self.lease_ttl = lease_ttl
+        self.decision_poll_interval = decision_poll_interval
+        self.event_buffer = event_buffer
+        self.execution_log = execution_log
+        self.on_graph_change = on_graph_change
+
+    # -- starting runs -----------------------------------------------------------------------
+
+    async def execute(
+        self,
+        graph: Graph,
+        state: Any = None,
+        *,
+        trace_id: str | None = None,
+        decisions: Mapping[str, Decision] | None = None,
+    ) -> GraphResult:
+        """Run to the end and return the result, or raise the run's GraphError.
+
+        A graph with barriers needs ``decisions``: barrier ids (``"approve#1"``) or barrier node
+        names (every occurrence) mapped to decisions; otherwise use ``execute_stream``.
+        """
+        if graph.barrier_nodes and decisions is None:
+            raise InvalidGraph(
+                f"graph {graph.name!r} has barrier nodes ({', '.join(sorted(graph.barrier_nodes))})"
+                ": use execute_stream() and decide through run.handle, or pass decisions= to "
+                "execute()"
+            )
+        driver = await self._new_driver(graph, state, trace_id, decisions, None)
+        driver.must_be_decided = True
+        await driver.main()
+        result = driver.result
+        assert result is not None
+        if result.error is not None:
+            raise result.error
+        return result
+
+    @asynccontextmanager
+    async def execute_stream(
+        self,
+        graph: Graph,
+        state: Any = None,
+        *,
+        trace_id: str | None = None,
+        decisions: Mapping[str, Decision] | None = None,
+    ) -> AsyncIterator[Run]:
+        """Start a run and stream its events: ``async with ex.execute_stream(g, s) as run:``.
+
+        Leaving the block early cancels the run after checkpointing it (status ``"waiting"`` if
+        it waited at a barrier, else ``"cancelled"``); it can then be resumed.
+        """
+        send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
+        driver = await self._new_driver(graph, state, trace_id, decisions, Emitter(send))
+        async with self._running(driver, recv) as run:
+            yield run
+
+    @asynccontextmanager
+    async def resume_from(
+        self,
+        graph: Graph,
+        trace_id: str,
+        *,
+        on_graph_change: Literal["warn", "fail"] | None = None,
+    ) -> AsyncIterator[Run]:
+        """Continue a checkpointed run by its trace id, streaming its events.
+
+        It continues at the saved next node with the same step count, barrier counters and
+        unused decisions; a run that waited at a barrier waits again with the same barrier id.
+        Raises on entry: RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged.
+        """
+        store = self._need_store("resume_from")
+        info = await store.get_run(trace_id)
+        if info is None:
+            raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
+        if info.status in FINISHED_STATUSES:
+            raise RunFinished(
+                f"run {trace_id!r} already completed; fork it from one of its checkpoints "
+                "(ex.fork) to run it again",
+                trace_id=trace_id,
+            )
+        send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
+        emitter = Emitter(send)
+        ckpt = self._checkpointer(graph, trace_id, emitter, info.parent)
+        await store.acquire_lease(trace_id, ckpt.lease)
+        try:
+            restored = await restore(store, trace_id, graph=graph)
+            body = restored.body
+            if body.status == "failed" and body.next_node is None:
+                raise RunFinished(
+                    f"run {trace_id!r} failed after its last node ran ({body.error}); nothing is "
+                    "left to resume: fork it from an earlier checkpoint",
+                    trace_id=trace_id,
+                )
+            self._check_graph(graph, body.graph_hash, body.next_node, body.pending_barrier,
+                              trace_id, on_graph_change or self.on_graph_change)
+            self._prime(ckpt, restored)
+            driver = Driver(
+                graph=graph,
+                state=restored.state if graph.state_type is None else dict(restored.state),
+                trace_id=trace_id,
+                next_node=body.next_node,
+                max_steps=self.max_steps,
+                emitter=emitter,
+                checkpointer=ckpt,
+                store=store,
+                poll_interval=self.decision_poll_interval,
+                keep_log=self.execution_log,
+                step=body.step,
+                counts=dict(body.barrier_counts),
+                pending=body.pending_barrier,
+                decisions=dict(body.decisions),
+                decision_cursor=body.decision_cursor,
+                start_trigger=None if body.pending_barrier is not None else "resume",
+                resumed=True,
+                parent=info.parent.trace_id if info.parent else None,
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await store.release_lease(trace_id, ckpt.owner)
+            raise
+        async with self._running(driver, recv) as run:
+            yield run
+
+    @asynccontextmanager
+    async def fork(
+        self,
+        graph: Graph,
+        trace_id: str,
+        seq: int,
+        *,
+        update: Mapping[str, Any] | None = None,
+        new_trace_id: str | None = None,
+    ) -> AsyncIterator[Run]:
+        """Start a new run (new trace id) from checkpoint ``seq`` of ``trace_id``.
+
+        ``update`` is applied through the reducers first (time travel with an edit). The
+        original run is untouched.
+        """
+        store = self._need_store("fork")
+        restored = await restore(store, trace_id, seq=seq, graph=graph)
+        body = restored.body
+        self._check_graph(graph, body.graph_hash, body.next_node, body.pending_barrier,
+                          trace_id, self.on_graph_change)
+        state = restored.state if graph.state_type is None else dict(restored.state)
+        spec = graph.spec
+        changes = []
+        for key, value in (update or {}).items():
+            value = spec.check(key, value, node=None)
+            spec.apply(state, key, value, node=None)
+            changes.append(StateDelta(key, value))
+        new_id = new_trace_id or uuid.uuid4().hex
+        await self._refuse_existing(store, new_id)
+        send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
+        emitter = Emitter(send)
+        ckpt = self._checkpointer(graph, new_id, emitter, ParentRef(trace_id=trace_id, seq=seq))
+        if changes:
+            ckpt.note_step(StepRecord(body.step, "__fork__", changes), 0.0, 0.0)
+        await store.acquire_lease(new_id, ckpt.lease)
+        driver = Driver(
+            graph=graph,
+            state=state,
+            trace_id=new_id,
+            next_node=body.next_node,
+            max_steps=self.max_steps,
+            emitter=emitter,
+            checkpointer=ckpt,
+            store=store,
+            poll_interval=self.decision_poll_interval,
+            keep_log=self.execution_log,
+            step=body.step,
+            counts=dict(body.barrier_counts),
+            pending=body.pending_barrier,
+            decisions=dict(body.decisions),
+            decision_cursor=0,
+            start_trigger="fork",
+            parent=trace_id,
+        )
+        async with self._running(driver, recv) as run:
+            yield run
+
+    # -- reading runs back -------------------------------------------------------------------
+
+    async def get_state(self, trace_id: str, *, graph: Graph | None = None) -> RunState:
+        """The run as last checkpointed: state, status, step, next node, pending barrier.
+
+        ``graph`` is needed only to replay custom reducers, or to get typed state back.
+        """
+        store = self._need_store("get_state")
+        info = await store.get_run(trace_id)
+        if info is None:
+            raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
+        restored = await restore(store, trace_id, graph=graph)
+        body = restored.body
+        state: Any = restored.state
+        if graph is not None and graph.state_type is not None:
+            state = graph.spec.public(restored.state)
+        return RunState(
+            trace_id=trace_id,
+            state=state,
+            status=body.status,
+            step=body.step,
+            next_node=body.next_node,
+            pending_barrier=body.pending_barrier,
+            seq=body.seq,
+            graph_name=body.graph_name,
+            graph_hash=body.graph_hash,
+            updated_at=body.created_at,
+            error=body.error,
+            parent=info.parent,
+        )
+
+    async def history(self, trace_id: str) -> list[CheckpointSummary]:
+        """Every checkpoint of a run, oldest first (seq, kind, step, next node, trigger, ...)."""
+        store = self._need_store("history")
+        found = await store.history(trace_id)
+        if not found:
+            raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
+        return found
+
+    async def runs(
+        self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Runs in the store, most recently updated first."""
+        return await self._need_store("runs").runs(
+            status=status, graph_name=graph_name, limit=limit
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _need_store(self, what: str) -> CheckpointStore:
+        if self.store is None:
+            raise InvalidGraph(f"{what}() needs a store: GraphExecutor(store=gx.SQLiteStore(...))")
+        return self.store
+
+    def _checkpointer(
+        self, graph: Graph, trace_id: str, emitter: Emitter | None, parent: ParentRef | None
+    ) -> Checkpointer:
+        assert self.store is not None
+        return Checkpointer(
+            store=self.store,
+            policy=self.policy,
+            trace_id=trace_id,
+            graph_name=graph.name,
+            graph_hash=graph.hash,
+            reducers=reducer_names(dict(graph.reducers)),
+            barrier_nodes=sorted(graph.barrier_nodes),
+            lease_ttl=self.lease_ttl,
+            send_event=emitter.send if emitter is not None else None,
+            parent=parent,
+        )
+
+    @staticmethod
+    def _prime(ckpt: Checkpointer, restored: Restored) -> None:
+        """Continue a trace's seq and compaction bookkeeping where its checkpoints stand."""
+        rows = restored.rows
+        ckpt.seq = rows[-1].seq
+        ckpt._base_bytes = rows[0].size
+        ckpt._deltas_since_base = len(rows) - 1
+        ckpt._delta_bytes_since_base = sum(r.size for r in rows[1:])
+
+    async def _refuse_existing(self, store: CheckpointStore, trace_id: str) -> None:
+        if await store.get_run(trace_id) is not None:
+            raise GraphError(
+                f"trace id {trace_id!r} already has checkpoints: continue it with resume_from(), "
+                "or start this run with another trace id",
+                trace_id=trace_id,
+            )
+
+    async def _new_driver(
+        self,
+        graph: Graph,
+        state: Any,
+        trace_id: str | None,
+        decisions: Mapping[str, Decision] | None,
+        emitter: Emitter | None,
+    ) -> Driver:
+        if not isinstance(graph, Graph):
+            raise InvalidGraph(f"expected a built gx.Graph, got {type(graph).__name__}")
+        trace_id = trace_id or uuid.uuid4().hex
+        initial = graph.spec.initial(state, trace_id=trace_id)
+        early = self._initial_decisions(graph, decisions, trace_id)
+        ckpt = None
+        if self.store is not None:
+            ckpt = self._checkpointer(graph, trace_id, emitter, None)
+            await self.store.acquire_lease(trace_id, ckpt.lease)
+            try:
+                await self._refuse_existing(self.store, trace_id)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.store.release_lease(trace_id, ckpt.owner)
+                raise
+        return Driver(
+            graph=graph,
+            state=initial,
+            trace_id=trace_id,
+            next_node=graph.start,
+            max_steps=self.max_steps,
+            emitter=emitter,
+            checkpointer=ckpt,
+            store=self.store,
+            poll_interval=self.decision_poll_interval,
+            keep_log=self.execution_log,
+            decisions=early,
+        )
+
+    @staticmethod
+    def _initial_decisions(
+        graph: Graph, decisions: Mapping[str, Decision] | None, trace_id: str
+    ) -> dict[str, Decision]:
+        found: dict[str, Decision] = {}
+        for key, decision in (decisions or {}).items():
+            node, _occurrence = parse_barrier_id(key)
+            spec = graph.nodes.get(node)
+            if spec is None:
+                raise NodeNotFound(
+                    f"decisions= names {key!r}, but graph {graph.name!r} has no node {node!r}",
+                    trace_id=trace_id,
+                    node=node,
+                )
+            if spec.kind != "barrier":
+                raise InvalidDecision(
+                    f"decisions= names {key!r}, but {node!r} is a {spec.kind} node, not a barrier",
+                    trace_id=trace_id,
+                    node=node,
+                )
+            found[key] = decision
+        return found
+
+    def _check_graph(
+        self,
+        graph: Graph,
+        saved_hash: str,
+        next_node: str | None,
+        pending: PendingBarrier | None,
+        trace_id: str,
+        mode: str,
+    ) -> None:
+        if next_node is not None and next_node not in graph.nodes:
+            raise GraphChanged(
+                f"the run continues at node {next_node!r}, which graph {graph.name!r} no longer "
+                "has",
+                trace_id=trace_id,
+                node=next_node,
+            )
+        if pending is not None:
+            spec = graph.nodes.get(pending.node)
+            if spec is None or spec.kind != "barrier":
+                raise GraphChanged(
+                    f"the run waits at barrier {pending.barrier_id!r}, but {pending.node!r} is no "
+                    f"longer a barrier of graph {graph.name!r}",
+                    trace_id=trace_id,
+                    node=pending.node,
+                )
+        if saved_hash != graph.hash:
+            message = (
+                f"graph {graph.name!r} changed structurally since run {trace_id!r} was "
+                f"checkpointed (hash {saved_hash[:12]} -> {graph.hash[:12]})"
+            )
+            if mode == "fail":
+                raise GraphChanged(message, trace_id=trace_id)
+            warnings.warn(message, GraphChangedWarning, stacklevel=4)
+
+    @asynccontextmanager
+    async def _running(self, driver: Driver, recv: Any) -> AsyncIterator[Run]:
+        run = Run(driver, recv)
+        async with anyio.create_task_group() as tg:
+            await tg.start(driver.main)
+            try:
+                yield run
+            finally:
+                driver.leave()
+                recv.close()
+

@@ -1,0 +1,424 @@
+"""GraphBuilder and Graph: declaring nodes, edges and reducers, and the frozen, hashed result."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+
+from . import reducers as _reducers
+from ._callables import UserFn, classify, describe
+from ._decisions import DefaultAction
+from ._state import StateSpec
+
+__all__ = ("Branch", "Edge", "Graph", "GraphBuilder", "NodeKind", "NodeSpec", "OnError")
+
+NodeKind: TypeAlias = Literal["node", "parallel", "map", "barrier"]
+OnError: TypeAlias = Literal["fail_fast", "collect", "continue"]
+_ON_ERROR = ("fail_fast", "collect", "continue")
+_DEFAULTS = ("approve", "reject", "skip")
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """One branch of a static parallel node."""
+
+    name: str
+    call: UserFn
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """A declared node; ``kind`` says which of the optional fields apply."""
+
+    name: str
+    kind: NodeKind
+    call: UserFn | None = None
+    """node: the function; map: the per-item function."""
+    side_effects: bool = False
+    branches: tuple[Branch, ...] = ()
+    on_error: OnError = "fail_fast"
+    over: str | None = None
+    into: str | None = None
+    max_concurrency: int | None = None
+    prompt: UserFn | None = None
+    timeout: float | None = None
+    default: DefaultAction = "reject"
+    record: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """``source -> target``: conditional (``when``), normal, or fallback."""
+
+    source: str
+    target: str
+    kind: Literal["when", "normal", "fallback"]
+    when: Callable[[Any], bool] | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages and diagrams name this edge."""
+        if self.kind == "when" and self.when is not None:
+            return f"{self.source} -> {self.target} when {describe(self.when)}"
+        if self.kind == "fallback":
+            return f"{self.source} -> {self.target} (fallback)"
+        return f"{self.source} -> {self.target}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Routes:
+    conditional: tuple[Edge, ...]
+    normal: Edge | None
+    fallback: Edge | None
+    targets: frozenset[str]
+
+
+class Graph:
+    """A validated, immutable graph; build one with :class:`GraphBuilder`."""
+
+    __slots__ = (
+        "_routes",
+        "barrier_nodes",
+        "edges",
+        "ends",
+        "hash",
+        "name",
+        "nodes",
+        "reducers",
+        "spec",
+        "start",
+        "state_type",
+    )
+
+    name: str
+    nodes: Mapping[str, NodeSpec]
+    edges: tuple[Edge, ...]
+    reducers: Mapping[str, Callable[[Any, Any], Any]]
+    start: str
+    ends: frozenset[str]
+    state_type: type[msgspec.Struct] | None
+    hash: str
+    barrier_nodes: frozenset[str]
+    spec: StateSpec
+    _routes: dict[str, _Routes]
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        nodes: dict[str, NodeSpec],
+        edges: list[Edge],
+        reducers: dict[str, Callable[[Any, Any], Any]],
+        start: str,
+        ends: frozenset[str],
+        state_type: type[msgspec.Struct] | None,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "nodes", MappingProxyType(dict(nodes)))
+        setattr_(self, "edges", tuple(edges))
+        setattr_(self, "reducers", MappingProxyType(dict(reducers)))
+        setattr_(self, "start", start)
+        setattr_(self, "ends", ends)
+        setattr_(self, "state_type", state_type)
+        setattr_(self, "spec", StateSpec(reducers, state_type))
+        setattr_(
+            self,
+            "barrier_nodes",
+            frozenset(n for n, s in nodes.items() if s.kind == "barrier"),
+        )
+        routes = {}
+        for n in nodes:
+            out = [e for e in edges if e.source == n]
+            routes[n] = _Routes(
+                conditional=tuple(e for e in out if e.kind == "when"),
+                normal=next((e for e in out if e.kind == "normal"), None),
+                fallback=next((e for e in out if e.kind == "fallback"), None),
+                targets=frozenset(e.target for e in out),
+            )
+        setattr_(self, "_routes", routes)
+        setattr_(self, "hash", self._structural_hash())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Graph {self.name!r} is immutable; build a new one")
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r} nodes={len(self.nodes)} hash={self.hash[:12]}>"
+
+    def structure(self) -> dict[str, Any]:
+        """The parts of the graph that the hash covers, as plain data."""
+
+        def node_data(s: NodeSpec) -> dict[str, Any]:
+            data: dict[str, Any] = {"kind": s.kind, "side_effects": s.side_effects}
+            if s.kind == "parallel":
+                data["branches"] = [b.name for b in s.branches]
+                data["on_error"] = s.on_error
+            elif s.kind == "map":
+                data.update(over=s.over, into=s.into, on_error=s.on_error)
+            elif s.kind == "barrier":
+                data.update(timeout=s.timeout, default=s.default, record=s.record)
+            return data
+
+        return {
+            "name": self.name,
+            "start": self.start,
+            "ends": sorted(self.ends),
+            "nodes": {n: node_data(s) for n, s in sorted(self.nodes.items())},
+            "edges": [
+                [e.source, e.target, e.kind, describe(e.when) if e.when else None]
+                for e in self.edges
+            ],
+            "reducers": {
+                k: _reducers.BUILTIN_NAMES.get(r) or describe(r)
+                for k, r in sorted(self.reducers.items())
+            },
+            "state_type": describe(self.state_type) if self.state_type else None,
+        }
+
+    def _structural_hash(self) -> str:
+        return hashlib.sha256(msgspec.json.encode(self.structure())).hexdigest()
+
+    def routes(self, node: str) -> _Routes:
+        """The edges out of ``node``, split by kind (internal to the executor)."""
+        return self._routes[node]
+
+    def to_mermaid(self) -> str:
+        """A Mermaid flowchart: parallel nodes as subroutines, barriers as hexagons."""
+        lines = ["flowchart TD", "    __start__([start])"]
+        for name, s in self.nodes.items():
+            ident = _mermaid_id(name)
+            label = name.replace('"', "'")
+            shape = {
+                "node": f'["{label}"]',
+                "parallel": f'[["{label}"]]',
+                "map": f'[["{label} (map)"]]',
+                "barrier": f'{{{{"{label}"}}}}',
+            }[s.kind]
+            lines.append(f"    {ident}{shape}")
+        lines.append(f"    __start__ --> {_mermaid_id(self.start)}")
+        for e in self.edges:
+            src, dst = _mermaid_id(e.source), _mermaid_id(e.target)
+            if e.kind == "when" and e.when is not None:
+                cond = describe(e.when).rsplit(".", 1)[-1].replace('"', "'")
+                lines.append(f'    {src} -- "{cond}" --> {dst}')
+            elif e.kind == "fallback":
+                lines.append(f"    {src} -. fallback .-> {dst}")
+            else:
+                lines.append(f"    {src} --> {dst}")
+        lines.append("    __end__([end])")
+        lines.extend(f"    {_mermaid_id(n)} --> __end__" for n in sorted(self.ends))
+        return "\n".join(lines) + "\n"
+
+
+def _mermaid_id(name: str) -> str:
+    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return f"n_{safe}"
+
+
+@dataclass
+class GraphBuilder:
+    """Declare a graph step by step; ``build()`` validates it and returns a :class:`Graph`.
+
+    Example::
+
+        graph = (
+            gx.GraphBuilder("bot")
+            .node("classify", classify)
+            .edge("classify", "answer")
+            .node("answer", answer)
+            .start("classify")
+            .end("answer")
+            .build()
+        )
+    """
+
+    name: str
+    state: type[msgspec.Struct] | None = None
+    _nodes: list[tuple[str, Any]] = field(default_factory=list, repr=False)
+    _edges: list[Edge] = field(default_factory=list, repr=False)
+    _reducers: dict[str, Callable[[Any, Any], Any]] = field(default_factory=dict, repr=False)
+    _start: list[str] = field(default_factory=list, repr=False)
+    _ends: list[str] = field(default_factory=list, repr=False)
+    _problems: list[str] = field(default_factory=list, repr=False)
+
+    def _add(self, name: str, make: Callable[[], NodeSpec]) -> GraphBuilder:
+        if not isinstance(name, str) or not name:
+            self._problems.append(f"node names must be non-empty strings, got {name!r}")
+            return self
+        if "#" in name:
+            self._problems.append(f"node name {name!r} must not contain '#'")
+        try:
+            self._nodes.append((name, make()))
+        except (TypeError, ValueError) as exc:
+            self._problems.append(str(exc))
+            self._nodes.append((name, None))
+        return self
+
+    def node(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        inline: bool = False,
+        side_effects: bool = False,
+    ) -> GraphBuilder:
+        """A node ``fn(state)`` or ``fn(state, ctx)``; sync ones run in a worker thread unless
+        ``inline=True``. ``side_effects=True`` makes a checkpoint follow it (not repeated on
+        resume)."""
+        return self._add(
+            name,
+            lambda: NodeSpec(
+                name=name,
+                kind="node",
+                call=classify(fn, what=f"node {name!r}", inline=inline),
+                side_effects=side_effects,
+            ),
+        )
+
+    def parallel(
+        self,
+        name: str,
+        branches: Mapping[str, Callable[..., Any]],
+        *,
+        on_error: OnError = "fail_fast",
+        inline: bool = False,
+        side_effects: bool = False,
+    ) -> GraphBuilder:
+        """Run every branch concurrently on the same state; merge their deltas in declaration
+        order. ``on_error``: ``fail_fast``, ``collect`` or ``continue``."""
+
+        def make() -> NodeSpec:
+            if not isinstance(branches, Mapping) or not branches:
+                raise ValueError(f"parallel node {name!r} needs a non-empty mapping of branches")
+            _check_on_error(name, on_error)
+            return NodeSpec(
+                name=name,
+                kind="parallel",
+                branches=tuple(
+                    Branch(b, classify(fn, what=f"branch {b!r} of node {name!r}", inline=inline))
+                    for b, fn in branches.items()
+                ),
+                on_error=on_error,
+                side_effects=side_effects,
+            )
+
+        return self._add(name, make)
+
+    def map(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        over: str,
+        into: str,
+        max_concurrency: int | None = None,
+        on_error: OnError = "fail_fast",
+        inline: bool = False,
+        side_effects: bool = False,
+    ) -> GraphBuilder:
+        """Run ``fn(item)`` or ``fn(item, ctx)`` once per item of ``state[over]``, at most
+        ``max_concurrency`` at a time, and append the results in item order to ``into``."""
+
+        def make() -> NodeSpec:
+            _check_on_error(name, on_error)
+            if max_concurrency is not None and max_concurrency < 1:
+                raise ValueError(f"map node {name!r}: max_concurrency must be >= 1")
+            for label, key in (("over", over), ("into", into)):
+                if not isinstance(key, str) or not key:
+                    raise ValueError(f"map node {name!r}: {label}= must be a state key")
+            return NodeSpec(
+                name=name,
+                kind="map",
+                call=classify(fn, what=f"map node {name!r}", inline=inline),
+                over=over,
+                into=into,
+                max_concurrency=max_concurrency,
+                on_error=on_error,
+                side_effects=side_effects,
+            )
+
+        return self._add(name, make)
+
+    def barrier(
+        self,
+        name: str,
+        *,
+        prompt: Callable[[Any], Any] | None = None,
+        timeout: float | None = None,
+        default: DefaultAction = "reject",
+        record: str | None = None,
+    ) -> GraphBuilder:
+        """Pause until a decision arrives (approve, reject, edit); on ``timeout`` seconds apply
+        ``default``. The decision is written to ``state[record]`` (default: the node name)."""
+
+        def make() -> NodeSpec:
+            if default not in _DEFAULTS:
+                raise ValueError(
+                    f"barrier {name!r}: default must be one of {', '.join(_DEFAULTS)}, "
+                    f"got {default!r}"
+                )
+            if timeout is not None and not timeout > 0:
+                raise ValueError(f"barrier {name!r}: timeout must be > 0 seconds or None")
+            return NodeSpec(
+                name=name,
+                kind="barrier",
+                prompt=classify(prompt, what=f"prompt of barrier {name!r}", max_args=1)
+                if prompt is not None
+                else None,
+                timeout=timeout,
+                default=default,
+                record=record or name,
+            )
+
+        return self._add(name, make)
+
+    def edge(
+        self, source: str, target: str, *, when: Callable[[Any], bool] | None = None
+    ) -> GraphBuilder:
+        """``source -> target``; with ``when``, taken if the predicate holds on the new state."""
+        if when is not None and not callable(when):
+            self._problems.append(f"edge {source} -> {target}: when= must be callable")
+            when = None
+        self._edges.append(Edge(source, target, "when" if when else "normal", when))
+        return self
+
+    def fallback(self, source: str, target: str) -> GraphBuilder:
+        """Taken when ``source`` returns ``gx.Fallback``, or when no other edge matches."""
+        self._edges.append(Edge(source, target, "fallback"))
+        return self
+
+    def reducer(self, key: str, fn: Callable[[Any, Any], Any]) -> GraphBuilder:
+        """Combine deltas for ``key`` with ``fn(current, value)`` instead of overwriting."""
+        if not callable(fn):
+            self._problems.append(f"reducer for key {key!r} is not callable")
+        else:
+            self._reducers[key] = fn
+        return self
+
+    def start(self, name: str) -> GraphBuilder:
+        """The node a run begins at."""
+        self._start.append(name)
+        return self
+
+    def end(self, *names: str) -> GraphBuilder:
+        """Nodes after which the run finishes."""
+        self._ends.extend(names)
+        return self
+
+    def build(self) -> Graph:
+        """Validate and freeze; raises InvalidGraph listing every problem found."""
+        from ._validate import validate
+
+        return validate(self)
+
+
+def _check_on_error(name: str, on_error: str) -> None:
+    if on_error not in _ON_ERROR:
+        raise ValueError(
+            f"node {name!r}: on_error must be one of {', '.join(_ON_ERROR)}, got {on_error!r}"
+        )

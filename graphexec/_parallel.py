@@ -1,0 +1,226 @@
+"""Fan-out: static parallel nodes and map nodes in one anyio task group, and their merge.
+
+Branch failures are caught inside each branch task and kept, instead of letting them propagate
+into the task group (which would wrap them in an ExceptionGroup and cancel the siblings in every
+mode): the failure policy is then decided in one place, ``_outcome`` below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._callables import UserFn
+from ._context import NodeContext
+from ._directives import End, Fallback, Goto
+from ._events import BranchCompleted, ErrorInfo, ObservedError, ParallelCompleted, ParallelStarted
+from ._graph import NodeSpec
+from ._state import changes_of
+from .exceptions import NodeExecutionFailed, StateError
+
+if TYPE_CHECKING:
+    from ._run import Driver
+
+__all__ = ("run_map", "run_parallel")
+
+
+def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
+    """An exception as event data."""
+    return ErrorInfo(type=type(exc).__name__, message=str(exc), node=node)
+
+
+async def invoke(call: UserFn, args: tuple[Any, ...]) -> Any:
+    """Call a user function the way it was declared: awaited, inline, or in a worker thread."""
+    if call.is_async:
+        return await call.fn(*args)
+    if call.inline:
+        result = call.fn(*args)
+    else:
+        result = await anyio.to_thread.run_sync(call.fn, *args)
+    if hasattr(result, "__await__"):
+        result = await result
+    return result
+
+
+async def _fan_out(
+    driver: Driver,
+    spec: NodeSpec,
+    step: int,
+    span: str,
+    jobs: Sequence[tuple[str, UserFn, Any]],
+    limit: int | None,
+) -> tuple[list[Any], dict[str, BaseException]]:
+    """Run every (branch name, callable, first argument) job; return results in job order."""
+    emitter = driver.emitter
+    trace_id = driver.trace_id
+    name = spec.name
+    results: list[Any] = [None] * len(jobs)
+    failures: dict[str, BaseException] = {}
+    limiter = anyio.CapacityLimiter(limit) if limit else None
+    if emitter is not None:
+        await emitter.send(
+            ParallelStarted(
+                trace_id=trace_id, step=step, node=name, span_id=span, branches=[j[0] for j in jobs]
+            )
+        )
+
+    async def branch(i: int, bname: str, call: UserFn, arg: Any, scope: anyio.CancelScope) -> None:
+        t0 = time.perf_counter()
+        ctx = NodeContext(trace_id, step, name, span, bname, emitter) if call.takes_ctx else None
+        args = (arg, ctx) if ctx is not None else (arg,)
+        try:
+            if limiter is not None:
+                async with limiter:
+                    results[i] = await invoke(call, args)
+            else:
+                results[i] = await invoke(call, args)
+        except Exception as exc:
+            failures[bname] = exc
+            if spec.on_error == "fail_fast":
+                scope.cancel()
+            if emitter is not None:
+                emitter.send_soon(
+                    BranchCompleted(
+                        trace_id=trace_id,
+                        step=step,
+                        node=name,
+                        span_id=span,
+                        branch=bname,
+                        ok=False,
+                        duration=time.perf_counter() - t0,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                )
+            return
+        if ctx is not None:
+            driver.add_usage(ctx._usage)
+        if emitter is not None:
+            emitter.send_soon(
+                BranchCompleted(
+                    trace_id=trace_id,
+                    step=step,
+                    node=name,
+                    span_id=span,
+                    branch=bname,
+                    ok=True,
+                    duration=time.perf_counter() - t0,
+                )
+            )
+
+    async with anyio.create_task_group() as tg:
+        for i, (bname, call, arg) in enumerate(jobs):
+            tg.start_soon(branch, i, bname, call, arg, tg.cancel_scope)
+    if emitter is not None:
+        await emitter.send(
+            ParallelCompleted(
+                trace_id=trace_id,
+                step=step,
+                node=name,
+                span_id=span,
+                ok=not failures,
+                failed=list(failures),
+            )
+        )
+    await _outcome(driver, spec, step, span, failures)
+    return results, failures
+
+
+async def _outcome(
+    driver: Driver, spec: NodeSpec, step: int, span: str, failures: dict[str, BaseException]
+) -> None:
+    """The one place the failure policy is applied."""
+    if not failures:
+        return
+    name = spec.name
+    if spec.on_error == "fail_fast":
+        first_branch, first = next(iter(failures.items()))
+        raise NodeExecutionFailed(
+            f"branch {first_branch!r} of node {name!r} failed: {first!r} "
+            "(on_error='fail_fast' cancelled the other branches)",
+            node=name,
+            cause=first,
+            failures=failures,
+        )
+    if spec.on_error == "collect":
+        group = ExceptionGroup(
+            f"{len(failures)} branch(es) of node {name!r} failed",
+            [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in failures.values()],
+        )
+        raise NodeExecutionFailed(
+            f"{len(failures)} branch(es) of node {name!r} failed: "
+            + "; ".join(f"{b}: {e!r}" for b, e in failures.items()),
+            node=name,
+            cause=group,
+            failures=failures,
+        )
+    for bname, exc in failures.items():
+        driver.log.warning("branch failed", node=name, step=step, span_id=span, branch=bname)
+        if driver.emitter is not None:
+            await driver.emitter.send(
+                ObservedError(
+                    trace_id=driver.trace_id,
+                    step=step,
+                    node=name,
+                    span_id=span,
+                    error=error_info(exc, name),
+                    branch=bname,
+                )
+            )
+
+
+async def run_parallel(
+    driver: Driver, spec: NodeSpec, step: int, span: str, view: Any
+) -> list[tuple[str, Any]]:
+    """Run a static parallel node; merged deltas in branch declaration order."""
+    jobs = [(b.name, b.call, view) for b in spec.branches]
+    results, failures = await _fan_out(driver, spec, step, span, jobs, None)
+    writers: dict[str, list[str]] = {}
+    merged: list[tuple[str, Any]] = []
+    for (bname, _call, _arg), out in zip(jobs, results, strict=True):
+        if bname in failures:
+            continue
+        if isinstance(out, Goto | End | Fallback):
+            raise StateError(
+                f"branch {bname!r} of parallel node {spec.name!r} returned "
+                f"{type(out).__name__}; branches return None or a mapping of updates",
+                node=spec.name,
+            )
+        for key, value in changes_of(out, node=f"{spec.name}.{bname}"):
+            writers.setdefault(key, []).append(bname)
+            merged.append((key, value))
+    reducers = driver.graph.reducers
+    for key, names in writers.items():
+        if len(names) > 1 and key not in reducers:
+            raise StateError(
+                f"parallel node {spec.name!r}: branches {', '.join(map(repr, names))} all wrote "
+                f"key {key!r}, which has no reducer (overwrite); declare one with "
+                f".reducer({key!r}, ...) or write different keys",
+                key=key,
+                branches=names,
+                node=spec.name,
+            )
+    return merged
+
+
+async def run_map(
+    driver: Driver, spec: NodeSpec, step: int, span: str, state: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """Run a map node over ``state[over]``; one delta appending the results to ``into``."""
+    assert spec.call is not None and spec.over is not None and spec.into is not None
+    items = state.get(spec.over)
+    if items is None:
+        items = []
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise StateError(
+            f"map node {spec.name!r}: state[{spec.over!r}] must be a list, "
+            f"got {type(items).__name__}",
+            key=spec.over,
+            node=spec.name,
+        )
+    jobs = [(f"{spec.name}[{i}]", spec.call, item) for i, item in enumerate(items)]
+    results, failures = await _fan_out(driver, spec, step, span, jobs, spec.max_concurrency)
+    kept = [r for (bname, _c, _a), r in zip(jobs, results, strict=True) if bname not in failures]
+    return [(spec.into, kept)]

@@ -1,0 +1,202 @@
+"""Applying deltas through per-key reducers, and validating typed state.
+
+The run keeps its state as a plain dict it owns. Nodes see a read-only view of it (a
+``MappingProxyType``), or, with typed state, a fresh instance of the state Struct.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, get_args, get_origin
+
+import msgspec
+
+from . import reducers as _reducers
+from .exceptions import StateError
+
+__all__ = ("StateSpec",)
+
+
+
+def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
+    if get_origin(tp) is typing.Annotated:
+        base, *meta = get_args(tp)
+        return base, meta
+    return tp, []
+
+
+class _KeyCheck:
+    """Validates a delta value for one typed-state key (the shape depends on its reducer)."""
+
+    __slots__ = ("item_type", "type", "type_name")
+
+    def __init__(self, tp: Any, reducer: Callable[..., Any] | None) -> None:
+        self.type = tp
+        self.type_name = getattr(tp, "__name__", None) or repr(tp)
+        self.item_type: Any = None
+        if reducer in (_reducers.append, _reducers.union):
+            args = get_args(tp)
+            if args:
+                self.item_type = args[0]
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            return msgspec.convert(value, self.type)
+        except msgspec.ValidationError:
+            if self.item_type is None:
+                raise
+            return msgspec.convert(value, self.item_type)
+
+
+class StateSpec:
+    """How a graph's state is combined and checked: reducers, in-place twins, typed schema."""
+
+    __slots__ = ("checks", "inplace", "reducers", "state_type")
+
+    def __init__(
+        self,
+        reducers: Mapping[str, Callable[[Any, Any], Any]],
+        state_type: type[msgspec.Struct] | None,
+    ) -> None:
+        self.reducers = dict(reducers)
+        self.state_type = state_type
+        self.inplace = {
+            k: _reducers.INPLACE[r] for k, r in self.reducers.items() if r in _reducers.INPLACE
+        }
+        self.checks: dict[str, _KeyCheck] | None = None
+        if state_type is not None:
+            hints = typing.get_type_hints(state_type, include_extras=True)
+            self.checks = {}
+            for f in msgspec.structs.fields(state_type):
+                base, _meta = _strip_annotated(hints.get(f.name, f.type))
+                self.checks[f.name] = _KeyCheck(base, self.reducers.get(f.name))
+
+    @staticmethod
+    def reducers_from_type(state_type: type[msgspec.Struct]) -> dict[str, Callable[..., Any]]:
+        """Reducers declared as ``Annotated[T, reducer]`` on the Struct's fields."""
+        found: dict[str, Callable[..., Any]] = {}
+        hints = typing.get_type_hints(state_type, include_extras=True)
+        for name, tp in hints.items():
+            _base, meta = _strip_annotated(tp)
+            fns = [m for m in meta if callable(m) and not isinstance(m, type)]
+            if fns:
+                found[name] = fns[-1]
+        return found
+
+    # -- the initial state -------------------------------------------------------------------
+
+    def initial(self, state: Any, *, trace_id: str | None = None) -> dict[str, Any]:
+        """The run's own dict from a caller's state (a mapping, or a typed-state instance)."""
+        if self.state_type is not None:
+            if isinstance(state, self.state_type):
+                data = msgspec.structs.asdict(state)
+            else:
+                try:
+                    obj = msgspec.convert(state or {}, self.state_type)
+                except msgspec.ValidationError as exc:
+                    raise StateError(
+                        f"initial state does not fit {self.state_type.__name__}: {exc}",
+                        trace_id=trace_id,
+                    ) from exc
+                data = msgspec.structs.asdict(obj)
+        else:
+            if state is None:
+                state = {}
+            if not isinstance(state, Mapping):
+                raise StateError(
+                    f"initial state must be a mapping of str keys, got {type(state).__name__}",
+                    trace_id=trace_id,
+                )
+            data = dict(state)
+            bad = [k for k in data if not isinstance(k, str)]
+            if bad:
+                raise StateError(f"state keys must be str, got {bad[0]!r}", trace_id=trace_id)
+        for key, (_fn, kind) in self.inplace.items():
+            value = data.get(key)
+            if type(value) is kind:
+                data[key] = kind(value)  # the run owns its copy; the caller's object is untouched
+        return data
+
+    def restored(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A state decoded from a checkpoint: re-typed when the graph has typed state."""
+        if self.state_type is None:
+            return data
+        return msgspec.structs.asdict(msgspec.convert(data, self.state_type))
+
+    # -- applying deltas ---------------------------------------------------------------------
+
+    def check(self, key: str, value: Any, *, node: str | None) -> Any:
+        """Validate (and convert) one delta value against the typed state, if any."""
+        checks = self.checks
+        if checks is None:
+            return value
+        check = checks.get(key)
+        if check is None:
+            raise StateError(
+                f"node {node!r} wrote unknown key {key!r}: "
+                f"{self.state_type.__name__ if self.state_type else 'state'} has no such field",
+                key=key,
+                node=node,
+            )
+        try:
+            return check(value)
+        except msgspec.ValidationError as exc:
+            raise StateError(
+                f"node {node!r} wrote key {key!r} with {type(value).__name__} {value!r:.80}: "
+                f"expected {check.type_name} ({exc})",
+                key=key,
+                node=node,
+            ) from exc
+
+    def apply(self, state: dict[str, Any], key: str, value: Any, *, node: str | None) -> None:
+        """Apply one (already checked) delta through the key's reducer, in place on ``state``."""
+        reducer = self.reducers.get(key)
+        if reducer is None:
+            state[key] = value
+            return
+        current = state.get(key)
+        twin = self.inplace.get(key)
+        try:
+            if twin is not None and type(current) is twin[1]:
+                twin[0](current, value)
+            else:
+                state[key] = reducer(current, value)
+        except StateError:
+            raise
+        except Exception as exc:
+            raise StateError(
+                f"reducer for key {key!r} failed on the value from node {node!r}: {exc!r}",
+                key=key,
+                node=node,
+            ) from exc
+
+    # -- what nodes see ----------------------------------------------------------------------
+
+    def view(self, state: dict[str, Any]) -> Any:
+        """What a node or a condition receives."""
+        if self.state_type is None:
+            return MappingProxyType(state)
+        return self.state_type(**state)
+
+    def public(self, state: dict[str, Any]) -> Any:
+        """What results hold: the dict itself, or a typed-state instance."""
+        if self.state_type is None:
+            return state
+        return self.state_type(**state)
+
+
+def changes_of(result: Any, *, node: str) -> list[tuple[str, Any]]:
+    """Turn a node's mapping (or None) into ordered (key, value) deltas."""
+    if result is None:
+        return []
+    if isinstance(result, Mapping):
+        return list(result.items())
+    raise StateError(
+        f"node {node!r} returned {type(result).__name__}; a node returns None, a mapping of "
+        "state updates, gx.Goto, gx.End or gx.Fallback",
+        node=node,
+    )
+
+

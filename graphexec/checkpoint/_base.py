@@ -1,0 +1,211 @@
+"""The CheckpointStore contract, and the rules every store shares.
+
+A store persists :class:`StoredCheckpoint` rows, a runs index (:class:`RunInfo`), a decision
+inbox per trace and a lease per trace. It never interprets states or deltas: encoding,
+restoring and replaying live in the executor, so every store behaves the same.
+
+Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every store):
+
+- ``save(rows, run, lease=...)`` is atomic: the rows, the runs-index row and the lease renewal
+  commit together or not at all. Saving a ``base`` row at seq ``s`` demotes every earlier base of
+  the trace except the first (its snapshot is dropped, kind becomes ``delta``): old bases are
+  not needed to restore the latest state, and the deltas they carry keep older seqs restorable
+  from the first base. If ``lease`` is given and another owner holds an unexpired lease, nothing
+  is written and :class:`RunLocked` is raised. Every row belongs to ``run.trace_id`` and seqs
+  strictly increase past the trace's last saved seq (:func:`check_rows`); otherwise nothing is
+  written and :class:`CheckpointError` is raised.
+- ``load_chain(trace_id, seq)`` returns the latest base at or before ``seq`` (default: the
+  latest) and every row after it up to ``seq``, ordered by seq; ``[]`` for an unknown trace.
+- ``submit_decision`` checks the target with :func:`check_decision_target` in the same
+  transaction as the insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from .._decisions import Decision
+from ..exceptions import CheckpointError, InvalidDecision, RunFinished, RunNotFound
+from ._record import CheckpointSummary, Lease, RunInfo, StoredCheckpoint, StoredDecision
+
+__all__ = (
+    "CheckpointStore",
+    "StoreBase",
+    "check_decision_target",
+    "check_rows",
+    "parse_barrier_id",
+    "prunable_statuses",
+)
+
+FINISHED_STATUSES = frozenset({"completed"})
+"""Runs in these states are over: they cannot be resumed or receive decisions."""
+
+PRUNABLE_STATUSES = frozenset({"completed", "failed", "cancelled"})
+"""Statuses ``prune`` may remove; waiting and running runs are never pruned."""
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where checkpoints, the runs index, submitted decisions and leases live."""
+
+    async def save(
+        self, rows: Sequence[StoredCheckpoint], run: RunInfo, *, lease: Lease | None = None
+    ) -> None:
+        """Atomically append rows, update the run's index row and renew the lease."""
+        ...
+
+    async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:
+        """The rows needed to restore ``trace_id`` at ``seq`` (latest base, then deltas)."""
+        ...
+
+    async def get_run(self, trace_id: str) -> RunInfo | None:
+        """The run's index row, or None."""
+        ...
+
+    async def runs(
+        self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Runs, most recently updated first, optionally filtered."""
+        ...
+
+    async def history(self, trace_id: str) -> list[CheckpointSummary]:
+        """Every checkpoint of a trace, oldest first."""
+        ...
+
+    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+        """Queue a decision for a run (in this or another process); returns its inbox id."""
+        ...
+
+    async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
+        """Decisions submitted for a trace with an id greater than ``cursor``."""
+        ...
+
+    async def acquire_lease(self, trace_id: str, lease: Lease) -> None:
+        """Take or renew the lease; RunLocked if another owner holds an unexpired one."""
+        ...
+
+    async def release_lease(self, trace_id: str, owner: str) -> None:
+        """Give the lease up (no-op if ``owner`` does not hold it)."""
+        ...
+
+    async def prune(
+        self, *, older_than: float, statuses: Sequence[str] = ("completed",)
+    ) -> list[str]:
+        """Delete runs in ``statuses`` last updated before ``older_than``; returns their ids."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store's resources; it reopens on next use."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class StoreBase:
+    """Shared plumbing for stores: ``async with store:`` closes it."""
+
+    async def aclose(self) -> None:  # pragma: no cover - overridden
+        """Release resources."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def check_rows(rows: Sequence[StoredCheckpoint], run: RunInfo, last_seq: int | None) -> None:
+    """Refuse rows of another trace, and seqs that do not increase past ``last_seq``."""
+    previous = last_seq
+    for row in rows:
+        if row.trace_id != run.trace_id:
+            raise CheckpointError(
+                f"a checkpoint of trace {row.trace_id!r} cannot be saved with run {run.trace_id!r}",
+                trace_id=run.trace_id,
+                seq=row.seq,
+            )
+        if previous is not None and row.seq <= previous:
+            raise CheckpointError(
+                f"checkpoint seq {row.seq} does not follow seq {previous}: the seqs of a trace "
+                "must increase",
+                trace_id=run.trace_id,
+                seq=row.seq,
+            )
+        previous = row.seq
+
+
+def parse_barrier_id(barrier_id: str) -> tuple[str, int | None]:
+    """Split ``"node#3"`` into ``("node", 3)``; a bare node name is a wildcard: ``(node, None)``."""
+    node, sep, occ = barrier_id.rpartition("#")
+    if not sep:
+        return barrier_id, None
+    if not occ.isdigit() or int(occ) < 1 or not node:
+        raise InvalidDecision(
+            f"bad barrier id {barrier_id!r}: expected '<node>#<occurrence>' (occurrence >= 1) "
+            "or a barrier node name"
+        )
+    return node, int(occ)
+
+
+def check_decision_target(
+    run: RunInfo | None,
+    trace_id: str,
+    barrier_id: str,
+) -> None:
+    """Refuse a decision the run can never use: unknown trace, finished run, resolved barrier."""
+    if run is None:
+        raise RunNotFound(f"no run with trace id {trace_id!r} in this store", trace_id=trace_id)
+    if run.status in FINISHED_STATUSES:
+        raise RunFinished(
+            f"run {trace_id!r} is {run.status}: it takes no more decisions", trace_id=trace_id
+        )
+    node, occurrence = parse_barrier_id(barrier_id)
+    if run.barrier_nodes and node not in run.barrier_nodes:
+        raise InvalidDecision(
+            f"{node!r} is not a barrier node of graph {run.graph_name!r} "
+            f"(barriers: {', '.join(sorted(run.barrier_nodes)) or 'none'})",
+            trace_id=trace_id,
+            node=node,
+        )
+    if occurrence is not None and is_resolved(
+        run.barrier_counts, run.pending_barrier, node, occurrence
+    ):
+        raise InvalidDecision(
+            f"barrier {barrier_id!r} was already resolved; a decision is never carried over to "
+            "a later occurrence",
+            trace_id=trace_id,
+            node=node,
+        )
+
+
+def is_resolved(counts: dict[str, int], pending: str | None, node: str, occurrence: int) -> bool:
+    """True if occurrence ``occurrence`` of barrier ``node`` has been reached and decided."""
+    reached = counts.get(node, 0)
+    if occurrence < reached:
+        return True
+    return occurrence == reached and pending != f"{node}#{occurrence}"
+
+
+def prunable_statuses(statuses: Sequence[str]) -> frozenset[str]:
+    wanted = frozenset(statuses)
+    bad = wanted - PRUNABLE_STATUSES
+    if bad:
+        raise ValueError(
+            f"prune never removes runs that are {', '.join(sorted(bad))}: they may still be "
+            f"resumed; allowed: {', '.join(sorted(PRUNABLE_STATUSES))}"
+        )
+    return wanted

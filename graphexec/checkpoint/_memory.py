@@ -1,0 +1,145 @@
+"""MemoryStore: the CheckpointStore contract in process memory; the reference and test seam."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import anyio
+
+from .._decisions import Decision
+from ..exceptions import RunLocked
+from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
+from ._record import (
+    CheckpointSummary,
+    Lease,
+    RunInfo,
+    StoredCheckpoint,
+    StoredDecision,
+    now,
+    summarize,
+)
+
+__all__ = ("MemoryStore",)
+
+
+class MemoryStore(StoreBase):
+    """Keeps everything in dicts; lost with the process. Rows are stored encoded, as on disk."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[StoredCheckpoint]] = {}
+        self._runs: dict[str, RunInfo] = {}
+        self._decisions: dict[str, list[StoredDecision]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._ids = itertools.count(1)
+        self._lock = anyio.Lock()
+
+    async def save(
+        self, rows: Sequence[StoredCheckpoint], run: RunInfo, *, lease: Lease | None = None
+    ) -> None:
+        async with self._lock:
+            chain = self._rows.get(run.trace_id, [])
+            check_rows(rows, run, chain[-1].seq if chain else None)
+            if lease is not None:
+                self._take_lease(run.trace_id, lease)
+            chain = self._rows.setdefault(run.trace_id, [])
+            for row in rows:
+                if row.kind == "base":
+                    self._demote_bases(chain)
+                chain.append(row)
+            self._runs[run.trace_id] = run
+
+    @staticmethod
+    def _demote_bases(chain: list[StoredCheckpoint]) -> None:
+        first = next((i for i, r in enumerate(chain) if r.kind == "base"), None)
+        for i, r in enumerate(chain):
+            if r.kind == "base" and i != first:
+                chain[i] = StoredCheckpoint(
+                    trace_id=r.trace_id,
+                    seq=r.seq,
+                    kind="delta",
+                    step=r.step,
+                    next_node=r.next_node,
+                    status=r.status,
+                    trigger=r.trigger,
+                    created_at=r.created_at,
+                    body=r.body,
+                    checksum=r.checksum,
+                )
+
+    async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:
+        rows = [r for r in self._rows.get(trace_id, []) if seq is None or r.seq <= seq]
+        for i in range(len(rows) - 1, -1, -1):
+            if rows[i].kind == "base":
+                return rows[i:]
+        return []
+
+    async def get_run(self, trace_id: str) -> RunInfo | None:
+        return self._runs.get(trace_id)
+
+    async def runs(
+        self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        found = [
+            r
+            for r in self._runs.values()
+            if (status is None or r.status == status)
+            and (graph_name is None or r.graph_name == graph_name)
+        ]
+        found.sort(key=lambda r: r.updated_at, reverse=True)
+        return found[:limit]
+
+    async def history(self, trace_id: str) -> list[CheckpointSummary]:
+        return summarize(self._rows.get(trace_id, []))
+
+    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+        async with self._lock:
+            check_decision_target(self._runs.get(trace_id), trace_id, barrier_id)
+            stored = StoredDecision(
+                id=next(self._ids), barrier_id=barrier_id, decision=decision, created_at=now()
+            )
+            self._decisions.setdefault(trace_id, []).append(stored)
+            return stored.id
+
+    async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
+        return [d for d in self._decisions.get(trace_id, []) if d.id > cursor]
+
+    async def acquire_lease(self, trace_id: str, lease: Lease) -> None:
+        async with self._lock:
+            self._take_lease(trace_id, lease)
+
+    def _take_lease(self, trace_id: str, lease: Lease) -> None:
+        held = self._leases.get(trace_id)
+        t = now()
+        if held is not None and held[0] != lease.owner and held[1] > t:
+            raise RunLocked(
+                f"run {trace_id!r} is being driven elsewhere; its lease expires in "
+                f"{held[1] - t:.1f}s",
+                trace_id=trace_id,
+                expires_at=held[1],
+            )
+        self._leases[trace_id] = (lease.owner, t + lease.ttl)
+
+    async def release_lease(self, trace_id: str, owner: str) -> None:
+        async with self._lock:
+            held = self._leases.get(trace_id)
+            if held is not None and held[0] == owner:
+                del self._leases[trace_id]
+
+    async def prune(
+        self, *, older_than: float, statuses: Sequence[str] = ("completed",)
+    ) -> list[str]:
+        wanted = prunable_statuses(statuses)
+        async with self._lock:
+            gone = [
+                t for t, r in self._runs.items() if r.status in wanted and r.updated_at < older_than
+            ]
+            for t in gone:
+                self._runs.pop(t, None)
+                self._rows.pop(t, None)
+                self._decisions.pop(t, None)
+                self._leases.pop(t, None)
+            return gone
+
+    async def aclose(self) -> None:
+        """Nothing to release: the data stays for the life of the object."""

@@ -1,0 +1,252 @@
+"""The checkpoint record: what one checkpoint holds, and how it is encoded and verified.
+
+A stored checkpoint is one row: a few columns for queries, ``body`` (msgpack of
+:class:`CheckpointBody`: the run's metadata and the raw deltas since the previous checkpoint)
+and, for a ``base``, ``snapshot`` (msgpack of the whole state). Each blob has its own CRC-32, so
+a damaged row is detected and reported with its trace id and seq instead of restoring a wrong
+state. The format is described in ``checkpoints/FORMAT.md``.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Iterable
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+
+from .._decisions import Decision
+from .._directives import StateDelta
+from ..exceptions import CheckpointError
+
+__all__ = (
+    "FORMAT_VERSION",
+    "CheckpointBody",
+    "CheckpointKind",
+    "CheckpointSummary",
+    "Lease",
+    "ParentRef",
+    "PendingBarrier",
+    "RunInfo",
+    "StepRecord",
+    "StoredCheckpoint",
+    "StoredDecision",
+    "decode_body",
+    "decode_snapshot",
+    "encode_body",
+    "encode_snapshot",
+)
+
+FORMAT_VERSION = 1
+"""Version of the body/snapshot encoding; stored in every body."""
+
+CheckpointKind: TypeAlias = Literal["base", "delta"]
+
+
+class StepRecord(msgspec.Struct, frozen=True, array_like=True):
+    """The deltas one node execution produced, in the order they were applied."""
+
+    step: int
+    node: str
+    deltas: list[StateDelta]
+    fingerprint: str | None = None
+
+
+class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True):
+    """A barrier the run is waiting at."""
+
+    barrier_id: str
+    node: str
+    prompt: Any = None
+    deadline: float | None = None
+    """Wall-clock time (``time.time()``) at which the default action applies; None: never."""
+
+
+class ParentRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a forked run came from."""
+
+    trace_id: str
+    seq: int
+
+
+class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a checkpoint records besides the state snapshot."""
+
+    version: int = FORMAT_VERSION
+    trace_id: str
+    seq: int
+    graph_name: str
+    graph_hash: str
+    step: int
+    next_node: str | None
+    status: str
+    trigger: str
+    created_at: float
+    barrier_counts: dict[str, int] = msgspec.field(default_factory=dict)
+    pending_barrier: PendingBarrier | None = None
+    decisions: dict[str, Decision] = msgspec.field(default_factory=dict)
+    """Decisions received but not used yet: keyed by barrier id, or node name for a wildcard."""
+    decision_cursor: int = 0
+    """Id of the last decision read from the store's decision inbox."""
+    steps: list[StepRecord] = msgspec.field(default_factory=list)
+    """Deltas applied since the previous checkpoint of this trace."""
+    error: str | None = None
+    parent: ParentRef | None = None
+    reducers: dict[str, str] = msgspec.field(default_factory=dict)
+    """Base records: the reducer of each key (a built-in's name, or ``custom:<qualname>``), so
+    a state can be restored without the graph when only built-ins are involved."""
+    barrier_nodes: list[str] = msgspec.field(default_factory=list)
+    """Base records: the graph's barrier nodes (copied to the runs index)."""
+
+
+class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One checkpoint as a store keeps it (one row)."""
+
+    trace_id: str
+    seq: int
+    kind: CheckpointKind
+    step: int
+    next_node: str | None
+    status: str
+    trigger: str
+    created_at: float
+    body: bytes
+    checksum: int
+    snapshot: bytes | None = None
+    snapshot_checksum: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes serialized for this checkpoint."""
+        return len(self.body) + (len(self.snapshot) if self.snapshot is not None else 0)
+
+
+class CheckpointSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of ``ex.history(trace_id)``."""
+
+    seq: int
+    kind: CheckpointKind
+    step: int
+    next_node: str | None
+    status: str
+    trigger: str
+    created_at: float
+    bytes: int
+
+
+class RunInfo(msgspec.Struct, kw_only=True):
+    """The runs index: one row per trace, updated with every checkpoint."""
+
+    trace_id: str
+    graph_name: str
+    graph_hash: str
+    status: str
+    step: int
+    next_node: str | None
+    last_seq: int
+    created_at: float
+    updated_at: float
+    pending_barrier: str | None = None
+    barrier_counts: dict[str, int] = msgspec.field(default_factory=dict)
+    barrier_nodes: list[str] = msgspec.field(default_factory=list)
+    """Names of the graph's barrier nodes, so the store can refuse a decision for another node."""
+    parent: ParentRef | None = None
+
+
+class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision submitted through the store, in arrival order (``id`` increases)."""
+
+    id: int
+    barrier_id: str
+    decision: Decision
+    created_at: float
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """Who drives a trace, and for how long after each renewal."""
+
+    owner: str
+    ttl: float
+
+
+_body_encoder = msgspec.msgpack.Encoder()
+_body_decoder = msgspec.msgpack.Decoder(CheckpointBody)
+_snapshot_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def encode_body(body: CheckpointBody) -> tuple[bytes, int]:
+    """Encode a body; returns the bytes and their CRC-32."""
+    data = _body_encoder.encode(body)
+    return data, zlib.crc32(data)
+
+
+def encode_snapshot(state: Any) -> tuple[bytes, int]:
+    """Encode a whole state; returns the bytes and their CRC-32."""
+    data = _body_encoder.encode(state)
+    return data, zlib.crc32(data)
+
+
+def decode_body(row: StoredCheckpoint) -> CheckpointBody:
+    """Verify and decode a row's body; a damaged one is a CheckpointError naming trace and seq."""
+    if zlib.crc32(row.body) != row.checksum:
+        raise CheckpointError(
+            "checkpoint body is damaged (checksum mismatch)", trace_id=row.trace_id, seq=row.seq
+        )
+    try:
+        body = _body_decoder.decode(row.body)
+    except msgspec.DecodeError as exc:
+        raise CheckpointError(
+            f"checkpoint body cannot be decoded: {exc}", trace_id=row.trace_id, seq=row.seq
+        ) from exc
+    if body.version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format {body.version} is newer than this graphexec ({FORMAT_VERSION})",
+            trace_id=row.trace_id,
+            seq=row.seq,
+        )
+    if body.trace_id != row.trace_id or body.seq != row.seq:
+        raise CheckpointError(
+            f"checkpoint body belongs to trace {body.trace_id!r} seq {body.seq}",
+            trace_id=row.trace_id,
+            seq=row.seq,
+        )
+    return body
+
+
+def decode_snapshot(row: StoredCheckpoint) -> dict[str, Any]:
+    """Verify and decode a base row's state snapshot."""
+    if row.snapshot is None:
+        raise CheckpointError("checkpoint has no snapshot", trace_id=row.trace_id, seq=row.seq)
+    if zlib.crc32(row.snapshot) != row.snapshot_checksum:
+        raise CheckpointError(
+            "checkpoint snapshot is damaged (checksum mismatch)", trace_id=row.trace_id, seq=row.seq
+        )
+    try:
+        return _snapshot_decoder.decode(row.snapshot)
+    except msgspec.DecodeError as exc:
+        raise CheckpointError(
+            f"checkpoint snapshot cannot be decoded: {exc}", trace_id=row.trace_id, seq=row.seq
+        ) from exc
+
+
+def summarize(rows: Iterable[StoredCheckpoint]) -> list[CheckpointSummary]:
+    """History lines for rows, oldest first."""
+    return [
+        CheckpointSummary(
+            seq=r.seq,
+            kind=r.kind,
+            step=r.step,
+            next_node=r.next_node,
+            status=r.status,
+            trigger=r.trigger,
+            created_at=r.created_at,
+            bytes=r.size,
+        )
+        for r in rows
+    ]
+
+
+def now() -> float:
+    """Wall-clock seconds; checkpoints and leases outlive the process, so no monotonic clock."""
+    return time.time()

@@ -1,0 +1,210 @@
+"""Every error graphexec raises, in one tree.
+
+::
+
+    GraphError                      base of everything below; catch this to catch them all
+    ├── InvalidGraph (ValueError)   build() found problems, or the graph cannot run this way
+    ├── NodeNotFound (LookupError)  a name that is not a node of the graph
+    ├── MissingEdge                 Goto/Fallback to a target with no declared edge
+    ├── Unrouted                    no edge matched after a node; lists every condition tried
+    ├── StepsExceeded               the run reached max_steps
+    ├── NodeExecutionFailed         a node (or a parallel branch) raised; .cause holds it
+    ├── StateError                  a delta or initial state that does not fit; merge conflicts
+    ├── Cancelled                   the run was cancelled (handle.cancel(), early exit)
+    ├── CheckpointError             a checkpoint could not be written, read or trusted
+    ├── GraphChanged                the graph no longer matches the checkpointed run
+    ├── RunLocked                   another driver holds the run's lease
+    ├── RunNotFound (LookupError)   no run with this trace id in the store
+    ├── RunFinished                 the run already completed: nothing to resume or decide
+    └── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+
+A typical caller::
+
+    try:
+        result = await ex.execute(graph, state)
+    except gx.NodeExecutionFailed as exc:
+        print(exc.node, exc.cause)
+    except gx.GraphError as exc:
+        print(exc.trace_id, exc)
+
+Every error carries what it is about as attributes (``trace_id``, ``node``, ``step``, ``key``,
+``seq``, whichever apply); the executor fills ``trace_id`` and ``step`` on the way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = (
+    "Cancelled",
+    "CheckpointError",
+    "GraphChanged",
+    "GraphChangedWarning",
+    "GraphError",
+    "InvalidDecision",
+    "InvalidGraph",
+    "MissingEdge",
+    "NodeExecutionFailed",
+    "NodeNotFound",
+    "RunFinished",
+    "RunLocked",
+    "RunNotFound",
+    "StateError",
+    "StepsExceeded",
+    "Unrouted",
+)
+
+
+class GraphError(Exception):
+    """Base class of every error graphexec raises."""
+
+    trace_id: str | None
+    node: str | None
+    step: int | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        trace_id: str | None = None,
+        node: str | None = None,
+        step: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.trace_id = trace_id
+        self.node = node
+        self.step = step
+
+    def __str__(self) -> str:
+        where = []
+        if self.trace_id is not None:
+            where.append(f"trace {self.trace_id!r}")
+        if self.step is not None:
+            where.append(f"step {self.step}")
+        return f"{self.message} ({', '.join(where)})" if where else self.message
+
+
+class InvalidGraph(GraphError, ValueError):
+    """Raised when a graph fails validation, or cannot be run the way it was asked to."""
+
+    def __init__(self, message: str, *, problems: Sequence[str] = (), **kw: Any) -> None:
+        self.problems = list(problems) or [message]
+        super().__init__(message, **kw)
+
+
+class NodeNotFound(GraphError, LookupError):
+    """Raised when a name does not refer to a node of the graph."""
+
+
+class MissingEdge(GraphError):
+    """Raised when a node returns Goto or Fallback toward a target it has no edge to."""
+
+    def __init__(self, message: str, *, target: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.target = target
+
+
+class Unrouted(GraphError):
+    """Raised when no edge out of a node matched; ``conditions`` lists every one tried."""
+
+    def __init__(self, message: str, *, conditions: Sequence[str] = (), **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.conditions = list(conditions)
+
+
+class StepsExceeded(GraphError):
+    """Raised when a run would take more than ``max_steps`` steps."""
+
+    def __init__(self, message: str, *, max_steps: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.max_steps = max_steps
+
+
+class NodeExecutionFailed(GraphError):
+    """Raised when a node raised; ``cause`` is the original exception.
+
+    For a parallel node, ``failures`` maps each failed branch to its exception, and ``cause`` is
+    the first failure (``fail_fast``) or an ExceptionGroup of all of them (``collect``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str,
+        cause: BaseException,
+        failures: Mapping[str, BaseException] | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, node=node, **kw)
+        self.cause = cause
+        self.failures = dict(failures or {})
+        self.__cause__ = cause
+
+
+class StateError(GraphError):
+    """Raised when a state value or delta does not fit, or parallel branches conflict."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        branches: Sequence[str] = (),
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.key = key
+        self.branches = list(branches)
+
+
+class Cancelled(GraphError):
+    """Raised when a run was cancelled; its state was checkpointed first when a store is set."""
+
+
+class CheckpointError(GraphError):
+    """Raised when a checkpoint cannot be written, read or trusted (damaged, wrong format)."""
+
+    def __init__(self, message: str, *, seq: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.seq = seq
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return base if self.seq is None else f"{base} [seq {self.seq}]"
+
+
+class GraphChanged(GraphError):
+    """Raised when a checkpointed run cannot continue on the graph it is resumed with."""
+
+
+class RunLocked(GraphError):
+    """Raised when another process or task holds the lease on a trace.
+
+    The lease expires ``lease_ttl`` seconds after its holder last renewed it.
+    """
+
+    def __init__(self, message: str, *, expires_at: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.expires_at = expires_at
+
+
+class RunNotFound(GraphError, LookupError):
+    """Raised when the store has no run with the given trace id."""
+
+
+class RunFinished(GraphError):
+    """Raised when resuming, or deciding for, a run that has already completed.
+
+    Use ``ex.fork(graph, trace_id, seq)`` to start a new run from one of its checkpoints.
+    """
+
+
+class InvalidDecision(GraphError, ValueError):
+    """Raised when a barrier decision cannot be accepted: not a barrier, already resolved, bad id."""
+
+
+class GraphChangedWarning(UserWarning):
+    """Warned when a resumed run's graph differs structurally from the checkpointed one."""
