@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup
 from . import reducers as _reducers
 from ._callables import describe
 from ._events import CheckpointSaved
+from ._log import get_logger
 from ._policy import CheckpointPolicy
 from .checkpoint._base import CheckpointStore
 from .checkpoint._record import (
@@ -31,6 +32,7 @@ from .checkpoint._record import (
     StoredCheckpoint,
     encode_body,
     encode_snapshot,
+    encode_steps,
     now,
 )
 from .exceptions import CheckpointError, GraphError
@@ -115,8 +117,10 @@ class Checkpointer:
             with anyio.CancelScope(shield=True):
                 try:
                     await self.store.release_lease(self.trace_id, self.owner)
-                except Exception:  # noqa: BLE001 - the lease expires by itself anyway
-                    pass
+                except Exception as exc:  # noqa: BLE001 - the lease expires by itself anyway
+                    get_logger(trace_id=self.trace_id).warning(
+                        "lease not released", error=repr(exc)
+                    )
 
     # -- what the run reports ------------------------------------------------------------------
 
@@ -144,36 +148,39 @@ class Checkpointer:
         self.seq += 1
         seq = self.seq
         t = now()
-        body = CheckpointBody(
-            trace_id=self.trace_id,
-            seq=seq,
-            graph_name=self.graph_name,
-            graph_hash=self.graph_hash,
-            step=run.step,
-            next_node=run.next_node,
-            status=run.status,
-            trigger=trigger,
-            created_at=t,
-            barrier_counts=dict(run.barrier_counts),
-            pending_barrier=run.pending,
-            decisions=dict(run.decisions),
-            decision_cursor=run.decision_cursor,
-            steps=self._steps,
-            error=run.error,
-            parent=self.parent if seq == 1 else None,
-            reducers=self.reducers,
-            barrier_nodes=self.barrier_nodes,
-        )
         try:
-            data, crc = encode_body(body)
+            steps = encode_steps(self._steps)
+            # A new base when compact_every deltas have piled up since the last one, or when
+            # replaying the deltas would cost more than loading a fresh base.
             base = (
                 seq == 1
                 or self._deltas_since_base + 1 >= self.policy.compact_every
-                or self._delta_bytes_since_base + len(data) > self._base_bytes
+                or self._delta_bytes_since_base + len(steps) > self._base_bytes
             )
             snapshot = snap_crc = None
             if base:
                 snapshot, snap_crc = encode_snapshot(state)
+            body = CheckpointBody(
+                trace_id=self.trace_id,
+                seq=seq,
+                graph_name=self.graph_name,
+                graph_hash=self.graph_hash,
+                step=run.step,
+                next_node=run.next_node,
+                status=run.status,
+                trigger=trigger,
+                created_at=t,
+                barrier_counts=dict(run.barrier_counts),
+                pending_barrier=run.pending,
+                decisions=dict(run.decisions),
+                decision_cursor=run.decision_cursor,
+                steps=steps,  # type: ignore[arg-type]  # pre-encoded list[StepRecord]
+                error=run.error,
+                parent=self.parent if seq == 1 else None,
+                reducers=self.reducers if base else {},
+                barrier_nodes=self.barrier_nodes if base else [],
+            )
+            data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError) as exc:
             self.seq -= 1
             raise CheckpointError(
@@ -185,12 +192,12 @@ class Checkpointer:
         self._score = 0.0
         if base:
             assert snapshot is not None
-            self._base_bytes = len(snapshot) + len(data)
+            self._base_bytes = len(snapshot)
             self._deltas_since_base = 0
             self._delta_bytes_since_base = 0
         else:
             self._deltas_since_base += 1
-            self._delta_bytes_since_base += len(data)
+            self._delta_bytes_since_base += len(steps)
         row = StoredCheckpoint(
             trace_id=self.trace_id,
             seq=seq,
@@ -295,7 +302,5 @@ class Checkpointer:
             except GraphError as exc:
                 self._error = exc
                 return
-            except Exception:  # noqa: BLE001, S112 - a passing store error: try again next period
-                continue
-
-
+            except Exception as exc:  # noqa: BLE001 - a passing store error: retry next period
+                get_logger(trace_id=self.trace_id).warning("lease renewal failed", error=repr(exc))

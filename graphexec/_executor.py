@@ -13,14 +13,15 @@ import anyio
 
 from ._checkpointer import Checkpointer, reducer_names
 from ._decisions import Decision
+from ._directives import StateDelta
 from ._emit import Emitter
 from ._events import GraphEvent
 from ._graph import Graph
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
 from ._run import Driver, GraphResult, Run
-from .checkpoint._base import CheckpointStore, FINISHED_STATUSES, parse_barrier_id
-from .checkpoint._record import CheckpointSummary, ParentRef, PendingBarrier, StepRecord, RunInfo
+from .checkpoint._base import FINISHED_STATUSES, CheckpointStore, parse_barrier_id
+from .checkpoint._record import CheckpointSummary, ParentRef, PendingBarrier, RunInfo, StepRecord
 from .exceptions import (
     GraphChanged,
     GraphChangedWarning,
@@ -31,7 +32,6 @@ from .exceptions import (
     RunFinished,
     RunNotFound,
 )
-from ._directives import StateDelta
 
 __all__ = ("GraphExecutor", "RunState")
 
@@ -184,8 +184,14 @@ class GraphExecutor:
                     "left to resume: fork it from an earlier checkpoint",
                     trace_id=trace_id,
                 )
-            self._check_graph(graph, body.graph_hash, body.next_node, body.pending_barrier,
-                              trace_id, on_graph_change or self.on_graph_change)
+            self._check_graph(
+                graph,
+                body.graph_hash,
+                body.next_node,
+                body.pending_barrier,
+                trace_id,
+                on_graph_change or self.on_graph_change,
+            )
             self._prime(ckpt, restored)
             driver = Driver(
                 graph=graph,
@@ -232,8 +238,14 @@ class GraphExecutor:
         store = self._need_store("fork")
         restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
-        self._check_graph(graph, body.graph_hash, body.next_node, body.pending_barrier,
-                          trace_id, self.on_graph_change)
+        self._check_graph(
+            graph,
+            body.graph_hash,
+            body.next_node,
+            body.pending_barrier,
+            trace_id,
+            self.on_graph_change,
+        )
         state = restored.state if graph.state_type is None else dict(restored.state)
         spec = graph.spec
         changes = []
@@ -347,9 +359,9 @@ class GraphExecutor:
         """Continue a trace's seq and compaction bookkeeping where its checkpoints stand."""
         rows = restored.rows
         ckpt.seq = rows[-1].seq
-        ckpt._base_bytes = rows[0].size
+        ckpt._base_bytes = len(rows[0].snapshot or b"")
         ckpt._deltas_since_base = len(rows) - 1
-        ckpt._delta_bytes_since_base = sum(r.size for r in rows[1:])
+        ckpt._delta_bytes_since_base = sum(len(r.body) for r in rows[1:])
 
     async def _refuse_existing(self, store: CheckpointStore, trace_id: str) -> None:
         if await store.get_run(trace_id) is not None:
@@ -463,4 +475,3 @@ class GraphExecutor:
             finally:
                 driver.leave()
                 recv.close()
-

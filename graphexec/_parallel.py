@@ -77,7 +77,7 @@ async def _fan_out(
                     results[i] = await invoke(call, args)
             else:
                 results[i] = await invoke(call, args)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept; the policy is applied in _outcome
             failures[bname] = exc
             if spec.on_error == "fail_fast":
                 scope.cancel()

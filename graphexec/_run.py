@@ -503,7 +503,9 @@ class Driver:
                     "edge; declare one with .fallback(node, target)",
                     node=name,
                 )
-            self.log.warning("fallback", node=name, step=step, span_id=span, reason=directive.reason)
+            self.log.warning(
+                "fallback", node=name, step=step, span_id=span, reason=directive.reason
+            )
             if self.emitter is not None:
                 await self.emitter.send(
                     ObservedError(
@@ -571,9 +573,11 @@ class Driver:
             await self._resolve(spec, step, span, barrier_id, decision, "human", t0)
             return
         try:
-            prompt = await invoke(spec.prompt, (self.graph.spec.view(self.state),)) if (
-                spec.prompt
-            ) else None
+            prompt = (
+                await invoke(spec.prompt, (self.graph.spec.view(self.state),))
+                if (spec.prompt)
+                else None
+            )
         except Exception as exc:
             raise NodeExecutionFailed(
                 f"prompt of barrier {name!r} raised {exc!r}", node=name, cause=exc
@@ -612,7 +616,9 @@ class Driver:
                 await self._save("barrier_waiting")
             if self.ckpt is not None:
                 await self.ckpt.flush()  # BarrierWaiting only once the wait is committed
-            self.log.info("barrier waiting", node=spec.name, step=step, barrier_id=pending.barrier_id)
+            self.log.info(
+                "barrier waiting", node=spec.name, step=step, barrier_id=pending.barrier_id
+            )
             if self.emitter is not None:
                 await self.emitter.send(
                     BarrierWaiting(
@@ -683,8 +689,10 @@ class Driver:
             node, occurrence = parse_barrier_id(item.barrier_id)
             spec = self.graph.nodes.get(node)
             pending = self.pending.barrier_id if self.pending else None
-            if spec is None or spec.kind != "barrier" or (
-                occurrence is not None and is_resolved(self.counts, pending, node, occurrence)
+            if (
+                spec is None
+                or spec.kind != "barrier"
+                or (occurrence is not None and is_resolved(self.counts, pending, node, occurrence))
             ):
                 self.log.warning(
                     "ignored a stored decision", barrier_id=item.barrier_id, decision_id=item.id
@@ -805,7 +813,11 @@ class Driver:
         _fill(exc, self.trace_id, exc.node, exc.step if exc.step is not None else self.step)
         self.status = "failed"
         self.log.error(
-            "run failed", node=exc.node, step=exc.step, error=str(exc), error_type=type(exc).__name__
+            "run failed",
+            node=exc.node,
+            step=exc.step,
+            error=str(exc),
+            error_type=type(exc).__name__,
         )
         if self.ckpt is not None and self.ckpt.policy.on_completion:
             try:
@@ -829,8 +841,12 @@ class Driver:
         waiting = self.pending is not None and not self._cancel_requested
         status: RunStatus = "waiting" if waiting else "cancelled"
         self.status = status
-        error = None if waiting else Cancelled(
-            f"run {self.trace_id!r} was cancelled", trace_id=self.trace_id, step=self.step
+        error = (
+            None
+            if waiting
+            else Cancelled(
+                f"run {self.trace_id!r} was cancelled", trace_id=self.trace_id, step=self.step
+            )
         )
         if self.ckpt is not None:
             try:

@@ -6,6 +6,7 @@ The run keeps its state as a plain dict it owns. Nodes see a read-only view of i
 
 from __future__ import annotations
 
+import copy
 import typing
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -17,7 +18,6 @@ from . import reducers as _reducers
 from .exceptions import StateError
 
 __all__ = ("StateSpec",)
-
 
 
 def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
@@ -116,7 +116,7 @@ class StateSpec:
         for key, (_fn, kind) in self.inplace.items():
             value = data.get(key)
             if type(value) is kind:
-                data[key] = kind(value)  # the run owns its copy; the caller's object is untouched
+                data[key] = copy.copy(value)  # the run owns its copy; the caller's object is untouched
         return data
 
     def restored(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -176,15 +176,17 @@ class StateSpec:
 
     def view(self, state: dict[str, Any]) -> Any:
         """What a node or a condition receives."""
-        if self.state_type is None:
+        state_type = self.state_type
+        if state_type is None:
             return MappingProxyType(state)
-        return self.state_type(**state)
+        return state_type(**state)
 
     def public(self, state: dict[str, Any]) -> Any:
         """What results hold: the dict itself, or a typed-state instance."""
-        if self.state_type is None:
+        state_type = self.state_type
+        if state_type is None:
             return state
-        return self.state_type(**state)
+        return state_type(**state)
 
 
 def changes_of(result: Any, *, node: str) -> list[tuple[str, Any]]:
@@ -198,5 +200,3 @@ def changes_of(result: Any, *, node: str) -> list[tuple[str, Any]]:
         "state updates, gx.Goto, gx.End or gx.Fallback",
         node=node,
     )
-
-

@@ -46,8 +46,8 @@ def validate(b: GraphBuilder) -> Graph:
     ends = frozenset(b._ends)
     if not ends:
         problems.append("no end node: call .end(name, ...)")
-    for e in sorted(ends - known):
-        problems.append(f"end node {e!r} is not a node of the graph")
+    for missing in sorted(ends - known):
+        problems.append(f"end node {missing!r} is not a node of the graph")
 
     # edges
     seen_edges: set[tuple[str, str, str, Any]] = set()
@@ -105,15 +105,13 @@ def validate(b: GraphBuilder) -> Graph:
             fields = {f.name for f in msgspec.structs.fields(state_type)}
             declared = StateSpec.reducers_from_type(state_type)
             for key in sorted(set(reducers) - fields):
-                problems.append(
-                    f"reducer for key {key!r}: {state_type.__name__} has no such field"
-                )
+                problems.append(f"reducer for key {key!r}: {state_type.__name__} has no such field")
             reducers = {**declared, **reducers}
             for spec in nodes.values():
-                for label, key in (("over", spec.over), ("into", spec.into)):
-                    if key is not None and key not in fields:
+                for label, field_key in (("over", spec.over), ("into", spec.into)):
+                    if field_key is not None and field_key not in fields:
                         problems.append(
-                            f"map node {spec.name!r}: {label}={key!r} is not a field of "
+                            f"map node {spec.name!r}: {label}={field_key!r} is not a field of "
                             f"{state_type.__name__}"
                         )
                 if spec.record is not None and spec.record not in fields:

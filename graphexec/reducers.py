@@ -41,7 +41,7 @@ def merge(current: Mapping[str, Any] | None, value: Mapping[str, Any]) -> dict[s
     return base
 
 
-def add(current: int | float | None, value: int | float) -> int | float:
+def add(current: float | None, value: float) -> float:
     """Add numbers; a missing key counts as 0."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"add expects a number, got {type(value).__name__}")

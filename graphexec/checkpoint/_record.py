@@ -36,6 +36,7 @@ __all__ = (
     "decode_snapshot",
     "encode_body",
     "encode_snapshot",
+    "encode_steps",
 )
 
 FORMAT_VERSION = 1
@@ -53,7 +54,7 @@ class StepRecord(msgspec.Struct, frozen=True, array_like=True):
     fingerprint: str | None = None
 
 
-class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True):
+class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """A barrier the run is waiting at."""
 
     barrier_id: str
@@ -63,15 +64,19 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True):
     """Wall-clock time (``time.time()``) at which the default action applies; None: never."""
 
 
-class ParentRef(msgspec.Struct, frozen=True, kw_only=True):
+class ParentRef(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Where a forked run came from."""
 
     trace_id: str
     seq: int
 
 
-class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a checkpoint records besides the state snapshot."""
+class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """Everything a checkpoint records besides the state snapshot.
+
+    Encoded as a msgpack array (field order below, no field names): new fields are only ever
+    appended, with defaults, so older records still decode.
+    """
 
     version: int = FORMAT_VERSION
     trace_id: str
@@ -179,6 +184,11 @@ def encode_body(body: CheckpointBody) -> tuple[bytes, int]:
     """Encode a body; returns the bytes and their CRC-32."""
     data = _body_encoder.encode(body)
     return data, zlib.crc32(data)
+
+
+def encode_steps(steps: list[StepRecord]) -> msgspec.Raw:
+    """Pre-encode a body's steps (their size drives compaction); embed the result in a body."""
+    return msgspec.Raw(_body_encoder.encode(steps))
 
 
 def encode_snapshot(state: Any) -> tuple[bytes, int]:

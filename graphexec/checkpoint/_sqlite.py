@@ -143,6 +143,11 @@ class SQLiteStore(StoreBase):
                 conn = aiosqlite.connect(
                     self.path, isolation_level=None, timeout=self._busy_timeout
                 )
+                # aiosqlite's worker thread is not a daemon, so a store that is never closed
+                # would keep the interpreter from exiting. Each transaction runs whole in one
+                # call on that thread, so being cut off at exit is a crash SQLite recovers from
+                # (the open transaction rolls back).
+                conn._thread.daemon = True
                 try:
                     await conn
                     await _on_thread(conn, self._setup)
