@@ -7,7 +7,7 @@ and keep it durable with a checkpoint store (:class:`SQLiteStore`, :class:`Memor
 
 from __future__ import annotations
 
-from . import reducers
+from . import reducers, testing
 from ._context import NodeContext
 from ._decisions import Approve, Decision, Edit, Reject, Skip
 from ._directives import End, Fallback, Goto, StateDelta
@@ -128,11 +128,18 @@ __all__ = (
     "StepsExceeded",
     "Unrouted",
     "reducers",
+    "testing",
 )
 
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith("graphexec."):
+    # Errors only: Structs and dataclasses resolve their string annotations in the module
+    # named by __module__ (msgspec decoding, typing.get_type_hints), so they keep their own.
+    if (
+        isinstance(_obj, type)
+        and issubclass(_obj, Exception)
+        and _obj.__module__.startswith("graphexec.")
+    ):
         try:
             _obj.__module__ = "graphexec"
         except (AttributeError, TypeError):  # pragma: no cover - some builtins refuse

@@ -34,10 +34,13 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def classify(fn: Any, *, what: str, inline: bool = False, max_args: int = 2) -> UserFn:
+def classify(
+    fn: Any, *, what: str, inline: bool = False, max_args: int = 2, arg: str = "state"
+) -> UserFn:
     """Check a callable's arity and kind; raise TypeError naming ``what`` when it cannot be used.
 
-    A node takes ``(state)`` or ``(state, ctx)``; ``max_args=1`` allows only ``(x)``.
+    A node takes ``(state)`` or ``(state, ctx)``; ``max_args=1`` allows only ``(state)``;
+    ``arg`` names the first argument in messages (``"item"`` for map nodes).
     """
     if not callable(fn):
         raise TypeError(f"{what} is not callable (got {type(fn).__name__})")
@@ -60,7 +63,7 @@ def classify(fn: Any, *, what: str, inline: bool = False, max_args: int = 2) -> 
                 f"{what} ({describe(fn)}) has a required keyword-only argument {p.name!r}; "
                 "graphexec passes only positional arguments"
             )
-    shape = "(state) or (state, ctx)" if max_args == 2 else "(item) or (item, ctx)"
+    shape = f"({arg}) or ({arg}, ctx)" if max_args == 2 else f"({arg})"
     if required > max_args or (positional == 0 and not varargs):
         raise TypeError(
             f"{what} ({describe(fn)}) takes {required if required else positional} "

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import anyio
 
 from ._checkpointer import Checkpointer, reducer_names
-from ._decisions import Decision
+from ._decisions import Approve, Decision, Edit, Reject, Skip
 from ._directives import StateDelta
 from ._emit import Emitter
 from ._events import GraphEvent
@@ -113,7 +113,7 @@ class GraphExecutor:
         A graph with barriers needs ``decisions``: barrier ids (``"approve#1"``) or barrier node
         names (every occurrence) mapped to decisions; otherwise use ``execute_stream``.
         """
-        if graph.barrier_nodes and decisions is None:
+        if isinstance(graph, Graph) and graph.barrier_nodes and decisions is None:
             raise InvalidGraph(
                 f"graph {graph.name!r} has barrier nodes ({', '.join(sorted(graph.barrier_nodes))})"
                 ": use execute_stream() and decide through run.handle, or pass decisions= to "
@@ -143,7 +143,12 @@ class GraphExecutor:
         it waited at a barrier, else ``"cancelled"``); it can then be resumed.
         """
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
-        driver = await self._new_driver(graph, state, trace_id, decisions, Emitter(send))
+        try:
+            driver = await self._new_driver(graph, state, trace_id, decisions, Emitter(send))
+        except BaseException:
+            send.close()
+            recv.close()
+            raise
         async with self._running(driver, recv) as run:
             yield run
 
@@ -174,7 +179,12 @@ class GraphExecutor:
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         emitter = Emitter(send)
         ckpt = self._checkpointer(graph, trace_id, emitter, info.parent)
-        await store.acquire_lease(trace_id, ckpt.lease)
+        try:
+            await store.acquire_lease(trace_id, ckpt.lease)
+        except BaseException:
+            send.close()
+            recv.close()
+            raise
         try:
             restored = await restore(store, trace_id, graph=graph)
             body = restored.body
@@ -214,6 +224,8 @@ class GraphExecutor:
                 parent=info.parent.trace_id if info.parent else None,
             )
         except BaseException:
+            send.close()
+            recv.close()
             with anyio.CancelScope(shield=True):
                 await store.release_lease(trace_id, ckpt.owner)
             raise
@@ -260,7 +272,12 @@ class GraphExecutor:
         ckpt = self._checkpointer(graph, new_id, emitter, ParentRef(trace_id=trace_id, seq=seq))
         if changes:
             ckpt.note_step(StepRecord(body.step, "__fork__", changes), 0.0, 0.0)
-        await store.acquire_lease(new_id, ckpt.lease)
+        try:
+            await store.acquire_lease(new_id, ckpt.lease)
+        except BaseException:
+            send.close()
+            recv.close()
+            raise
         driver = Driver(
             graph=graph,
             state=state,
@@ -428,6 +445,16 @@ class GraphExecutor:
                     trace_id=trace_id,
                     node=node,
                 )
+            if not isinstance(decision, Approve | Reject | Edit | Skip):
+                raise InvalidDecision(
+                    f"decisions= maps {key!r} to {decision!r}, which is not a decision: use "
+                    "gx.Approve(), gx.Reject(reason), gx.Edit(update) or gx.Skip()",
+                    trace_id=trace_id,
+                    node=node,
+                )
+            if isinstance(decision, Edit):  # refused up front, as handle.decide() does
+                for k, v in decision.update.items():
+                    graph.spec.check(k, v, node=node)
             found[key] = decision
         return found
 
@@ -468,10 +495,22 @@ class GraphExecutor:
     @asynccontextmanager
     async def _running(self, driver: Driver, recv: Any) -> AsyncIterator[Run]:
         run = Run(driver, recv)
-        async with anyio.create_task_group() as tg:
-            await tg.start(driver.main)
-            try:
-                yield run
-            finally:
-                driver.leave()
-                recv.close()
+        raised: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(driver.main)
+                try:
+                    yield run
+                except BaseException as exc:
+                    raised = exc
+                    raise
+                finally:
+                    driver.leave()
+                    recv.close()
+        except BaseExceptionGroup as group:
+            # The consumer's own exception leaves the block as itself, not wrapped in the
+            # ExceptionGroup of the task group that runs the driver.
+            if raised is None or len(group.exceptions) != 1 or group.exceptions[0] is not raised:
+                raise
+        if raised is not None:
+            raise raised

@@ -147,6 +147,9 @@ class Graph:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Graph {self.name!r} is immutable; build a new one")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Graph {self.name!r} is immutable; build a new one")
+
     def __repr__(self) -> str:
         return f"<Graph {self.name!r} nodes={len(self.nodes)} hash={self.hash[:12]}>"
 
@@ -334,7 +337,7 @@ class GraphBuilder:
             return NodeSpec(
                 name=name,
                 kind="map",
-                call=classify(fn, what=f"map node {name!r}", inline=inline),
+                call=classify(fn, what=f"map node {name!r}", inline=inline, arg="item"),
                 over=over,
                 into=into,
                 max_concurrency=max_concurrency,

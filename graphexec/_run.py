@@ -386,7 +386,12 @@ class Driver:
                 trace_id=trace_id,
                 step=step,
             ) from exc
-        deltas = await self._apply(changes, name, step, span)
+        try:
+            deltas = await self._apply(changes, name, step, span)
+        except GraphError as exc:  # a delta that does not fit, a reducer that raised
+            await self._node_failed(spec, step, span, t0)
+            _fill(exc, self.trace_id, name, step)
+            raise
         # The step is committed before routing: a routing failure leaves the state with the
         # node's deltas applied and no next node (see resume_from for what that means).
         self.step = step
@@ -563,13 +568,15 @@ class Driver:
                 )
             )
         t0 = time.perf_counter()
+        # The occurrence is counted only once it is decided or pending (no await in between):
+        # until then a decision for it, from the handle or the store, is early, not "resolved".
         occurrence = self.counts.get(name, 0) + 1
-        self.counts[name] = occurrence
         barrier_id = f"{name}#{occurrence}"
         self.step = step
         await self._pull_store_decisions()
         decision = self._take_decision(barrier_id, name)
         if decision is not None:
+            self.counts[name] = occurrence
             await self._resolve(spec, step, span, barrier_id, decision, "human", t0)
             return
         try:
@@ -583,6 +590,7 @@ class Driver:
                 f"prompt of barrier {name!r} raised {exc!r}", node=name, cause=exc
             ) from exc
         deadline = now() + spec.timeout if spec.timeout is not None else None
+        self.counts[name] = occurrence
         self.pending = PendingBarrier(
             barrier_id=barrier_id, node=name, prompt=prompt, deadline=deadline
         )

@@ -34,12 +34,16 @@ class _KeyCheck:
 
     def __init__(self, tp: Any, reducer: Callable[..., Any] | None) -> None:
         self.type = tp
-        self.type_name = getattr(tp, "__name__", None) or repr(tp)
+        # repr keeps the parameters of generics ("list[str]", "int | None"); classes by name.
+        self.type_name = tp.__name__ if isinstance(tp, type) else repr(tp)
         self.item_type: Any = None
         if reducer in (_reducers.append, _reducers.union):
             args = get_args(tp)
             if args:
                 self.item_type = args[0]
+                item = args[0]
+                item_name = item.__name__ if isinstance(item, type) else repr(item)
+                self.type_name = f"{item_name} or {self.type_name}"  # one item, or several
 
     def __call__(self, value: Any) -> Any:
         try:
@@ -93,6 +97,15 @@ class StateSpec:
             if isinstance(state, self.state_type):
                 data = msgspec.structs.asdict(state)
             else:
+                if isinstance(state, Mapping) and self.checks is not None:
+                    unknown = [k for k in state if k not in self.checks]
+                    if unknown:  # msgspec.convert would drop them silently
+                        raise StateError(
+                            f"initial state has unknown key {unknown[0]!r}: "
+                            f"{self.state_type.__name__} has no such field",
+                            key=str(unknown[0]),
+                            trace_id=trace_id,
+                        )
                 try:
                     obj = msgspec.convert(state or {}, self.state_type)
                 except msgspec.ValidationError as exc:
@@ -116,7 +129,8 @@ class StateSpec:
         for key, (_fn, kind) in self.inplace.items():
             value = data.get(key)
             if type(value) is kind:
-                data[key] = copy.copy(value)  # the run owns its copy; the caller's object is untouched
+                # The run owns its copy; the caller's object is never mutated in place.
+                data[key] = copy.copy(value)
         return data
 
     def restored(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +168,7 @@ class StateSpec:
         """Apply one (already checked) delta through the key's reducer, in place on ``state``."""
         reducer = self.reducers.get(key)
         if reducer is None:
-            state[key] = value
+            state[key] = self._unshared(state, key, value)
             return
         current = state.get(key)
         twin = self.inplace.get(key)
@@ -162,7 +176,7 @@ class StateSpec:
             if twin is not None and type(current) is twin[1]:
                 twin[0](current, value)
             else:
-                state[key] = reducer(current, value)
+                state[key] = self._unshared(state, key, reducer(current, value))
         except StateError:
             raise
         except Exception as exc:
@@ -171,6 +185,16 @@ class StateSpec:
                 key=key,
                 node=node,
             ) from exc
+
+    def _unshared(self, state: dict[str, Any], key: str, value: Any) -> Any:
+        """``value``, copied if it is the object another key's in-place reducer updates (say a
+        node returned ``{"snapshot": state["messages"]}``): later appends must not show
+        through the other key."""
+        if self.inplace and isinstance(value, list | dict):
+            for other in self.inplace:
+                if other != key and state.get(other) is value:
+                    return copy.copy(value)
+        return value
 
     # -- what nodes see ----------------------------------------------------------------------
 

@@ -71,7 +71,9 @@ def validate(b: GraphBuilder) -> Graph:
         if len(fallbacks) > 1:
             problems.append(f"node {node!r} has more than one fallback edge")
     for node in sorted(ends & known):
-        out = [e.label for e in b._edges if e.source == node]
+        # A fallback edge may leave an end node: it is taken only when the node returns
+        # gx.Fallback (DESIGN's own example: .fallback("refund", "decline") with refund an end).
+        out = [e.label for e in b._edges if e.source == node and e.kind != "fallback"]
         if out:
             problems.append(
                 f"end node {node!r} has outgoing edges ({'; '.join(out)}); "

@@ -140,6 +140,7 @@ class SQLiteStore(StoreBase):
         async with self._open_lock:
             if self._conn is None:
                 # isolation_level=None: no implicit BEGIN; every transaction is explicit.
+                # timeout= is SQLite's busy timeout: how long to wait for another writer.
                 conn = aiosqlite.connect(
                     self.path, isolation_level=None, timeout=self._busy_timeout
                 )
@@ -152,7 +153,8 @@ class SQLiteStore(StoreBase):
                     await conn
                     await _on_thread(conn, self._setup)
                 except BaseException:
-                    await conn.close()
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
                     raise
                 self._conn = conn
             return self._conn
@@ -176,7 +178,6 @@ class SQLiteStore(StoreBase):
                 f"{self.path!r} has checkpoint schema version {version}, newer than this "
                 f"graphexec knows ({known}); upgrade graphexec to open it"
             )
-        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -206,11 +207,13 @@ class SQLiteStore(StoreBase):
             if conn is None:
                 return
             try:
-                await _on_thread(conn, _wal_checkpoint)
+                with anyio.CancelScope(shield=True):
+                    await _on_thread(conn, _wal_checkpoint)
             except sqlite3.Error:
                 pass  # another process still reads: its last connection will fold the WAL
             finally:
-                await conn.close()
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -223,8 +226,8 @@ class SQLiteStore(StoreBase):
         run_params = _run_params(run)
 
         def tx(db: sqlite3.Connection) -> None:
-            t = now()
             with _write(db):
+                t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
                 check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
                 if lease is not None:
                     _take_lease(db, trace_id, lease, t)
@@ -257,9 +260,8 @@ class SQLiteStore(StoreBase):
 
     async def acquire_lease(self, trace_id: str, lease: Lease) -> None:
         def tx(db: sqlite3.Connection) -> None:
-            t = now()
             with _write(db):
-                _take_lease(db, trace_id, lease, t)
+                _take_lease(db, trace_id, lease, now())
 
         await self._run(tx, trace_id)
 

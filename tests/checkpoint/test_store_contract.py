@@ -1,0 +1,563 @@
+"""The CheckpointStore contract: one suite, run against every store (see conftest.store)."""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from graphexec._decisions import Approve, Decision, Edit, Reject
+from graphexec._directives import StateDelta
+from graphexec.checkpoint import CheckpointStore, RunInfo, StoredCheckpoint
+from graphexec.checkpoint._record import (
+    CheckpointBody,
+    CheckpointKind,
+    CheckpointSummary,
+    Lease,
+    ParentRef,
+    StepRecord,
+    decode_body,
+    decode_snapshot,
+    encode_body,
+    encode_snapshot,
+    now,
+)
+from graphexec.exceptions import (
+    CheckpointError,
+    InvalidDecision,
+    RunFinished,
+    RunLocked,
+    RunNotFound,
+)
+
+T0 = 1_700_000_000.0
+
+
+def make_row(
+    trace_id: str,
+    seq: int,
+    kind: CheckpointKind = "delta",
+    *,
+    status: str = "running",
+    state: dict[str, Any] | None = None,
+) -> StoredCheckpoint:
+    """A row as the executor would build it: encoded body, and a snapshot for a base."""
+    body, checksum = encode_body(
+        CheckpointBody(
+            trace_id=trace_id,
+            seq=seq,
+            graph_name="g",
+            graph_hash="h1",
+            step=seq,
+            next_node="work",
+            status=status,
+            trigger="step",
+            created_at=T0 + seq,
+            barrier_counts={"review": 1},
+            decisions={"review": Approve()},
+            steps=[StepRecord(seq, "work", [StateDelta("count", seq), StateDelta("log", [seq])])],
+        )
+    )
+    snapshot: bytes | None = None
+    snapshot_checksum: int | None = None
+    if kind == "base":
+        snapshot, snapshot_checksum = encode_snapshot(
+            state if state is not None else {"count": seq, "log": list(range(seq + 1))}
+        )
+    return StoredCheckpoint(
+        trace_id=trace_id,
+        seq=seq,
+        kind=kind,
+        step=seq,
+        next_node="work",
+        status=status,
+        trigger="step",
+        created_at=T0 + seq,
+        body=body,
+        checksum=checksum,
+        snapshot=snapshot,
+        snapshot_checksum=snapshot_checksum,
+    )
+
+
+def make_run(
+    trace_id: str,
+    *,
+    status: str = "running",
+    last_seq: int = 0,
+    updated_at: float = T0,
+    graph_name: str = "g",
+    barrier_counts: dict[str, int] | None = None,
+    pending_barrier: str | None = None,
+    parent: ParentRef | None = None,
+) -> RunInfo:
+    """The runs-index row that goes with a save."""
+    return RunInfo(
+        trace_id=trace_id,
+        graph_name=graph_name,
+        graph_hash="h1",
+        status=status,
+        step=last_seq,
+        next_node="work",
+        last_seq=last_seq,
+        created_at=T0,
+        updated_at=updated_at,
+        pending_barrier=pending_barrier,
+        barrier_counts=barrier_counts if barrier_counts is not None else {},
+        barrier_nodes=["review", "ship"],
+        parent=parent,
+    )
+
+
+def demoted(row: StoredCheckpoint) -> StoredCheckpoint:
+    """What a base looks like once a later base demoted it."""
+    return msgspec.structs.replace(row, kind="delta", snapshot=None, snapshot_checksum=None)
+
+
+async def save_kinds(store: CheckpointStore, trace_id: str, kinds: str) -> list[StoredCheckpoint]:
+    """Save one row per letter of ``kinds`` ('b' base, 'd' delta), one save each."""
+    rows = []
+    for seq, letter in enumerate(kinds):
+        row = make_row(trace_id, seq, "base" if letter == "b" else "delta")
+        await store.save([row], make_run(trace_id, last_seq=seq, updated_at=T0 + seq))
+        rows.append(row)
+    return rows
+
+
+def seqs(rows: list[StoredCheckpoint]) -> list[int]:
+    return [r.seq for r in rows]
+
+
+class TestSaveAndLoad:
+    async def test_round_trip(self, store: CheckpointStore) -> None:
+        """Saved rows come back byte for byte, and their body and snapshot decode."""
+        rows = [make_row("t1", 0, "base"), make_row("t1", 1), make_row("t1", 2)]
+        await store.save(rows[:1], make_run("t1"))
+        await store.save(rows[1:], make_run("t1", last_seq=2))
+
+        chain = await store.load_chain("t1")
+
+        assert rows == chain
+        assert [r.body for r in rows] == [r.body for r in chain]
+        assert decode_snapshot(chain[0]) == {"count": 0, "log": [0]}
+        body = decode_body(chain[2])
+        assert (body.trace_id, body.seq, body.decisions) == ("t1", 2, {"review": Approve()})
+        assert body.steps == [
+            StepRecord(2, "work", [StateDelta("count", 2), StateDelta("log", [2])])
+        ]
+
+    async def test_load_chain_at_older_seq(self, store: CheckpointStore) -> None:
+        """load_chain(seq) starts at the latest base at or before seq and stops at seq."""
+        await save_kinds(store, "t1", "bddbd")
+
+        assert seqs(await store.load_chain("t1", 2)) == [0, 1, 2]
+        assert seqs(await store.load_chain("t1", 3)) == [3]
+        assert seqs(await store.load_chain("t1", 4)) == [3, 4]
+        assert seqs(await store.load_chain("t1")) == [3, 4]
+        assert seqs(await store.load_chain("t1", 99)) == [3, 4]
+
+    async def test_demotion_keeps_first_and_latest_base(self, store: CheckpointStore) -> None:
+        """A new base demotes the previous bases except the first; older seqs stay restorable."""
+        rows = await save_kinds(store, "t1", "bddbddbd")
+
+        full = await store.load_chain("t1", 5)
+        assert full == [rows[0], rows[1], rows[2], demoted(rows[3]), rows[4], rows[5]]
+        assert full[3].body == rows[3].body
+        assert await store.load_chain("t1") == [rows[6], rows[7]]
+        assert seqs(await store.load_chain("t1", 4)) == [0, 1, 2, 3, 4]
+        assert [h.kind for h in await store.history("t1")] == ["base"] + ["delta"] * 5 + [
+            "base",
+            "delta",
+        ]
+
+    async def test_several_bases_in_one_save(self, store: CheckpointStore) -> None:
+        """Bases saved together demote each other like bases saved one by one."""
+        rows = [make_row("t1", i, "base") for i in range(4)]
+        await store.save(rows, make_run("t1", last_seq=3))
+
+        assert await store.load_chain("t1", 2) == [rows[0], demoted(rows[1]), demoted(rows[2])]
+        assert await store.load_chain("t1") == [rows[3]]
+
+    async def test_no_base_yet(self, store: CheckpointStore) -> None:
+        """Without a base at or before seq there is nothing to restore: []."""
+        await save_kinds(store, "t1", "ddbd")
+
+        assert await store.load_chain("t1", 1) == []
+        assert seqs(await store.load_chain("t1")) == [2, 3]
+
+    async def test_unknown_trace(self, store: CheckpointStore) -> None:
+        """An unknown trace has no chain, no history and no run."""
+        assert await store.load_chain("nope") == []
+        assert await store.load_chain("nope", 3) == []
+        assert await store.history("nope") == []
+        assert await store.get_run("nope") is None
+        assert await store.decisions_after("nope", 0) == []
+
+    async def test_get_run_returns_saved_index_row(self, store: CheckpointStore) -> None:
+        """get_run returns the runs-index row of the last save, every field intact."""
+        run = make_run(
+            "t1",
+            last_seq=0,
+            barrier_counts={"review": 2},
+            pending_barrier="review#2",
+            parent=ParentRef(trace_id="t0", seq=4),
+        )
+        await store.save([make_row("t1", 0, "base")], run)
+        assert await store.get_run("t1") == run
+
+        later = make_run("t1", status="completed", last_seq=1, updated_at=T0 + 5)
+        await store.save([make_row("t1", 1)], later)
+        assert await store.get_run("t1") == later
+
+    async def test_save_without_rows_updates_the_run(self, store: CheckpointStore) -> None:
+        """A save with no rows still updates the runs index."""
+        await store.save([make_row("t1", 0, "base")], make_run("t1"))
+        await store.save([], make_run("t1", status="waiting", updated_at=T0 + 1))
+
+        run = await store.get_run("t1")
+        assert run is not None and run.status == "waiting"
+        assert seqs(await store.load_chain("t1")) == [0]
+
+    async def test_seqs_must_increase(self, store: CheckpointStore) -> None:
+        """A seq not after the trace's last one is a CheckpointError, and nothing is written."""
+        rows = await save_kinds(store, "t1", "bd")
+        before = await store.get_run("t1")
+
+        with pytest.raises(CheckpointError, match="seq 1 does not follow seq 1"):
+            await store.save([make_row("t1", 1)], make_run("t1", last_seq=9))
+        with pytest.raises(CheckpointError, match="seq 2 does not follow seq 2"):
+            await store.save([make_row("t1", 2), make_row("t1", 2)], make_run("t1", last_seq=9))
+
+        assert await store.load_chain("t1", 9) == rows
+        assert await store.get_run("t1") == before
+
+    async def test_rows_of_another_trace_are_refused(self, store: CheckpointStore) -> None:
+        """Rows must belong to the run they are saved with."""
+        with pytest.raises(CheckpointError, match="cannot be saved with run 't1'"):
+            await store.save([make_row("t2", 0, "base")], make_run("t1"))
+        assert await store.load_chain("t2") == []
+        assert await store.get_run("t1") is None
+
+    async def test_traces_are_isolated(self, store: CheckpointStore) -> None:
+        """Saving and demoting in one trace never touches another trace's rows."""
+        a = await save_kinds(store, "a", "bd")
+        b = await save_kinds(store, "b", "bdbdbd")
+
+        assert await store.load_chain("a") == a
+        assert await store.load_chain("b") == b[4:]
+        assert await store.load_chain("b", 3) == [b[0], b[1], demoted(b[2]), b[3]]
+        assert seqs(await store.load_chain("a", 0)) == [0]
+        assert [h.seq for h in await store.history("a")] == [0, 1]
+
+
+class TestIndex:
+    async def test_runs_filter_order_and_limit(self, store: CheckpointStore) -> None:
+        """runs() lists the most recently updated first, filtered by status and graph name."""
+        for name, status, updated, graph in [
+            ("r1", "completed", 1.0, "g"),
+            ("r2", "running", 3.0, "g"),
+            ("r3", "completed", 2.0, "other"),
+            ("r4", "waiting", 4.0, "g"),
+        ]:
+            await store.save(
+                [make_row(name, 0, "base", status=status)],
+                make_run(name, status=status, updated_at=T0 + updated, graph_name=graph),
+            )
+
+        assert [r.trace_id for r in await store.runs()] == ["r4", "r2", "r3", "r1"]
+        assert [r.trace_id for r in await store.runs(status="completed")] == ["r3", "r1"]
+        assert [r.trace_id for r in await store.runs(graph_name="g")] == ["r4", "r2", "r1"]
+        assert [r.trace_id for r in await store.runs(status="completed", graph_name="g")] == ["r1"]
+        assert [r.trace_id for r in await store.runs(limit=2)] == ["r4", "r2"]
+        assert await store.runs(status="failed") == []
+
+    async def test_runs_reflect_latest_update(self, store: CheckpointStore) -> None:
+        """A run moves to the front of runs() when it is saved again."""
+        await store.save([make_row("r1", 0, "base")], make_run("r1", updated_at=T0 + 1))
+        await store.save([make_row("r2", 0, "base")], make_run("r2", updated_at=T0 + 2))
+        await store.save([make_row("r1", 1)], make_run("r1", last_seq=1, updated_at=T0 + 3))
+
+        assert [(r.trace_id, r.last_seq) for r in await store.runs()] == [("r1", 1), ("r2", 0)]
+
+    async def test_history_oldest_first_with_bytes(self, store: CheckpointStore) -> None:
+        """history() lists every checkpoint oldest first, with its stored size in bytes."""
+        rows = await save_kinds(store, "t1", "bdbdb")
+
+        history = await store.history("t1")
+
+        assert history == [
+            CheckpointSummary(
+                seq=r.seq,
+                kind="delta" if r.seq == 2 else r.kind,
+                step=r.step,
+                next_node=r.next_node,
+                status=r.status,
+                trigger=r.trigger,
+                created_at=r.created_at,
+                bytes=len(r.body) + (len(r.snapshot or b"") if r.seq != 2 else 0),
+            )
+            for r in rows
+        ]
+        assert history[0].bytes == rows[0].size
+
+
+class TestDecisions:
+    async def _waiting(self, store: CheckpointStore, **kw: Any) -> None:
+        await store.save([make_row("t1", 0, "base")], make_run("t1", status="waiting", **kw))
+
+    async def test_unknown_trace(self, store: CheckpointStore) -> None:
+        """A decision for a trace the store does not know is RunNotFound."""
+        with pytest.raises(RunNotFound):
+            await store.submit_decision("nope", "review#1", Approve())
+
+    async def test_completed_run(self, store: CheckpointStore) -> None:
+        """A completed run takes no decisions: RunFinished."""
+        await store.save([make_row("t1", 0, "base")], make_run("t1", status="completed"))
+        with pytest.raises(RunFinished):
+            await store.submit_decision("t1", "review#1", Approve())
+
+    async def test_not_a_barrier(self, store: CheckpointStore) -> None:
+        """A decision for a node that is not a barrier is InvalidDecision."""
+        await self._waiting(store)
+        with pytest.raises(InvalidDecision, match="not a barrier node"):
+            await store.submit_decision("t1", "work#1", Approve())
+        with pytest.raises(InvalidDecision, match="not a barrier node"):
+            await store.submit_decision("t1", "work", Approve())
+
+    async def test_bad_barrier_id(self, store: CheckpointStore) -> None:
+        """A malformed barrier id is InvalidDecision."""
+        await self._waiting(store)
+        with pytest.raises(InvalidDecision, match="bad barrier id"):
+            await store.submit_decision("t1", "review#0", Approve())
+
+    async def test_resolved_occurrence(self, store: CheckpointStore) -> None:
+        """An occurrence that was reached and decided is InvalidDecision, and is not queued."""
+        await self._waiting(store, barrier_counts={"review": 2}, pending_barrier="review#2")
+        with pytest.raises(InvalidDecision, match="already resolved"):
+            await store.submit_decision("t1", "review#1", Approve())
+        assert await store.decisions_after("t1", 0) == []
+
+    async def test_accepted_targets(self, store: CheckpointStore) -> None:
+        """A wildcard, the pending occurrence and a future occurrence are accepted."""
+        await self._waiting(store, barrier_counts={"review": 2}, pending_barrier="review#2")
+
+        ids = [
+            await store.submit_decision("t1", "review", Approve()),
+            await store.submit_decision("t1", "review#2", Reject("no")),
+            await store.submit_decision("t1", "review#3", Edit({"x": 1})),
+            await store.submit_decision("t1", "ship#1", Approve()),
+        ]
+
+        assert ids == sorted(ids) and len(set(ids)) == 4
+        got = await store.decisions_after("t1", 0)
+        assert [(d.id, d.barrier_id, d.decision) for d in got] == [
+            (ids[0], "review", Approve()),
+            (ids[1], "review#2", Reject("no")),
+            (ids[2], "review#3", Edit({"x": 1})),
+            (ids[3], "ship#1", Approve()),
+        ]
+        assert all(abs(d.created_at - now()) < 60 for d in got)
+
+    async def test_decisions_after_cursor(self, store: CheckpointStore) -> None:
+        """decisions_after returns the trace's decisions with id > cursor, in id order."""
+        await self._waiting(store)
+        await store.save([make_row("t2", 0, "base")], make_run("t2", status="waiting"))
+        decisions: list[Decision] = [Approve(), Reject("a"), Reject("b")]
+        ids = []
+        for i, decision in enumerate(decisions):
+            ids.append(await store.submit_decision("t1", f"review#{i + 1}", decision))
+            await store.submit_decision("t2", "review", Approve())
+
+        assert [d.id for d in await store.decisions_after("t1", 0)] == ids
+        assert [d.decision for d in await store.decisions_after("t1", ids[0])] == decisions[1:]
+        assert await store.decisions_after("t1", ids[-1]) == []
+        assert len(await store.decisions_after("t2", 0)) == 3
+
+
+class TestLeases:
+    async def test_acquire_renew_and_conflict(self, store: CheckpointStore) -> None:
+        """The owner may renew its lease; another owner gets RunLocked with the expiry time."""
+        await store.acquire_lease("t1", Lease("a", 30.0))
+        await store.acquire_lease("t1", Lease("a", 60.0))
+
+        with pytest.raises(RunLocked) as info:
+            await store.acquire_lease("t1", Lease("b", 30.0))
+
+        assert info.value.trace_id == "t1"
+        assert info.value.expires_at is not None
+        assert 50 < info.value.expires_at - now() <= 60
+        assert "'t1'" in str(info.value) and "expires in" in str(info.value)
+
+    async def test_expired_lease_can_be_taken(self, store: CheckpointStore) -> None:
+        """Once the ttl has passed without a renewal, another owner takes the lease."""
+        await store.acquire_lease("t1", Lease("a", 0.05))
+        await anyio.sleep(0.1)
+        await store.acquire_lease("t1", Lease("b", 30.0))
+
+        with pytest.raises(RunLocked):
+            await store.acquire_lease("t1", Lease("a", 30.0))
+
+    async def test_release(self, store: CheckpointStore) -> None:
+        """Only the owner releases a lease; releasing lets another owner in."""
+        await store.acquire_lease("t1", Lease("a", 30.0))
+        await store.release_lease("t1", "b")
+        with pytest.raises(RunLocked):
+            await store.acquire_lease("t1", Lease("b", 30.0))
+
+        await store.release_lease("t1", "a")
+        await store.acquire_lease("t1", Lease("b", 30.0))
+        await store.release_lease("nope", "a")
+
+    async def test_leases_are_per_trace(self, store: CheckpointStore) -> None:
+        """A lease on one trace does not lock another."""
+        await store.acquire_lease("t1", Lease("a", 30.0))
+        await store.acquire_lease("t2", Lease("b", 30.0))
+
+    async def test_save_renews_and_takes_lease(self, store: CheckpointStore) -> None:
+        """save(lease=...) takes the lease, so another owner is locked out afterwards."""
+        await store.save([make_row("t1", 0, "base")], make_run("t1"), lease=Lease("a", 30.0))
+        with pytest.raises(RunLocked):
+            await store.acquire_lease("t1", Lease("b", 30.0))
+
+    async def test_save_with_foreign_lease_writes_nothing(self, store: CheckpointStore) -> None:
+        """A save while another owner holds the lease raises RunLocked and writes nothing."""
+        rows = await save_kinds(store, "t1", "bd")
+        before = await store.get_run("t1")
+        await store.acquire_lease("t1", Lease("a", 30.0))
+
+        with pytest.raises(RunLocked) as info:
+            await store.save(
+                [make_row("t1", 2, "base")],
+                make_run("t1", status="completed", last_seq=2),
+                lease=Lease("b", 30.0),
+            )
+
+        assert info.value.expires_at is not None
+        assert await store.load_chain("t1", 9) == rows
+        assert await store.get_run("t1") == before
+        await store.save([make_row("t1", 2)], make_run("t1", last_seq=2), lease=Lease("a", 30.0))
+
+
+class TestPrune:
+    async def _run(
+        self, store: CheckpointStore, trace_id: str, status: str, updated: float
+    ) -> None:
+        await store.save(
+            [make_row(trace_id, 0, "base", status=status), make_row(trace_id, 1, status=status)],
+            make_run(trace_id, status=status, last_seq=1, updated_at=T0 + updated),
+        )
+
+    async def test_prunes_only_old_completed_runs(self, store: CheckpointStore) -> None:
+        """By default prune removes completed runs older than the cutoff, and all their data."""
+        await self._run(store, "old-waiting", "waiting", 1)
+        await store.submit_decision("old-waiting", "review#1", Approve())
+        await self._run(store, "old-done", "completed", 2)
+        await self._run(store, "old-failed", "failed", 3)
+        await self._run(store, "new-done", "completed", 20)
+        await store.acquire_lease("old-done", Lease("a", 30.0))
+
+        gone = await store.prune(older_than=T0 + 10)
+
+        assert gone == ["old-done"]
+        assert await store.get_run("old-done") is None
+        assert await store.load_chain("old-done") == []
+        assert await store.history("old-done") == []
+        await store.acquire_lease("old-done", Lease("b", 30.0))
+        assert sorted(r.trace_id for r in await store.runs()) == [
+            "new-done",
+            "old-failed",
+            "old-waiting",
+        ]
+        assert seqs(await store.load_chain("old-waiting")) == [0, 1]
+        assert len(await store.decisions_after("old-waiting", 0)) == 1
+
+    async def test_prune_other_statuses(self, store: CheckpointStore) -> None:
+        """prune(statuses=...) removes failed and cancelled runs too, but never waiting ones."""
+        await self._run(store, "w", "waiting", 1)
+        await self._run(store, "f", "failed", 2)
+        await self._run(store, "c", "cancelled", 3)
+
+        gone = await store.prune(older_than=T0 + 10, statuses=("failed", "cancelled"))
+
+        assert sorted(gone) == ["c", "f"]
+        assert [r.trace_id for r in await store.runs()] == ["w"]
+
+    async def test_prune_refuses_live_statuses(self, store: CheckpointStore) -> None:
+        """Asking to prune waiting or running runs is a ValueError, and removes nothing."""
+        await self._run(store, "w", "waiting", 1)
+        with pytest.raises(ValueError, match="waiting"):
+            await store.prune(older_than=T0 + 10, statuses=("waiting",))
+        with pytest.raises(ValueError, match="running"):
+            await store.prune(older_than=T0 + 10, statuses=("completed", "running"))
+        assert seqs(await store.load_chain("w")) == [0, 1]
+
+
+# -- property: load_chain against a reference model ---------------------------------------------
+
+_chains = st.lists(
+    st.tuples(st.sampled_from(["base", "delta"]), st.binary(max_size=64), st.integers(1, 3)),
+    min_size=1,
+    max_size=14,
+)
+
+
+def _raw_row(trace_id: str, seq: int, kind: str, payload: bytes) -> StoredCheckpoint:
+    """A row with arbitrary bytes: stores never interpret body or snapshot."""
+    snapshot = payload[::-1] + b"s" if kind == "base" else None
+    return StoredCheckpoint(
+        trace_id=trace_id,
+        seq=seq,
+        kind="base" if kind == "base" else "delta",
+        step=seq * 2,
+        next_node=None if seq % 3 == 0 else f"n{seq}",
+        status="running",
+        trigger="step",
+        created_at=T0 + seq / 7,
+        body=payload,
+        checksum=zlib.crc32(payload),
+        snapshot=snapshot,
+        snapshot_checksum=None if snapshot is None else zlib.crc32(snapshot),
+    )
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(spec=_chains)
+async def test_load_chain_matches_reference(
+    store: CheckpointStore, spec: list[tuple[str, bytes, int]]
+) -> None:
+    """For random base/delta sequences saved in random batches, load_chain(seq) is the reference
+    slice: latest base at or before seq (after demotion) up to seq, or [] without a base."""
+    trace_id = f"t-{uuid.uuid4().hex}"  # the store outlives examples: a fresh trace each time
+    rows = [_raw_row(trace_id, seq, kind, payload) for seq, (kind, payload, _) in enumerate(spec)]
+
+    # Reference model: saved rows in order, demoting every earlier base but the first.
+    model: list[StoredCheckpoint] = []
+    for row in rows:
+        if row.kind == "base":
+            first = next((i for i, r in enumerate(model) if r.kind == "base"), None)
+            model = [
+                demoted(r) if r.kind == "base" and i != first else r for i, r in enumerate(model)
+            ]
+        model.append(row)
+
+    i = 0
+    while i < len(rows):
+        batch = rows[i : i + spec[i][2]]
+        i += len(batch)
+        await store.save(batch, make_run(trace_id, last_seq=batch[-1].seq))
+
+    for seq in range(-1, len(rows) + 1):
+        visible = [r for r in model if r.seq <= seq]
+        starts = [k for k, r in enumerate(visible) if r.kind == "base"]
+        expected = visible[starts[-1] :] if starts else []
+        assert await store.load_chain(trace_id, seq) == expected
+    starts = [k for k, r in enumerate(model) if r.kind == "base"]
+    assert await store.load_chain(trace_id) == (model[starts[-1] :] if starts else [])
