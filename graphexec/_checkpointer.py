@@ -188,6 +188,15 @@ class Checkpointer:
                 trace_id=self.trace_id,
                 seq=seq,
             ) from exc
+        # Remember the bookkeeping: a failed sync commit puts it back, so the next checkpoint
+        # still carries these steps (a record that skipped them would restore a wrong state).
+        undo = (
+            self._steps,
+            self._score,
+            self._base_bytes,
+            self._deltas_since_base,
+            self._delta_bytes_since_base,
+        )
         self._steps = []
         self._score = 0.0
         if base:
@@ -232,7 +241,21 @@ class Checkpointer:
             self._idle = anyio.Event() if self._idle.is_set() else self._idle
             self._wake.set()
             return
-        await self._commit([(row, info)])
+        # Shielded like the async writer: the bookkeeping above already counts this row, so a
+        # cancel landing mid-commit would lose its deltas (the next checkpoint would omit them).
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._commit([(row, info)])
+        except BaseException:
+            self.seq -= 1
+            (
+                self._steps,
+                self._score,
+                self._base_bytes,
+                self._deltas_since_base,
+                self._delta_bytes_since_base,
+            ) = undo
+            raise
 
     async def _commit(self, batch: list[tuple[StoredCheckpoint, RunInfo]]) -> None:
         try:
@@ -278,6 +301,10 @@ class Checkpointer:
             self._wake = anyio.Event()
             while self._queue:
                 batch, self._queue = self._queue, []
+                if self._error is not None:
+                    # After a failed commit nothing more is written: a later record would sit
+                    # on top of the missing ones and restore a state with steps left out.
+                    continue
                 self._inflight = len(batch)
                 try:
                     with anyio.CancelScope(shield=True):

@@ -132,6 +132,7 @@ class Driver:
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._checkpoint_requested = False
+        self._torn = False
         self._usage: _Usage | None = None
         self._t0 = 0.0
         wake_send, wake_recv = anyio.create_memory_object_stream[str](math.inf)
@@ -211,8 +212,15 @@ class Driver:
     def offer(self, key: str, decision: Decision, *, wildcard: bool) -> None:
         """Accept a decision from the handle, or refuse it at once with a clear error."""
         if self.finished:
+            hint = (
+                ""
+                if self.status in ("completed", "failed")
+                else "; it can be resumed with ex.resume_from(graph, trace_id), or sent a "
+                "decision through store.submit_decision()"
+            )
             raise RunFinished(
-                f"run {self.trace_id!r} has finished ({self.status}): it takes no decisions",
+                f"run {self.trace_id!r} has stopped in this process ({self.status}): this handle "
+                f"takes no more decisions{hint}",
                 trace_id=self.trace_id,
             )
         if not isinstance(decision, _DECISION_TYPES):
@@ -469,8 +477,16 @@ class Driver:
                 if type(k) is not str:
                     raise StateError(f"node {node!r} wrote a non-str key {k!r}", node=node)
         state = self.state
-        for k, v in changes:
-            spec.apply(state, k, v, node=node)
+        applied = 0
+        try:
+            for k, v in changes:
+                spec.apply(state, k, v, node=node)
+                applied += 1
+        except GraphError:
+            # Some of this node's deltas are in the state and the rest are not: no checkpoint
+            # may capture that (the last good one stands, and a resume re-runs the node).
+            self._torn = applied > 0
+            raise
         emitter = self.emitter
         if emitter is not None:
             for k, v in changes:
@@ -827,7 +843,9 @@ class Driver:
             error=str(exc),
             error_type=type(exc).__name__,
         )
-        if self.ckpt is not None and self.ckpt.policy.on_completion:
+        if self._torn:
+            self.log.warning("no failure checkpoint: the failing node's updates were half applied")
+        elif self.ckpt is not None and self.ckpt.policy.on_completion:
             try:
                 await self._save("failure", error=f"{type(exc).__name__}: {exc}")
                 await self.ckpt.flush()

@@ -1,0 +1,128 @@
+"""A store that fails a write never leaves checkpoints that restore a wrong state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import pytest
+
+import graphexec as gx
+from graphexec.checkpoint._record import Lease, RunInfo, StoredCheckpoint
+
+
+class FlakyStore(gx.MemoryStore):
+    """A MemoryStore whose save fails on the chosen calls."""
+
+    def __init__(self, fail_on: set[int]) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail_on = fail_on
+
+    async def save(
+        self, rows: Sequence[StoredCheckpoint], run: RunInfo, *, lease: Lease | None = None
+    ) -> None:
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise OSError("disk full")
+        await super().save(rows, run, lease=lease)
+
+
+def _chain(n: int) -> gx.Graph:
+    async def add(state: gx.typing.State) -> dict[str, list[int]]:
+        return {"log": [len(state["log"])]}
+
+    b = gx.GraphBuilder("chain").reducer("log", gx.reducers.append)
+    for i in range(n):
+        b.node(f"n{i}", add)
+        if i:
+            b.edge(f"n{i - 1}", f"n{i}")
+    return b.start("n0").end(f"n{n - 1}").build()
+
+
+async def test_failed_sync_save_fails_the_run_and_the_store_restores_its_state() -> None:
+    """A save that raises fails the run with CheckpointError; what the store holds restores to
+    exactly the state the run had when it stopped, and the run resumes from there."""
+    store = FlakyStore(fail_on={4})
+    ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
+    async with ex.execute_stream(_chain(8), {"log": []}, trace_id="t") as run:
+        async for _ in run:
+            pass
+    assert run.result.status == "failed"
+    assert isinstance(run.result.error, gx.CheckpointError)
+    assert "disk full" in str(run.result.error)
+    saved = await ex.get_state("t")
+    assert saved.status == "failed"
+    assert run.result.state == saved.state
+    # Resuming continues from the saved next node and reaches the uninterrupted result.
+    async with ex.resume_from(_chain(8), "t") as again:
+        async for _ in again:
+            pass
+    assert {"log": list(range(8))} == again.result.state
+
+
+async def test_async_writer_writes_nothing_after_a_failed_batch() -> None:
+    """With durability="async", the first failed commit fails the run and no later record is
+    written on top of the missing ones; what the store holds is a consistent prefix."""
+    store = FlakyStore(fail_on={2})
+
+    async def slow(state: gx.typing.State) -> dict[str, list[int]]:
+        await anyio.sleep(0.002)  # lets the writer commit between steps
+        return {"log": [len(state["log"])]}
+
+    b = gx.GraphBuilder("chain").reducer("log", gx.reducers.append)
+    for i in range(10):
+        b.node(f"n{i}", slow)
+        if i:
+            b.edge(f"n{i - 1}", f"n{i}")
+    graph = b.start("n0").end("n9").build()
+    ex = gx.GraphExecutor(
+        store=store, policy=gx.CheckpointPolicy(every_step=True, durability="async")
+    )
+    with pytest.raises(gx.CheckpointError, match="disk full"):
+        await ex.execute(graph, {"log": []}, trace_id="t")
+    history = await ex.history("t")
+    assert [1] == [h.seq for h in history]
+    saved = await ex.get_state("t")
+    assert {"log": []} == saved.state
+
+
+async def test_half_applied_node_is_never_checkpointed() -> None:
+    """When a reducer fails after some of a node's deltas were applied, no checkpoint captures
+    that half state: resuming re-runs the node from the last good checkpoint."""
+    calls = {"n": 0}
+
+    def picky(current: int | None, value: int) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("not today")
+        return (current or 0) + value
+
+    async def first(state: gx.typing.State) -> dict[str, object]:
+        return {"log": ["first"]}
+
+    async def second(state: gx.typing.State) -> dict[str, object]:
+        return {"log": ["second"], "total": 5}
+
+    graph = (
+        gx.GraphBuilder("torn")
+        .node("first", first)
+        .node("second", second)
+        .edge("first", "second")
+        .reducer("log", gx.reducers.append)
+        .reducer("total", picky)
+        .start("first")
+        .end("second")
+        .build()
+    )
+    ex = gx.GraphExecutor(store=gx.MemoryStore(), policy=gx.CheckpointPolicy(every_step=True))
+    with pytest.raises(gx.StateError, match="not today"):
+        calls["n"] = 1  # the second call (in node "second") fails
+        await ex.execute(graph, {}, trace_id="t")
+    saved = await ex.get_state("t", graph=graph)
+    assert {"log": ["first"]} == saved.state
+    assert "second" == saved.next_node
+    async with ex.resume_from(graph, "t") as run:
+        async for _ in run:
+            pass
+    assert {"log": ["first", "second"], "total": 5} == run.result.state

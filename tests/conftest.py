@@ -1,0 +1,54 @@
+"""Shared fixtures: stream a run into a list of events, with durations normalised."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import msgspec
+import pytest
+
+import graphexec as gx
+
+# ---------------------------------------------------------------------------------------------
+# Events: normalise what varies (durations) so a whole event list compares against a literal.
+
+Normalise = Callable[[Iterable[gx.GraphEvent]], list[gx.GraphEvent]]
+StreamEvents = Callable[..., Awaitable[tuple[list[gx.GraphEvent], gx.Run]]]
+
+
+def normalise_events(events: Iterable[gx.GraphEvent]) -> list[gx.GraphEvent]:
+    """The events with every ``duration`` set to 0.0 (they vary from run to run)."""
+    out: list[gx.GraphEvent] = []
+    for ev in events:
+        if isinstance(ev, gx.NodeEnd | gx.BranchCompleted | gx.GraphComplete):
+            ev = msgspec.structs.replace(ev, duration=0.0)
+        out.append(ev)
+    return out
+
+
+@pytest.fixture
+def normalise() -> Normalise:
+    """``normalise(events)``: the events with durations set to 0.0."""
+    return normalise_events
+
+
+@pytest.fixture
+def stream_events() -> StreamEvents:
+    """``await stream_events(graph, state, executor=None, **kw)``: (normalised events, run)."""
+
+    async def stream(
+        graph: gx.Graph,
+        state: Any = None,
+        *,
+        executor: gx.GraphExecutor | None = None,
+        **kw: Any,
+    ) -> tuple[list[gx.GraphEvent], gx.Run]:
+        ex = executor or gx.GraphExecutor()
+        events: list[gx.GraphEvent] = []
+        async with ex.execute_stream(graph, state, **kw) as run:
+            async for event in run:
+                events.append(event)
+        return normalise_events(events), run
+
+    return stream
