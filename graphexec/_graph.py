@@ -207,7 +207,7 @@ class Graph:
         for e in self.edges:
             src, dst = _mermaid_id(e.source), _mermaid_id(e.target)
             if e.kind == "when" and e.when is not None:
-                cond = describe(e.when).rsplit(".", 1)[-1].replace('"', "'")
+                cond = _condition_label(e.when)
                 lines.append(f'    {src} -- "{cond}" --> {dst}')
             elif e.kind == "fallback":
                 lines.append(f"    {src} -. fallback .-> {dst}")
@@ -216,6 +216,15 @@ class Graph:
         lines.append("    __end__([end])")
         lines.extend(f"    {_mermaid_id(n)} --> __end__" for n in sorted(self.ends))
         return "\n".join(lines) + "\n"
+
+
+def _condition_label(fn: Callable[..., Any]) -> str:
+    """A Mermaid-safe label for a condition: its name, or ``lambda@<line>`` for a lambda."""
+    name = describe(fn).rsplit(".", 1)[-1]
+    if name == "<lambda>":
+        code = getattr(fn, "__code__", None)
+        name = f"lambda@{code.co_firstlineno}" if code is not None else "lambda"
+    return name.replace('"', "'").replace("<", "").replace(">", "")
 
 
 def _mermaid_id(name: str) -> str:

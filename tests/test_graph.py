@@ -971,3 +971,24 @@ class TestCallableKinds:
         )
         result = await gx.GraphExecutor().execute(graph)
         assert threading.get_ident() == result.state["sync_state"]
+
+
+def test_mermaid_labels_lambda_conditions_by_line() -> None:
+    """A lambda condition is labelled ``lambda@<line>`` (no angle brackets for Mermaid)."""
+
+    async def a(state: gx.typing.State) -> None:
+        return None
+
+    cond = lambda s: True
+    graph = (
+        gx.GraphBuilder("g")
+        .node("a", a)
+        .node("b", a)
+        .edge("a", "b", when=cond)
+        .edge("a", "b")
+        .start("a")
+        .end("b")
+        .build()
+    )
+    line = cond.__code__.co_firstlineno
+    assert f'    n_a -- "lambda@{line}" --> n_b' in graph.to_mermaid().splitlines()
