@@ -7,6 +7,8 @@ and keep it durable with a checkpoint store (:class:`SQLiteStore`, :class:`Memor
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import reducers, testing
 from ._context import NodeContext
 from ._decisions import Approve, Decision, Edit, Reject, Skip
@@ -39,7 +41,6 @@ from .checkpoint import (
     CheckpointSummary,
     MemoryStore,
     RunInfo,
-    SQLiteStore,
 )
 from .exceptions import (
     Cancelled,
@@ -132,7 +133,7 @@ __all__ = (
 )
 
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     # Errors only: Structs and dataclasses resolve their string annotations in the module
     # named by __module__ (msgspec decoding, typing.get_type_hints), so they keep their own.
     if (
@@ -145,3 +146,16 @@ for _name in __all__:
         except (AttributeError, TypeError):  # pragma: no cover - some builtins refuse
             pass
 del _name, _obj
+
+
+if TYPE_CHECKING:
+    from .checkpoint import SQLiteStore
+
+
+def __getattr__(name: str) -> Any:
+    # gx.SQLiteStore loads aiosqlite and sqlite3 on first use, keeping `import graphexec` fast.
+    if name == "SQLiteStore":
+        from .checkpoint._sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 __all__ = ("UserFn", "classify", "describe")
 
 
-@dataclass(frozen=True, slots=True)
-class UserFn:
+class UserFn(msgspec.Struct, frozen=True):
     """A node, branch or prompt callable, with how to call it."""
 
     fn: Callable[..., Any]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from . import reducers as _reducers
@@ -47,8 +47,7 @@ def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
     }
 
 
-@dataclass(slots=True)
-class RunSnapshot:
+class RunSnapshot(msgspec.Struct):
     """The run's metadata at a checkpoint (the state itself is passed separately)."""
 
     step: int
@@ -61,37 +60,50 @@ class RunSnapshot:
     error: str | None = None
 
 
-@dataclass
 class Checkpointer:
     """Checkpoint writer for one run."""
 
-    store: CheckpointStore
-    policy: CheckpointPolicy
-    trace_id: str
-    graph_name: str
-    graph_hash: str
-    reducers: dict[str, str]
-    barrier_nodes: list[str]
-    lease_ttl: float
-    send_event: Callable[[CheckpointSaved], Awaitable[None]] | None
-    seq: int = 0
-    parent: ParentRef | None = None
-    created_at: float = field(default_factory=now)
-    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # compaction bookkeeping
-    _steps: list[StepRecord] = field(default_factory=list)
-    _deltas_since_base: int = 0
-    _delta_bytes_since_base: int = 0
-    _base_bytes: int = 0
-    _score: float = 0.0
-    _last_save: float = 0.0
-    # async durability
-    _queue: list[tuple[StoredCheckpoint, RunInfo]] = field(default_factory=list)
-    _wake: anyio.Event = field(default_factory=anyio.Event)
-    _idle: anyio.Event = field(default_factory=anyio.Event)
-    _inflight: int = 0
-    _error: BaseException | None = None
-    _closed: bool = False
+    def __init__(
+        self,
+        *,
+        store: CheckpointStore,
+        policy: CheckpointPolicy,
+        trace_id: str,
+        graph_name: str,
+        graph_hash: str,
+        reducers: dict[str, str],
+        barrier_nodes: list[str],
+        lease_ttl: float,
+        send_event: Callable[[CheckpointSaved], Awaitable[None]] | None,
+        parent: ParentRef | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.trace_id = trace_id
+        self.graph_name = graph_name
+        self.graph_hash = graph_hash
+        self.reducers = reducers
+        self.barrier_nodes = barrier_nodes
+        self.lease_ttl = lease_ttl
+        self.send_event = send_event
+        self.parent = parent
+        self.seq = 0
+        self.created_at = now()
+        self.owner = uuid.uuid4().hex
+        # compaction bookkeeping
+        self._steps: list[StepRecord] = []
+        self._deltas_since_base = 0
+        self._delta_bytes_since_base = 0
+        self._base_bytes = 0
+        self._score = 0.0
+        self._last_save = 0.0
+        # async durability
+        self._queue: list[tuple[StoredCheckpoint, RunInfo]] = []
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._inflight = 0
+        self._error: BaseException | None = None
+        self._closed = False
 
     @property
     def lease(self) -> Lease:

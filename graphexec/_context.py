@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from ._emit import Delivery, Emitter
 from ._events import Custom
@@ -11,33 +12,51 @@ from ._events import Custom
 __all__ = ("NodeContext",)
 
 
-@dataclass(slots=True, eq=False)
-class _Usage:
+class _Usage(msgspec.Struct):
     tokens: float = 0.0
     side_effects: bool = False
 
 
-@dataclass(slots=True, eq=False)
 class NodeContext:
     """The run as one node execution sees it.
 
     ``idempotency_key`` is stable across resumes for the same node execution (trace id, node,
     step, and branch for parallel branches): pass it to external APIs so a node re-run after a
     crash does not repeat a payment or an email.
+
+    Attributes:
+        trace_id: The run's trace id.
+        step: This execution's step number (1 for the first node of a run).
+        node: The node being executed.
+        span_id: ``"<node>@<step>"``; events of this execution carry it.
+        branch: For a branch of a parallel or map node, its name (``"<node>[<i>]"`` for map
+            items); None otherwise.
     """
 
-    trace_id: str
-    """The run's trace id."""
-    step: int
-    """This execution's step number (1 for the first node of a run)."""
-    node: str
-    """The node being executed."""
-    span_id: str
-    """``"<node>@<step>"``; events of this execution carry it."""
-    branch: str | None = None
-    """For a branch of a parallel or map node: its name (``"<node>[<i>]"`` for map items)."""
-    _emitter: Emitter | None = field(default=None, repr=False)
-    _usage: _Usage = field(default_factory=_Usage, repr=False)
+    __slots__ = ("_emitter", "_usage", "branch", "node", "span_id", "step", "trace_id")
+
+    def __init__(
+        self,
+        trace_id: str,
+        step: int,
+        node: str,
+        span_id: str,
+        branch: str | None = None,
+        _emitter: Emitter | None = None,
+    ) -> None:
+        self.trace_id = trace_id
+        self.step = step
+        self.node = node
+        self.span_id = span_id
+        self.branch = branch
+        self._emitter = _emitter
+        self._usage = _Usage()
+
+    def __repr__(self) -> str:
+        return (
+            f"NodeContext(trace_id={self.trace_id!r}, step={self.step}, node={self.node!r}, "
+            f"span_id={self.span_id!r}, branch={self.branch!r})"
+        )
 
     @property
     def idempotency_key(self) -> str:

@@ -6,10 +6,10 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
+import msgspec
 
 from ._checkpointer import Checkpointer, reducer_names
 from ._decisions import Approve, Decision, Edit, Reject, Skip
@@ -36,8 +36,7 @@ from .exceptions import (
 __all__ = ("GraphExecutor", "RunState")
 
 
-@dataclass(frozen=True, slots=True)
-class RunState:
+class RunState(msgspec.Struct, frozen=True):
     """A run as last checkpointed (what ``ex.get_state`` returns)."""
 
     trace_id: str

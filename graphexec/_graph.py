@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
@@ -23,16 +21,14 @@ _ON_ERROR = ("fail_fast", "collect", "continue")
 _DEFAULTS = ("approve", "reject", "skip")
 
 
-@dataclass(frozen=True, slots=True)
-class Branch:
+class Branch(msgspec.Struct, frozen=True):
     """One branch of a static parallel node."""
 
     name: str
     call: UserFn
 
 
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
+class NodeSpec(msgspec.Struct, frozen=True):
     """A declared node; ``kind`` says which of the optional fields apply."""
 
     name: str
@@ -51,8 +47,7 @@ class NodeSpec:
     record: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Edge:
+class Edge(msgspec.Struct, frozen=True):
     """``source -> target``: conditional (``when``), normal, or fallback."""
 
     source: str
@@ -70,8 +65,7 @@ class Edge:
         return f"{self.source} -> {self.target}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Routes:
+class _Routes(msgspec.Struct, frozen=True):
     conditional: tuple[Edge, ...]
     normal: Edge | None
     fallback: Edge | None
@@ -184,6 +178,8 @@ class Graph:
         }
 
     def _structural_hash(self) -> str:
+        import hashlib  # loads OpenSSL: worth deferring from import time to build time
+
         return hashlib.sha256(msgspec.json.encode(self.structure())).hexdigest()
 
     def routes(self, node: str) -> _Routes:
@@ -232,7 +228,6 @@ def _mermaid_id(name: str) -> str:
     return f"n_{safe}"
 
 
-@dataclass
 class GraphBuilder:
     """Declare a graph step by step; ``build()`` validates it and returns a :class:`Graph`.
 
@@ -249,14 +244,18 @@ class GraphBuilder:
         )
     """
 
-    name: str
-    state: type[msgspec.Struct] | None = None
-    _nodes: list[tuple[str, Any]] = field(default_factory=list, repr=False)
-    _edges: list[Edge] = field(default_factory=list, repr=False)
-    _reducers: dict[str, Callable[[Any, Any], Any]] = field(default_factory=dict, repr=False)
-    _start: list[str] = field(default_factory=list, repr=False)
-    _ends: list[str] = field(default_factory=list, repr=False)
-    _problems: list[str] = field(default_factory=list, repr=False)
+    def __init__(self, name: str, state: type[msgspec.Struct] | None = None) -> None:
+        self.name = name
+        self.state = state
+        self._nodes: list[tuple[str, Any]] = []
+        self._edges: list[Edge] = []
+        self._reducers: dict[str, Callable[[Any, Any], Any]] = {}
+        self._start: list[str] = []
+        self._ends: list[str] = []
+        self._problems: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"GraphBuilder({self.name!r}, nodes={len(self._nodes)})"
 
     def _add(self, name: str, make: Callable[[], NodeSpec]) -> GraphBuilder:
         if not isinstance(name, str) or not name:

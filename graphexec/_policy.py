@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
+
+import msgspec
 
 __all__ = ("CheckpointPolicy", "CheckpointScore")
 
 
-@dataclass(frozen=True, slots=True)
-class CheckpointScore:
+class CheckpointScore(msgspec.Struct, frozen=True):
     """Scores the work done since the last checkpoint; past ``threshold`` one is written.
 
     score = seconds of node time * ``per_second`` + reported token cost * ``per_token``.
@@ -29,8 +29,7 @@ class CheckpointScore:
         return seconds * self.per_second + tokens * self.per_token
 
 
-@dataclass(frozen=True, slots=True)
-class CheckpointPolicy:
+class CheckpointPolicy(msgspec.Struct, frozen=True):
     """Which moments write a checkpoint (with a store set on the executor).
 
     Defaults: ``adaptive``, ``on_barrier``, ``on_completion`` and ``on_explicit`` on,
@@ -51,7 +50,7 @@ class CheckpointPolicy:
     on_explicit: bool = True
     adaptive: bool = True
     durability: Literal["sync", "async"] = "sync"
-    score: CheckpointScore = field(default_factory=CheckpointScore)
+    score: CheckpointScore = msgspec.field(default_factory=CheckpointScore)
     compact_every: int = 20
 
     def __post_init__(self) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from . import reducers as _reducers
 from ._graph import Graph
@@ -16,8 +17,7 @@ __all__ = ("Restored", "restore")
 _BUILTINS = {name: fn for fn, name in _reducers.BUILTIN_NAMES.items()}
 
 
-@dataclass(slots=True)
-class Restored:
+class Restored(msgspec.Struct):
     """A run as of one checkpoint."""
 
     state: dict[str, Any]

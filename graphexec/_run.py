@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -62,8 +62,7 @@ __all__ = ("Driver", "GraphResult", "Run", "RunHandle")
 _DECISION_TYPES = (Approve, Reject, Edit, Skip)
 
 
-@dataclass(frozen=True, slots=True)
-class GraphResult:
+class GraphResult(msgspec.Struct, frozen=True):
     """How a run ended.
 
     ``status`` is ``"completed"``, ``"failed"``, ``"cancelled"``, or ``"waiting"`` (the consumer
@@ -77,7 +76,7 @@ class GraphResult:
     status: RunStatus
     steps: int
     duration: float
-    execution_log: list[LogEntry] = field(default_factory=list)
+    execution_log: list[LogEntry] = msgspec.field(default_factory=list)
     error: GraphError | None = None
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._base import CheckpointStore
 from ._memory import MemoryStore
 from ._record import CheckpointSummary, RunInfo, StoredCheckpoint, StoredDecision
-from ._sqlite import SQLiteStore
 
 __all__ = (
     "CheckpointStore",
@@ -16,3 +17,15 @@ __all__ = (
     "StoredCheckpoint",
     "StoredDecision",
 )
+
+if TYPE_CHECKING:
+    from ._sqlite import SQLiteStore
+
+
+def __getattr__(name: str) -> Any:
+    # SQLiteStore pulls in aiosqlite and sqlite3: loaded when first asked for.
+    if name == "SQLiteStore":
+        from ._sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
