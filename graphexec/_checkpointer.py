@@ -37,7 +37,10 @@ from .checkpoint._record import (
 )
 from .exceptions import CheckpointError, GraphError
 
-__all__ = ("Checkpointer", "RunSnapshot", "reducer_names")
+__all__ = ("MIN_BASE_WEIGHT", "Checkpointer", "RunSnapshot", "reducer_names")
+
+MIN_BASE_WEIGHT = 4096
+"""Bytes of deltas since the last base below which the deltas never count as outweighing it."""
 
 
 def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
@@ -163,11 +166,14 @@ class Checkpointer:
         try:
             steps = encode_steps(self._steps)
             # A new base when compact_every deltas have piled up since the last one, or when
-            # replaying the deltas would cost more than loading a fresh base.
+            # replaying the deltas would cost more than loading a fresh base. Below
+            # MIN_BASE_WEIGHT, replaying is cheap whatever the ratio, and a base is not worth
+            # its write (it also demotes the previous one).
             base = (
                 seq == 1
                 or self._deltas_since_base + 1 >= self.policy.compact_every
-                or self._delta_bytes_since_base + len(steps) > self._base_bytes
+                or self._delta_bytes_since_base + len(steps)
+                > max(self._base_bytes, MIN_BASE_WEIGHT)
             )
             snapshot = snap_crc = None
             if base:

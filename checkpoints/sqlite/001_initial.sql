@@ -4,6 +4,8 @@
 
 -- One row per checkpoint. body: msgpack CheckpointBody; snapshot: msgpack state map, only on a
 -- base row (NULL on a delta, and on a base that was demoted when a later base was saved).
+-- A rowid table, not WITHOUT ROWID: a delta row of a kilobyte or two then stays inside its
+-- b-tree page (an index b-tree spills anything over ~1,000 bytes to a 4 KiB overflow page).
 CREATE TABLE checkpoints (
     trace_id          TEXT    NOT NULL,
     seq               INTEGER NOT NULL,
@@ -18,7 +20,7 @@ CREATE TABLE checkpoints (
     snapshot          BLOB,
     snapshot_checksum INTEGER,
     PRIMARY KEY (trace_id, seq)
-) WITHOUT ROWID;
+);
 
 -- Finds the latest base at or before a seq (load_chain) and the bases to demote (save).
 -- Partial: delta rows, the bulk of the table, are not indexed, so appending one costs nothing here.
@@ -42,9 +44,9 @@ CREATE TABLE runs (
     parent          TEXT
 );
 
--- runs(status=...) and prune(); runs() without a status filter uses runs_updated.
-CREATE INDEX runs_status ON runs (status, updated_at);
-CREATE INDEX runs_updated ON runs (updated_at);
+-- No secondary index on runs: every save updates status/step/updated_at, and an index over
+-- them would cost two more page writes per checkpoint (about 40% of a commit). runs() and
+-- prune() scan the table instead, which is quick at the scale of one SQLite file.
 
 -- Decision inbox: decisions submitted for a run, possibly from another process. AUTOINCREMENT
 -- so an id is never reused after a prune: a run's decision_cursor stays meaningful.

@@ -58,11 +58,13 @@ _ROW_COLUMNS = (
 )
 _INSERT_ROW = f"INSERT INTO checkpoints ({_ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 _LAST_SEQ = "SELECT max(seq) FROM checkpoints WHERE trace_id = ?"
-# Every base after the first loses its snapshot; only the first and the newest base are bases.
+# Run once after a batch with a base is inserted: every base between the first and the newest
+# loses its snapshot (it keeps its deltas).
 _DEMOTE = (
     "UPDATE checkpoints SET kind = 'delta', snapshot = NULL, snapshot_checksum = NULL "
-    "WHERE trace_id = ?1 AND kind = 'base' AND seq > "
-    "(SELECT min(seq) FROM checkpoints WHERE trace_id = ?1 AND kind = 'base')"
+    "WHERE trace_id = ?1 AND kind = 'base' "
+    "AND seq > (SELECT min(seq) FROM checkpoints WHERE trace_id = ?1 AND kind = 'base') "
+    "AND seq < (SELECT max(seq) FROM checkpoints WHERE trace_id = ?1 AND kind = 'base')"
 )
 _LOAD_CHAIN = (
     f"SELECT {_ROW_COLUMNS} FROM checkpoints WHERE trace_id = ?1 AND seq <= ?2 AND seq >= "
@@ -96,6 +98,7 @@ _TAKE_LEASE = (
     "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4"
 )
 _LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
+_LEASE_ROW = "SELECT owner, expires_at FROM leases WHERE trace_id = ?"
 
 
 class SQLiteStore(StoreBase):
@@ -230,14 +233,10 @@ class SQLiteStore(StoreBase):
                 t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
                 check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
                 if lease is not None:
-                    _take_lease(db, trace_id, lease, t)
+                    _hold_lease(db, trace_id, lease, t)
+                db.executemany(_INSERT_ROW, params)
                 if has_base:
-                    for p in params:
-                        if p[2] == "base":
-                            db.execute(_DEMOTE, (trace_id,))
-                        db.execute(_INSERT_ROW, p)
-                elif params:
-                    db.executemany(_INSERT_ROW, params)
+                    db.execute(_DEMOTE, (trace_id,))
                 db.execute(_UPSERT_RUN, run_params)
 
         await self._run(tx, trace_id)
@@ -401,6 +400,15 @@ def _user_version(db: sqlite3.Connection) -> int:
 
 def _wal_checkpoint(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def _hold_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -> None:
+    """Check, on every save, that ``lease`` still holds the trace; renew it only once half its
+    ttl has gone by (a renewal is a page write, and most saves come well within the ttl)."""
+    row = db.execute(_LEASE_ROW, (trace_id,)).fetchone()
+    if row is not None and row[0] == lease.owner and row[1] - t > lease.ttl / 2:
+        return
+    _take_lease(db, trace_id, lease, t)
 
 
 def _take_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -> None:
