@@ -107,6 +107,8 @@ class Checkpointer:
         self._inflight = 0
         self._error: BaseException | None = None
         self._closed = False
+        self._final_seq: int | None = None
+        self._released = False
 
     @property
     def lease(self) -> Lease:
@@ -123,19 +125,21 @@ class Checkpointer:
         tg.start_soon(self._renewer)
 
     async def close(self) -> None:
-        """Flush pending writes and give the lease up."""
+        """Flush pending writes and give the lease up (unless the final save did)."""
         try:
             await self.flush()
         finally:
             self._closed = True
             self._wake.set()
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.store.release_lease(self.trace_id, self.owner)
-                except Exception as exc:  # noqa: BLE001 - the lease expires by itself anyway
-                    get_logger(trace_id=self.trace_id).warning(
-                        "lease not released", error=repr(exc)
-                    )
+            if not self._released:
+                await self._release()
+
+    async def _release(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.release_lease(self.trace_id, self.owner)
+            except Exception as exc:  # noqa: BLE001 - the lease expires by itself anyway
+                get_logger(trace_id=self.trace_id).warning("lease not released", error=repr(exc))
 
     # -- what the run reports ------------------------------------------------------------------
 
@@ -156,12 +160,20 @@ class Checkpointer:
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def save(self, run: RunSnapshot, state: dict[str, Any], trigger: str) -> None:
-        """Write one checkpoint of ``state`` and ``run`` (base or delta, by the compaction rule)."""
+    async def save(
+        self, run: RunSnapshot, state: dict[str, Any], trigger: str, *, final: bool = False
+    ) -> None:
+        """Write one checkpoint of ``state`` and ``run`` (base or delta, by the compaction rule).
+
+        ``final``: the run's last checkpoint; its commit also releases the lease (one round
+        trip fewer than a separate release).
+        """
         if self._error is not None:
             raise self._wrap(self._error)
         self.seq += 1
         seq = self.seq
+        if final:
+            self._final_seq = seq
         t = now()
         try:
             steps = encode_steps(self._steps)
@@ -194,7 +206,7 @@ class Checkpointer:
                 decision_cursor=run.decision_cursor,
                 steps=steps,  # type: ignore[arg-type]  # pre-encoded list[StepRecord]
                 error=run.error,
-                parent=self.parent if seq == 1 else None,
+                parent=self.parent if base else None,
                 reducers=self.reducers if base else {},
                 barrier_nodes=self.barrier_nodes if base else [],
             )
@@ -277,12 +289,17 @@ class Checkpointer:
 
     async def _commit(self, batch: list[tuple[StoredCheckpoint, RunInfo]]) -> None:
         try:
-            await self.store.save([r for r, _ in batch], batch[-1][1], lease=self.lease)
+            release = batch[-1][0].seq == self._final_seq
+            await self.store.save(
+                [r for r, _ in batch], batch[-1][1], lease=self.lease, release=release
+            )
         except GraphError:
             raise
         except Exception as exc:
             raise self._wrap(exc) from exc
         self._last_save = anyio.current_time()
+        if release:
+            self._released = True
         if self.send_event is not None:
             for row, _ in batch:
                 await self.send_event(

@@ -166,25 +166,27 @@ class GraphExecutor:
         Raises on entry: RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged.
         """
         store = self._need_store("resume_from")
-        info = await store.get_run(trace_id)
-        if info is None:
-            raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
-        if info.status in FINISHED_STATUSES:
-            raise RunFinished(
-                f"run {trace_id!r} already completed; fork it from one of its checkpoints "
-                "(ex.fork) to run it again",
-                trace_id=trace_id,
-            )
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         emitter = Emitter(send)
-        ckpt = self._checkpointer(graph, trace_id, emitter, info.parent)
+        ckpt = self._checkpointer(graph, trace_id, emitter, None)
         try:
-            await store.acquire_lease(trace_id, ckpt.lease)
+            info = await store.acquire_lease(trace_id, ckpt.lease)
         except BaseException:
             send.close()
             recv.close()
             raise
         try:
+            if info is None:
+                raise RunNotFound(
+                    f"no run with trace id {trace_id!r} in the store", trace_id=trace_id
+                )
+            if info.status in FINISHED_STATUSES:
+                raise RunFinished(
+                    f"run {trace_id!r} already completed; fork it from one of its checkpoints "
+                    "(ex.fork) to run it again",
+                    trace_id=trace_id,
+                )
+            ckpt.parent = info.parent
             restored = await restore(store, trace_id, graph=graph)
             body = restored.body
             if body.status == "failed" and body.next_node is None:
@@ -265,14 +267,16 @@ class GraphExecutor:
             spec.apply(state, key, value, node=None)
             changes.append(StateDelta(key, value))
         new_id = new_trace_id or uuid.uuid4().hex
-        await self._refuse_existing(store, new_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         emitter = Emitter(send)
         ckpt = self._checkpointer(graph, new_id, emitter, ParentRef(trace_id=trace_id, seq=seq))
         if changes:
             ckpt.note_step(StepRecord(body.step, "__fork__", changes), 0.0, 0.0)
         try:
-            await store.acquire_lease(new_id, ckpt.lease)
+            if await store.acquire_lease(new_id, ckpt.lease) is not None:
+                with anyio.CancelScope(shield=True):
+                    await store.release_lease(new_id, ckpt.owner)
+                raise _trace_taken(new_id)
         except BaseException:
             send.close()
             recv.close()
@@ -307,9 +311,6 @@ class GraphExecutor:
         ``graph`` is needed only to replay custom reducers, or to get typed state back.
         """
         store = self._need_store("get_state")
-        info = await store.get_run(trace_id)
-        if info is None:
-            raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
         restored = await restore(store, trace_id, graph=graph)
         body = restored.body
         state: Any = restored.state
@@ -327,7 +328,7 @@ class GraphExecutor:
             graph_hash=body.graph_hash,
             updated_at=body.created_at,
             error=body.error,
-            parent=info.parent,
+            parent=restored.parent,
         )
 
     async def history(self, trace_id: str) -> list[CheckpointSummary]:
@@ -379,14 +380,6 @@ class GraphExecutor:
         ckpt._deltas_since_base = len(rows) - 1
         ckpt._delta_bytes_since_base = sum(len(r.body) for r in rows[1:])
 
-    async def _refuse_existing(self, store: CheckpointStore, trace_id: str) -> None:
-        if await store.get_run(trace_id) is not None:
-            raise GraphError(
-                f"trace id {trace_id!r} already has checkpoints: continue it with resume_from(), "
-                "or start this run with another trace id",
-                trace_id=trace_id,
-            )
-
     async def _new_driver(
         self,
         graph: Graph,
@@ -403,13 +396,10 @@ class GraphExecutor:
         ckpt = None
         if self.store is not None:
             ckpt = self._checkpointer(graph, trace_id, emitter, None)
-            await self.store.acquire_lease(trace_id, ckpt.lease)
-            try:
-                await self._refuse_existing(self.store, trace_id)
-            except BaseException:
+            if await self.store.acquire_lease(trace_id, ckpt.lease) is not None:
                 with anyio.CancelScope(shield=True):
                     await self.store.release_lease(trace_id, ckpt.owner)
-                raise
+                raise _trace_taken(trace_id)
         return Driver(
             graph=graph,
             state=initial,
@@ -513,3 +503,11 @@ class GraphExecutor:
                 raise
         if raised is not None:
             raise raised
+
+
+def _trace_taken(trace_id: str) -> GraphError:
+    return GraphError(
+        f"trace id {trace_id!r} already has checkpoints: continue it with resume_from(), or "
+        "start this run with another trace id",
+        trace_id=trace_id,
+    )

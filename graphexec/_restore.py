@@ -9,7 +9,13 @@ import msgspec
 from . import reducers as _reducers
 from ._graph import Graph
 from .checkpoint._base import CheckpointStore
-from .checkpoint._record import CheckpointBody, StoredCheckpoint, decode_body, decode_snapshot
+from .checkpoint._record import (
+    CheckpointBody,
+    ParentRef,
+    StoredCheckpoint,
+    decode_body,
+    decode_snapshot,
+)
 from .exceptions import CheckpointError, RunNotFound
 
 __all__ = ("Restored", "restore")
@@ -24,6 +30,8 @@ class Restored(msgspec.Struct):
     body: CheckpointBody
     """The body of the checkpoint restored to (the last of the chain)."""
     rows: list[StoredCheckpoint]
+    parent: ParentRef | None = None
+    """For a forked run: where it came from (recorded in every base)."""
 
 
 async def restore(
@@ -79,7 +87,7 @@ async def restore(
                 trace_id=trace_id,
                 seq=rows[-1].seq,
             ) from exc
-    return Restored(state=state, body=body, rows=rows)
+    return Restored(state=state, body=body, rows=rows, parent=base_body.parent)
 
 
 def _reducer_for(

@@ -797,9 +797,9 @@ class Driver:
             error=error,
         )
 
-    async def _save(self, trigger: str, error: str | None = None) -> None:
+    async def _save(self, trigger: str, error: str | None = None, *, final: bool = False) -> None:
         assert self.ckpt is not None
-        await self.ckpt.save(self._snapshot(error), self.state, trigger)
+        await self.ckpt.save(self._snapshot(error), self.state, trigger, final=final)
 
     def _finish(self, status: RunStatus, error: GraphError | None) -> GraphResult:
         self.status = status
@@ -817,7 +817,7 @@ class Driver:
     async def _completed(self) -> None:
         self.status = "completed"
         if self.ckpt is not None and self.ckpt.policy.on_completion:
-            await self._save("completion")
+            await self._save("completion", final=True)
         if self.ckpt is not None:
             await self.ckpt.flush()
         result = self._finish("completed", None)
@@ -846,7 +846,7 @@ class Driver:
             self.log.warning("no failure checkpoint: the failing node's updates were half applied")
         elif self.ckpt is not None and self.ckpt.policy.on_completion:
             try:
-                await self._save("failure", error=f"{type(exc).__name__}: {exc}")
+                await self._save("failure", error=f"{type(exc).__name__}: {exc}", final=True)
                 await self.ckpt.flush()
             except GraphError as ckpt_exc:
                 self.log.error("failure checkpoint not written", error=str(ckpt_exc))
@@ -875,7 +875,7 @@ class Driver:
         )
         if self.ckpt is not None:
             try:
-                await self._save("cancel" if not waiting else "left")
+                await self._save("cancel" if not waiting else "left", final=True)
                 await self.ckpt.flush()
             except GraphError as exc:
                 self.log.error("cancel checkpoint not written", error=str(exc))

@@ -51,9 +51,15 @@ class CheckpointStore(Protocol):
     """Where checkpoints, the runs index, submitted decisions and leases live."""
 
     async def save(
-        self, rows: Sequence[StoredCheckpoint], run: RunInfo, *, lease: Lease | None = None
+        self,
+        rows: Sequence[StoredCheckpoint],
+        run: RunInfo,
+        *,
+        lease: Lease | None = None,
+        release: bool = False,
     ) -> None:
-        """Atomically append rows, update the run's index row and renew the lease."""
+        """Atomically append rows, update the run's index row and hold the lease (released in
+        the same transaction with ``release=True``: a run's final save)."""
         ...
 
     async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:
@@ -82,8 +88,12 @@ class CheckpointStore(Protocol):
         """Decisions submitted for a trace with an id greater than ``cursor``."""
         ...
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> None:
-        """Take or renew the lease; RunLocked if another owner holds an unexpired one."""
+    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
+        """Take or renew the lease; RunLocked if another owner holds an unexpired one.
+
+        Returns the run's index row read in the same transaction (None for a new trace), so a
+        driver starting or resuming a run needs one round trip, not two.
+        """
         ...
 
     async def release_lease(self, trace_id: str, owner: str) -> None:

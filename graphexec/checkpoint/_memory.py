@@ -35,7 +35,12 @@ class MemoryStore(StoreBase):
         self._lock = anyio.Lock()
 
     async def save(
-        self, rows: Sequence[StoredCheckpoint], run: RunInfo, *, lease: Lease | None = None
+        self,
+        rows: Sequence[StoredCheckpoint],
+        run: RunInfo,
+        *,
+        lease: Lease | None = None,
+        release: bool = False,
     ) -> None:
         async with self._lock:
             chain = self._rows.get(run.trace_id, [])
@@ -48,6 +53,8 @@ class MemoryStore(StoreBase):
                     self._demote_bases(chain)
                 chain.append(row)
             self._runs[run.trace_id] = run
+            if release and lease is not None:
+                self._release(run.trace_id, lease.owner)
 
     @staticmethod
     def _demote_bases(chain: list[StoredCheckpoint]) -> None:
@@ -104,9 +111,10 @@ class MemoryStore(StoreBase):
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
         return [d for d in self._decisions.get(trace_id, []) if d.id > cursor]
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> None:
+    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
         async with self._lock:
             self._take_lease(trace_id, lease)
+            return self._runs.get(trace_id)
 
     def _take_lease(self, trace_id: str, lease: Lease) -> None:
         held = self._leases.get(trace_id)
@@ -122,9 +130,12 @@ class MemoryStore(StoreBase):
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         async with self._lock:
-            held = self._leases.get(trace_id)
-            if held is not None and held[0] == owner:
-                del self._leases[trace_id]
+            self._release(trace_id, owner)
+
+    def _release(self, trace_id: str, owner: str) -> None:
+        held = self._leases.get(trace_id)
+        if held is not None and held[0] == owner:
+            del self._leases[trace_id]
 
     async def prune(
         self, *, older_than: float, statuses: Sequence[str] = ("completed",)

@@ -99,6 +99,7 @@ _TAKE_LEASE = (
 )
 _LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
 _LEASE_ROW = "SELECT owner, expires_at FROM leases WHERE trace_id = ?"
+_RELEASE_LEASE = "DELETE FROM leases WHERE trace_id = ? AND owner = ?"
 
 
 class SQLiteStore(StoreBase):
@@ -221,7 +222,12 @@ class SQLiteStore(StoreBase):
     # -- writes -------------------------------------------------------------------------------
 
     async def save(
-        self, rows: Sequence[StoredCheckpoint], run: RunInfo, *, lease: Lease | None = None
+        self,
+        rows: Sequence[StoredCheckpoint],
+        run: RunInfo,
+        *,
+        lease: Lease | None = None,
+        release: bool = False,
     ) -> None:
         trace_id = run.trace_id
         params = [_row_params(r) for r in rows]
@@ -238,6 +244,8 @@ class SQLiteStore(StoreBase):
                 if has_base:
                     db.execute(_DEMOTE, (trace_id,))
                 db.execute(_UPSERT_RUN, run_params)
+                if release and lease is not None:
+                    db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
 
         await self._run(tx, trace_id)
 
@@ -257,16 +265,17 @@ class SQLiteStore(StoreBase):
 
         return await self._run(tx, trace_id)
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> None:
-        def tx(db: sqlite3.Connection) -> None:
+    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
+        def tx(db: sqlite3.Connection) -> RunInfo | None:
             with _write(db):
                 _take_lease(db, trace_id, lease, now())
+                return _fetch_run(db, trace_id)
 
-        await self._run(tx, trace_id)
+        return await self._run(tx, trace_id)
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         def tx(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM leases WHERE trace_id = ? AND owner = ?", (trace_id, owner))
+            db.execute(_RELEASE_LEASE, (trace_id, owner))
 
         await self._run(tx, trace_id)
 

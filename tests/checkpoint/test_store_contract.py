@@ -414,6 +414,28 @@ class TestLeases:
         await store.acquire_lease("t1", Lease("b", 30.0))
         await store.release_lease("nope", "a")
 
+    async def test_acquire_returns_the_run_row(self, store: CheckpointStore) -> None:
+        """acquire_lease returns the trace's runs-index row (None for a new trace), read in the
+        same transaction, so starting or resuming a run costs one round trip."""
+        assert await store.acquire_lease("t1", Lease("a", 30.0)) is None
+        await store.save([make_row("t1", 0, "base")], make_run("t1", status="waiting"))
+        found = await store.acquire_lease("t1", Lease("a", 30.0))
+        assert found is not None
+        assert ("t1", "waiting") == (found.trace_id, found.status)
+
+    async def test_final_save_releases_the_lease(self, store: CheckpointStore) -> None:
+        """save(..., release=True) commits the rows and gives the lease up in one go."""
+        lease = Lease("a", 30.0)
+        await store.save([make_row("t1", 0, "base")], make_run("t1"), lease=lease)
+        await store.save(
+            [make_row("t1", 1, "delta")],
+            make_run("t1", status="completed", last_seq=1),
+            lease=lease,
+            release=True,
+        )
+        assert [0, 1] == seqs(await store.load_chain("t1"))
+        await store.acquire_lease("t1", Lease("b", 30.0))  # free now
+
     async def test_leases_are_per_trace(self, store: CheckpointStore) -> None:
         """A lease on one trace does not lock another."""
         await store.acquire_lease("t1", Lease("a", 30.0))

@@ -20,12 +20,17 @@ class FlakyStore(gx.MemoryStore):
         self.fail_on = fail_on
 
     async def save(
-        self, rows: Sequence[StoredCheckpoint], run: RunInfo, *, lease: Lease | None = None
+        self,
+        rows: Sequence[StoredCheckpoint],
+        run: RunInfo,
+        *,
+        lease: Lease | None = None,
+        release: bool = False,
     ) -> None:
         self.calls += 1
         if self.calls in self.fail_on:
             raise OSError("disk full")
-        await super().save(rows, run, lease=lease)
+        await super().save(rows, run, lease=lease, release=release)
 
 
 def _chain(n: int) -> gx.Graph:
