@@ -8,6 +8,7 @@ pending records into one transaction (``"async"``).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -91,6 +92,8 @@ class Checkpointer:
         self.send_event = send_event
         self.parent = parent
         self.seq = 0
+        self.base_graph_hash = graph_hash
+        """The graph hash in force since the trace's latest base (what a restore would find)."""
         self.created_at = now()
         self.owner = uuid.uuid4().hex
         # compaction bookkeeping
@@ -193,16 +196,20 @@ class Checkpointer:
             body = CheckpointBody(
                 trace_id=self.trace_id,
                 seq=seq,
-                graph_name=self.graph_name,
-                graph_hash=self.graph_hash,
+                # Recorded in bases; a delta repeats the hash only if the graph differs from
+                # its base's (a run resumed on a changed graph). Restore takes the last one.
+                graph_name=self.graph_name if base else "",
+                graph_hash=self.graph_hash
+                if base or self.graph_hash != self.base_graph_hash
+                else "",
                 step=run.step,
                 next_node=run.next_node,
                 status=run.status,
                 trigger=trigger,
                 created_at=t,
-                barrier_counts=dict(run.barrier_counts),
+                barrier_counts=run.barrier_counts,  # encoded right below: no copy needed
                 pending_barrier=run.pending,
-                decisions=dict(run.decisions),
+                decisions=run.decisions,
                 decision_cursor=run.decision_cursor,
                 steps=steps,  # type: ignore[arg-type]  # pre-encoded list[StepRecord]
                 error=run.error,
@@ -231,6 +238,7 @@ class Checkpointer:
         self._score = 0.0
         if base:
             assert snapshot is not None
+            self.base_graph_hash = self.graph_hash
             self._base_bytes = len(snapshot)
             self._deltas_since_base = 0
             self._delta_bytes_since_base = 0
@@ -297,7 +305,7 @@ class Checkpointer:
             raise
         except Exception as exc:
             raise self._wrap(exc) from exc
-        self._last_save = anyio.current_time()
+        self._last_save = time.monotonic()
         if release:
             self._released = True
         if self.send_event is not None:
@@ -357,7 +365,7 @@ class Checkpointer:
         period = max(self.lease_ttl / 3, 0.05)
         while not self._closed:
             await anyio.sleep(period)
-            if anyio.current_time() - self._last_save < period:
+            if time.monotonic() - self._last_save < period:
                 continue
             try:
                 await self.store.acquire_lease(self.trace_id, self.lease)

@@ -197,7 +197,7 @@ class GraphExecutor:
                 )
             self._check_graph(
                 graph,
-                body.graph_hash,
+                restored.graph_hash,
                 body.next_node,
                 body.pending_barrier,
                 trace_id,
@@ -253,7 +253,7 @@ class GraphExecutor:
         body = restored.body
         self._check_graph(
             graph,
-            body.graph_hash,
+            restored.graph_hash,
             body.next_node,
             body.pending_barrier,
             trace_id,
@@ -324,8 +324,8 @@ class GraphExecutor:
             next_node=body.next_node,
             pending_barrier=body.pending_barrier,
             seq=body.seq,
-            graph_name=body.graph_name,
-            graph_hash=body.graph_hash,
+            graph_name=restored.graph_name,
+            graph_hash=restored.graph_hash,
             updated_at=body.created_at,
             error=body.error,
             parent=restored.parent,
@@ -377,6 +377,7 @@ class GraphExecutor:
         rows = restored.rows
         ckpt.seq = rows[-1].seq
         ckpt._base_bytes = len(rows[0].snapshot or b"")
+        ckpt.base_graph_hash = restored.graph_hash
         ckpt._deltas_since_base = len(rows) - 1
         ckpt._delta_bytes_since_base = sum(len(r.body) for r in rows[1:])
 

@@ -32,6 +32,10 @@ class Restored(msgspec.Struct):
     rows: list[StoredCheckpoint]
     parent: ParentRef | None = None
     """For a forked run: where it came from (recorded in every base)."""
+    graph_name: str = ""
+    """The graph the run was checkpointed with (recorded in bases)."""
+    graph_hash: str = ""
+    """The structural hash of that graph: the base's, or a later delta's where it changed."""
 
 
 async def restore(
@@ -57,8 +61,10 @@ async def restore(
     names = base_body.reducers
     reducers: dict[str, Any] = {}
     body = base_body
+    graph_hash = base_body.graph_hash
     for row in rows[1:]:
         body = decode_body(row)
+        graph_hash = body.graph_hash or graph_hash
         for record in body.steps:
             for delta in record.deltas:
                 key = delta.key
@@ -87,7 +93,14 @@ async def restore(
                 trace_id=trace_id,
                 seq=rows[-1].seq,
             ) from exc
-    return Restored(state=state, body=body, rows=rows, parent=base_body.parent)
+    return Restored(
+        state=state,
+        body=body,
+        rows=rows,
+        parent=base_body.parent,
+        graph_name=base_body.graph_name,
+        graph_hash=graph_hash,
+    )
 
 
 def _reducer_for(

@@ -28,6 +28,8 @@ class MemoryStore(StoreBase):
 
     def __init__(self) -> None:
         self._rows: dict[str, list[StoredCheckpoint]] = {}
+        self._bases: dict[str, list[int]] = {}
+        """Per trace, the chain indexes of the rows that are still bases (first, latest)."""
         self._runs: dict[str, RunInfo] = {}
         self._decisions: dict[str, list[StoredDecision]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
@@ -48,34 +50,24 @@ class MemoryStore(StoreBase):
             if lease is not None:
                 self._take_lease(run.trace_id, lease)
             chain = self._rows.setdefault(run.trace_id, [])
+            bases = self._bases.setdefault(run.trace_id, [])
             for row in rows:
                 if row.kind == "base":
-                    self._demote_bases(chain)
+                    # Only the first and the latest base keep snapshots: demote the others.
+                    for i in bases[1:]:
+                        chain[i] = _demoted(chain[i])
+                    bases[1:] = [len(chain)]
                 chain.append(row)
             self._runs[run.trace_id] = run
             if release and lease is not None:
                 self._release(run.trace_id, lease.owner)
 
-    @staticmethod
-    def _demote_bases(chain: list[StoredCheckpoint]) -> None:
-        first = next((i for i, r in enumerate(chain) if r.kind == "base"), None)
-        for i, r in enumerate(chain):
-            if r.kind == "base" and i != first:
-                chain[i] = StoredCheckpoint(
-                    trace_id=r.trace_id,
-                    seq=r.seq,
-                    kind="delta",
-                    step=r.step,
-                    next_node=r.next_node,
-                    status=r.status,
-                    trigger=r.trigger,
-                    created_at=r.created_at,
-                    body=r.body,
-                    checksum=r.checksum,
-                )
-
     async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:
-        rows = [r for r in self._rows.get(trace_id, []) if seq is None or r.seq <= seq]
+        chain = self._rows.get(trace_id, [])
+        if seq is None:
+            bases = self._bases.get(trace_id)
+            return chain[bases[-1] :] if bases else []
+        rows = [r for r in chain if r.seq <= seq]
         for i in range(len(rows) - 1, -1, -1):
             if rows[i].kind == "base":
                 return rows[i:]
@@ -148,9 +140,26 @@ class MemoryStore(StoreBase):
             for t in gone:
                 self._runs.pop(t, None)
                 self._rows.pop(t, None)
+                self._bases.pop(t, None)
                 self._decisions.pop(t, None)
                 self._leases.pop(t, None)
             return gone
 
     async def aclose(self) -> None:
         """Nothing to release: the data stays for the life of the object."""
+
+
+def _demoted(r: StoredCheckpoint) -> StoredCheckpoint:
+    """The row as a delta: its body (and deltas) kept, its snapshot dropped."""
+    return StoredCheckpoint(
+        trace_id=r.trace_id,
+        seq=r.seq,
+        kind="delta",
+        step=r.step,
+        next_node=r.next_node,
+        status=r.status,
+        trigger=r.trigger,
+        created_at=r.created_at,
+        body=r.body,
+        checksum=r.checksum,
+    )

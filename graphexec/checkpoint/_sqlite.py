@@ -66,6 +66,12 @@ _DEMOTE = (
     "AND seq > (SELECT min(seq) FROM checkpoints WHERE trace_id = ?1 AND kind = 'base') "
     "AND seq < (SELECT max(seq) FROM checkpoints WHERE trace_id = ?1 AND kind = 'base')"
 )
+# Before a batch with a base is inserted: every base but the first loses its snapshot.
+_DEMOTE_ALL = (
+    "UPDATE checkpoints SET kind = 'delta', snapshot = NULL, snapshot_checksum = NULL "
+    "WHERE trace_id = ?1 AND kind = 'base' "
+    "AND seq > (SELECT min(seq) FROM checkpoints WHERE trace_id = ?1 AND kind = 'base')"
+)
 _LOAD_CHAIN = (
     f"SELECT {_ROW_COLUMNS} FROM checkpoints WHERE trace_id = ?1 AND seq <= ?2 AND seq >= "
     "(SELECT max(seq) FROM checkpoints WHERE trace_id = ?1 AND kind = 'base' AND seq <= ?2) "
@@ -153,9 +159,12 @@ class SQLiteStore(StoreBase):
                 # call on that thread, so being cut off at exit is a crash SQLite recovers from
                 # (the open transaction rolls back).
                 conn._thread.daemon = True
+                # The schema check and migrations run inside the connect call, on the thread:
+                # opening costs one round trip instead of two.
+                connector = conn._connector
+                conn._connector = lambda: self._setup_connection(connector())
                 try:
                     await conn
-                    await _on_thread(conn, self._setup)
                 except BaseException:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
@@ -168,6 +177,14 @@ class SQLiteStore(StoreBase):
             return await _on_thread(await self._connection(), fn)
         except sqlite3.Error as exc:
             raise CheckpointError(f"SQLite store {self.path!r}: {exc}", trace_id=trace_id) from exc
+
+    def _setup_connection(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        try:
+            self._setup(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _setup(self, db: sqlite3.Connection) -> None:
         """Check the schema version, set WAL mode and apply pending migrations (on the thread)."""
@@ -231,7 +248,8 @@ class SQLiteStore(StoreBase):
     ) -> None:
         trace_id = run.trace_id
         params = [_row_params(r) for r in rows]
-        has_base = any(r.kind == "base" for r in rows)
+        bases = sum(r.kind == "base" for r in rows)
+        has_base = bases > 0
         run_params = _run_params(run)
 
         def tx(db: sqlite3.Connection) -> None:
@@ -240,9 +258,13 @@ class SQLiteStore(StoreBase):
                 check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
                 if lease is not None:
                     _hold_lease(db, trace_id, lease, t)
-                db.executemany(_INSERT_ROW, params)
                 if has_base:
-                    db.execute(_DEMOTE, (trace_id,))
+                    # Demote before inserting, so the pages the old bases' snapshots free are
+                    # reused by the new base instead of the file growing by a state's size.
+                    db.execute(_DEMOTE_ALL, (trace_id,))
+                db.executemany(_INSERT_ROW, params)
+                if bases > 1:
+                    db.execute(_DEMOTE, (trace_id,))  # several bases in one batch
                 db.execute(_UPSERT_RUN, run_params)
                 if release and lease is not None:
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
