@@ -251,11 +251,20 @@ async def w4_sleep(tmp: pathlib.Path) -> dict[str, float]:
 
 async def w5(tmp: pathlib.Path) -> dict[str, float]:
     db = fresh_dir(tmp, "gx-w5") / "w5.db"
+    store = gx.SQLiteStore(db)
+    await _open(store)
+    return await _w5(_executor(store), store)
+
+
+async def w5_nostore(tmp: pathlib.Path) -> dict[str, float]:
+    """W5 without a store: the barrier's in-process round trip alone (graphexec only:
+    LangGraph needs a checkpointer for interrupts)."""
+    return await _w5(gx.GraphExecutor(max_steps=MAX_STEPS), None)
+
+
+async def _w5(ex: gx.GraphExecutor, store: Any) -> dict[str, float]:
     cycles = count("W5")
     graph = approval_graph()
-    store = gx.SQLiteStore(db)
-    ex = _executor(store)
-    await _open(store)
     traces = [f"w5-{k}" for k in range(cycles)]
     results = []
     t0 = time.perf_counter()
@@ -264,7 +273,8 @@ async def w5(tmp: pathlib.Path) -> dict[str, float]:
             await _drive(run)
         results.append(run.result)
     dt = time.perf_counter() - t0
-    await store.aclose()
+    if store is not None:
+        await store.aclose()
     assert all(r.status == "completed" and r.state["done"] is True for r in results), results[0]
     return {"ms_per_cycle": dt / cycles * 1e3}
 
@@ -405,6 +415,7 @@ WORKLOADS: dict[str, Callable[[pathlib.Path], Any]] = {
     "W4": w4,
     "W4-sleep": w4_sleep,
     "W5": w5,
+    "W5-nostore": w5_nostore,
     "W6": w6,
     "W7": w7,
 }

@@ -37,7 +37,7 @@ if str(HERE) not in sys.path:
 
 import _common
 
-ORDER = ["W1", "W2", "W2-async", "W3", "W4", "W4-sleep", "W5", "W6", "W7", "MEM"]
+ORDER = ["W1", "W2", "W2-async", "W3", "W4", "W4-sleep", "W5", "W5-nostore", "W6", "W7", "MEM"]
 GX, LG = "graphexec", "langgraph"
 # A graphexec-only variant compared with a LangGraph workload (LangGraph's default durability
 # with a checkpointer is already "async").

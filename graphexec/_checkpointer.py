@@ -31,6 +31,7 @@ from .checkpoint._record import (
     RunInfo,
     StepRecord,
     StoredCheckpoint,
+    StoredDecision,
     encode_body,
     encode_snapshot,
     encode_steps,
@@ -164,12 +165,20 @@ class Checkpointer:
     # -- writing ------------------------------------------------------------------------------
 
     async def save(
-        self, run: RunSnapshot, state: dict[str, Any], trigger: str, *, final: bool = False
-    ) -> None:
+        self,
+        run: RunSnapshot,
+        state: dict[str, Any],
+        trigger: str,
+        *,
+        final: bool = False,
+        decisions_after: int | None = None,
+    ) -> list[StoredDecision] | None:
         """Write one checkpoint of ``state`` and ``run`` (base or delta, by the compaction rule).
 
         ``final``: the run's last checkpoint; its commit also releases the lease (one round
-        trip fewer than a separate release).
+        trip fewer than a separate release). ``decisions_after``: also read the decisions
+        submitted through the store since that id, in the same round trip; returns them, or
+        None when the commit happens behind the run (async durability) and nothing was read.
         """
         if self._error is not None:
             raise self._wrap(self._error)
@@ -278,12 +287,13 @@ class Checkpointer:
             self._queue.append((row, info))
             self._idle = anyio.Event() if self._idle.is_set() else self._idle
             self._wake.set()
-            return
+            return None
         # Shielded like the async writer: the bookkeeping above already counts this row, so a
         # cancel landing mid-commit would lose its deltas (the next checkpoint would omit them).
+        found: list[StoredDecision] = []
         try:
             with anyio.CancelScope(shield=True):
-                await self._commit([(row, info)])
+                found = await self._commit([(row, info)], decisions_after)
         except BaseException:
             self.seq -= 1
             (
@@ -294,12 +304,21 @@ class Checkpointer:
                 self._delta_bytes_since_base,
             ) = undo
             raise
+        return found
 
-    async def _commit(self, batch: list[tuple[StoredCheckpoint, RunInfo]]) -> None:
+    async def _commit(
+        self,
+        batch: list[tuple[StoredCheckpoint, RunInfo]],
+        decisions_after: int | None = None,
+    ) -> list[StoredDecision]:
         try:
             release = batch[-1][0].seq == self._final_seq
-            await self.store.save(
-                [r for r, _ in batch], batch[-1][1], lease=self.lease, release=release
+            found = await self.store.save(
+                [r for r, _ in batch],
+                batch[-1][1],
+                lease=self.lease,
+                release=release,
+                decisions_after=decisions_after,
             )
         except GraphError:
             raise
@@ -321,6 +340,7 @@ class Checkpointer:
                         trigger=row.trigger,
                     )
                 )
+        return found
 
     def _wrap(self, exc: BaseException) -> GraphError:
         if isinstance(exc, GraphError):

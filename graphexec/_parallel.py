@@ -75,6 +75,8 @@ async def _fan_out(
             if limiter is not None:
                 async with limiter:
                     results[i] = await invoke(call, args)
+            elif call.is_async:
+                results[i] = await call.fn(*args)  # the common case, without invoke's frame
             else:
                 results[i] = await invoke(call, args)
         except Exception as exc:  # noqa: BLE001 - kept; the policy is applied in _outcome
@@ -112,7 +114,7 @@ async def _fan_out(
 
     async with anyio.create_task_group() as tg:
         for i, (bname, call, arg) in enumerate(jobs):
-            tg.start_soon(branch, i, bname, call, arg, tg.cancel_scope)
+            tg.start_soon(branch, i, bname, call, arg, tg.cancel_scope, name=bname)
     if emitter is not None:
         await emitter.send(
             ParallelCompleted(

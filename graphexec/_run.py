@@ -41,7 +41,7 @@ from ._log import get_logger
 from ._parallel import error_info, invoke, run_map, run_parallel
 from ._state import changes_of
 from .checkpoint._base import CheckpointStore, is_resolved, parse_barrier_id
-from .checkpoint._record import PendingBarrier, StepRecord, now
+from .checkpoint._record import PendingBarrier, StepRecord, StoredDecision, now
 from .exceptions import (
     Cancelled,
     GraphError,
@@ -588,7 +588,8 @@ class Driver:
         occurrence = self.counts.get(name, 0) + 1
         barrier_id = f"{name}#{occurrence}"
         self.step = step
-        await self._pull_store_decisions()
+        # Decisions sent through the store are read with the waiting checkpoint (one round
+        # trip), in _wait_and_resolve; here only those already in the process count.
         decision = self._take_decision(barrier_id, name)
         if decision is not None:
             self.counts[name] = occurrence
@@ -632,11 +633,20 @@ class Driver:
         assert pending is not None
         decision = self._take_decision(pending.barrier_id, spec.name)
         by = "human"
+        if decision is None and not resumed:
+            self.status = "waiting"
+            self.next_node = spec.name
+            found = None
+            if self.ckpt is not None and self.ckpt.policy.on_barrier:
+                found = await self._save("barrier_waiting", decisions_after=self.decision_cursor)
+            if found is None:
+                await self._pull_store_decisions()
+            else:
+                self._merge_stored(found)
+            decision = self._take_decision(pending.barrier_id, spec.name)
         if decision is None:
             self.status = "waiting"
             self.next_node = spec.name
-            if self.ckpt is not None and not resumed and self.ckpt.policy.on_barrier:
-                await self._save("barrier_waiting")
             if self.ckpt is not None:
                 await self.ckpt.flush()  # BarrierWaiting only once the wait is committed
             self.log.info(
@@ -677,9 +687,12 @@ class Driver:
                         return default_decision(spec.default), "timeout"
                 if self.store is not None:
                     wait = min(wait, self.poll_interval)
-                with anyio.move_on_after(wait):
+                with anyio.move_on_after(wait) as waited:
                     await self._wake_recv.receive()
-                await self._pull_store_decisions()
+                if waited.cancelled_caught:
+                    # Woken by the poll timer, not by the handle (whose decisions are already
+                    # in the registry): look in the store for decisions from other processes.
+                    await self._pull_store_decisions()
         except anyio.get_cancelled_exc_class():
             if self._cancel_requested and self.emitter is not None:
                 with anyio.CancelScope(shield=True):
@@ -707,7 +720,11 @@ class Driver:
         """Read decisions submitted through the store since the last look."""
         if self.store is None or self.ckpt is None:
             return
-        for item in await self.store.decisions_after(self.trace_id, self.decision_cursor):
+        self._merge_stored(await self.store.decisions_after(self.trace_id, self.decision_cursor))
+
+    def _merge_stored(self, items: list[StoredDecision]) -> None:
+        """Keep decisions that came through the store; ignore ones the run can never use."""
+        for item in items:
             self.decision_cursor = max(self.decision_cursor, item.id)
             node, occurrence = parse_barrier_id(item.barrier_id)
             spec = self.graph.nodes.get(node)
@@ -797,9 +814,22 @@ class Driver:
             error=error,
         )
 
-    async def _save(self, trigger: str, error: str | None = None, *, final: bool = False) -> None:
+    async def _save(
+        self,
+        trigger: str,
+        error: str | None = None,
+        *,
+        final: bool = False,
+        decisions_after: int | None = None,
+    ) -> list[StoredDecision] | None:
         assert self.ckpt is not None
-        await self.ckpt.save(self._snapshot(error), self.state, trigger, final=final)
+        return await self.ckpt.save(
+            self._snapshot(error),
+            self.state,
+            trigger,
+            final=final,
+            decisions_after=decisions_after,
+        )
 
     def _finish(self, status: RunStatus, error: GraphError | None) -> GraphResult:
         self.status = status

@@ -57,9 +57,14 @@ class CheckpointStore(Protocol):
         *,
         lease: Lease | None = None,
         release: bool = False,
-    ) -> None:
+        decisions_after: int | None = None,
+    ) -> list[StoredDecision]:
         """Atomically append rows, update the run's index row and hold the lease (released in
-        the same transaction with ``release=True``: a run's final save)."""
+        the same transaction with ``release=True``: a run's final save).
+
+        With ``decisions_after``, also returns the trace's decisions with a greater id (what
+        ``decisions_after()`` would), read in the same round trip; otherwise ``[]``.
+        """
         ...
 
     async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:

@@ -43,7 +43,8 @@ class MemoryStore(StoreBase):
         *,
         lease: Lease | None = None,
         release: bool = False,
-    ) -> None:
+        decisions_after: int | None = None,
+    ) -> list[StoredDecision]:
         async with self._lock:
             chain = self._rows.get(run.trace_id, [])
             check_rows(rows, run, chain[-1].seq if chain else None)
@@ -61,6 +62,9 @@ class MemoryStore(StoreBase):
             self._runs[run.trace_id] = run
             if release and lease is not None:
                 self._release(run.trace_id, lease.owner)
+        if decisions_after is None:
+            return []
+        return await self.decisions_after(run.trace_id, decisions_after)
 
     async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:
         chain = self._rows.get(trace_id, [])

@@ -106,6 +106,10 @@ _TAKE_LEASE = (
 _LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
 _LEASE_ROW = "SELECT owner, expires_at FROM leases WHERE trace_id = ?"
 _RELEASE_LEASE = "DELETE FROM leases WHERE trace_id = ? AND owner = ?"
+_DECISIONS_AFTER = (
+    "SELECT id, barrier_id, decision, created_at FROM decisions "
+    "WHERE trace_id = ? AND id > ? ORDER BY id"
+)
 
 
 class SQLiteStore(StoreBase):
@@ -245,14 +249,15 @@ class SQLiteStore(StoreBase):
         *,
         lease: Lease | None = None,
         release: bool = False,
-    ) -> None:
+        decisions_after: int | None = None,
+    ) -> list[StoredDecision]:
         trace_id = run.trace_id
         params = [_row_params(r) for r in rows]
         bases = sum(r.kind == "base" for r in rows)
         has_base = bases > 0
         run_params = _run_params(run)
 
-        def tx(db: sqlite3.Connection) -> None:
+        def tx(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             with _write(db):
                 t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
                 check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
@@ -268,8 +273,11 @@ class SQLiteStore(StoreBase):
                 db.execute(_UPSERT_RUN, run_params)
                 if release and lease is not None:
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
+                if decisions_after is None:
+                    return []
+                return db.execute(_DECISIONS_AFTER, (trace_id, decisions_after)).fetchall()
 
-        await self._run(tx, trace_id)
+        return [_decision(r) for r in await self._run(tx, trace_id)]
 
     async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
         blob = _decision_encoder.encode(decision)
@@ -381,18 +389,9 @@ class SQLiteStore(StoreBase):
 
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
         def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return db.execute(
-                "SELECT id, barrier_id, decision, created_at FROM decisions "
-                "WHERE trace_id = ? AND id > ? ORDER BY id",
-                (trace_id, cursor),
-            ).fetchall()
+            return db.execute(_DECISIONS_AFTER, (trace_id, cursor)).fetchall()
 
-        return [
-            StoredDecision(
-                id=r[0], barrier_id=r[1], decision=_decision_decoder.decode(r[2]), created_at=r[3]
-            )
-            for r in await self._run(read, trace_id)
-        ]
+        return [_decision(r) for r in await self._run(read, trace_id)]
 
 
 # -- helpers (run on the connection thread) ----------------------------------------------------
@@ -457,6 +456,12 @@ def _take_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -
 def _fetch_run(db: sqlite3.Connection, trace_id: str) -> RunInfo | None:
     r = db.execute(_GET_RUN, (trace_id,)).fetchone()
     return None if r is None else _run_info(r)
+
+
+def _decision(r: tuple[Any, ...]) -> StoredDecision:
+    return StoredDecision(
+        id=r[0], barrier_id=r[1], decision=_decision_decoder.decode(r[2]), created_at=r[3]
+    )
 
 
 def _row_params(r: StoredCheckpoint) -> tuple[Any, ...]:

@@ -20,7 +20,14 @@ import anyio
 import pytest
 
 import graphexec as gx
-from graphexec.checkpoint._record import Lease, ParentRef, PendingBarrier, RunInfo, StoredCheckpoint
+from graphexec.checkpoint._record import (
+    Lease,
+    ParentRef,
+    PendingBarrier,
+    RunInfo,
+    StoredCheckpoint,
+    StoredDecision,
+)
 
 PAD = "x" * 4000
 """A big value in the initial state, so small deltas never outweigh the base (no early base)."""
@@ -84,16 +91,11 @@ class SlowSaves:
         self.delay = delay
 
     async def save(
-        self,
-        rows: Sequence[StoredCheckpoint],
-        run: RunInfo,
-        *,
-        lease: Lease | None = None,
-        release: bool = False,
-    ) -> None:
+        self, rows: Sequence[StoredCheckpoint], run: RunInfo, **options: Any
+    ) -> list[StoredDecision]:
         """Wait, then save through the real store."""
         await anyio.sleep(self.delay)
-        await self.inner.save(rows, run, lease=lease, release=release)
+        return await self.inner.save(rows, run, **options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -436,6 +436,20 @@ class TestLeases:
         assert [0, 1] == seqs(await store.load_chain("t1"))
         await store.acquire_lease("t1", Lease("b", 30.0))  # free now
 
+    async def test_save_can_return_new_decisions(self, store: CheckpointStore) -> None:
+        """save(decisions_after=cursor) returns the decisions submitted since the cursor, in
+        the same round trip; without it, save returns none."""
+        await store.save([make_row("t1", 0, "base")], make_run("t1", status="waiting"))
+        first = await store.submit_decision("t1", "review#1", Approve())
+        assert [] == await store.save([make_row("t1", 1, "delta")], make_run("t1", last_seq=1))
+        found = await store.save(
+            [make_row("t1", 2, "delta")], make_run("t1", last_seq=2), decisions_after=0
+        )
+        assert [(first, "review#1", Approve())] == [(d.id, d.barrier_id, d.decision) for d in found]
+        assert [] == await store.save(
+            [make_row("t1", 3, "delta")], make_run("t1", last_seq=3), decisions_after=first
+        )
+
     async def test_leases_are_per_trace(self, store: CheckpointStore) -> None:
         """A lease on one trace does not lock another."""
         await store.acquire_lease("t1", Lease("a", 30.0))

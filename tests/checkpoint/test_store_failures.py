@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import pytest
 
 import graphexec as gx
-from graphexec.checkpoint._record import Lease, RunInfo, StoredCheckpoint
+from graphexec.checkpoint._record import RunInfo, StoredCheckpoint, StoredDecision
 
 
 class FlakyStore(gx.MemoryStore):
@@ -20,17 +21,12 @@ class FlakyStore(gx.MemoryStore):
         self.fail_on = fail_on
 
     async def save(
-        self,
-        rows: Sequence[StoredCheckpoint],
-        run: RunInfo,
-        *,
-        lease: Lease | None = None,
-        release: bool = False,
-    ) -> None:
+        self, rows: Sequence[StoredCheckpoint], run: RunInfo, **options: Any
+    ) -> list[StoredDecision]:
         self.calls += 1
         if self.calls in self.fail_on:
             raise OSError("disk full")
-        await super().save(rows, run, lease=lease, release=release)
+        return await super().save(rows, run, **options)
 
 
 def _chain(n: int) -> gx.Graph:
