@@ -21,7 +21,14 @@ from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
 from ._run import Driver, GraphResult, Run
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore, parse_barrier_id
-from .checkpoint._record import CheckpointSummary, ParentRef, PendingBarrier, RunInfo, StepRecord
+from .checkpoint._record import (
+    CheckpointBody,
+    CheckpointSummary,
+    ParentRef,
+    PendingBarrier,
+    RunInfo,
+    StepRecord,
+)
 from .exceptions import (
     GraphChanged,
     GraphChangedWarning,
@@ -204,21 +211,13 @@ class GraphExecutor:
                 on_graph_change or self.on_graph_change,
             )
             self._prime(ckpt, restored)
-            driver = Driver(
-                graph=graph,
-                state=restored.state if graph.state_type is None else dict(restored.state),
-                trace_id=trace_id,
-                next_node=body.next_node,
-                max_steps=self.max_steps,
-                emitter=emitter,
-                checkpointer=ckpt,
-                store=store,
-                poll_interval=self.decision_poll_interval,
-                keep_log=self.execution_log,
-                step=body.step,
-                counts=dict(body.barrier_counts),
-                pending=body.pending_barrier,
-                decisions=dict(body.decisions),
+            driver = self._driver_at(
+                graph,
+                restored.state,
+                trace_id,
+                body,
+                emitter,
+                ckpt,
                 decision_cursor=body.decision_cursor,
                 start_trigger=None if body.pending_barrier is not None else "resume",
                 resumed=True,
@@ -281,23 +280,16 @@ class GraphExecutor:
             send.close()
             recv.close()
             raise
-        driver = Driver(
-            graph=graph,
-            state=state,
-            trace_id=new_id,
-            next_node=body.next_node,
-            max_steps=self.max_steps,
-            emitter=emitter,
-            checkpointer=ckpt,
-            store=store,
-            poll_interval=self.decision_poll_interval,
-            keep_log=self.execution_log,
-            step=body.step,
-            counts=dict(body.barrier_counts),
-            pending=body.pending_barrier,
-            decisions=dict(body.decisions),
+        driver = self._driver_at(
+            graph,
+            state,
+            new_id,
+            body,
+            emitter,
+            ckpt,
             decision_cursor=0,
             start_trigger="fork",
+            resumed=False,
             parent=trace_id,
         )
         async with self._running(driver, recv) as run:
@@ -368,6 +360,43 @@ class GraphExecutor:
             barrier_nodes=sorted(graph.barrier_nodes),
             lease_ttl=self.lease_ttl,
             send_event=emitter.send if emitter is not None else None,
+            parent=parent,
+        )
+
+    def _driver_at(
+        self,
+        graph: Graph,
+        state: dict[str, Any],
+        trace_id: str,
+        body: CheckpointBody,
+        emitter: Emitter,
+        ckpt: Checkpointer,
+        *,
+        decision_cursor: int,
+        start_trigger: str | None,
+        resumed: bool,
+        parent: str | None,
+    ) -> Driver:
+        """A driver that continues from a checkpoint's position (resume_from and fork)."""
+        assert self.store is not None
+        return Driver(
+            graph=graph,
+            state=state if graph.state_type is None else dict(state),
+            trace_id=trace_id,
+            next_node=body.next_node,
+            max_steps=self.max_steps,
+            emitter=emitter,
+            checkpointer=ckpt,
+            store=self.store,
+            poll_interval=self.decision_poll_interval,
+            keep_log=self.execution_log,
+            step=body.step,
+            counts=dict(body.barrier_counts),
+            pending=body.pending_barrier,
+            decisions=dict(body.decisions),
+            decision_cursor=decision_cursor,
+            start_trigger=start_trigger,
+            resumed=resumed,
             parent=parent,
         )
 
