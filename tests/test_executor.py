@@ -627,3 +627,41 @@ def test_runs_on_trio() -> None:
     assert {"a": 1, "b": 2} == result.state == streamed.state
     assert "tok" in [e.data for e in events if isinstance(e, gx.Custom)]
     assert threading.get_ident() not in seen
+
+
+def test_checkpoints_and_barriers_on_trio() -> None:
+    """On trio, a run checkpoints to a MemoryStore, waits at a barrier, and resumes from it."""
+    pytest.importorskip("trio")
+
+    async def a(s: State) -> dict[str, Any]:
+        return {"a": 1}
+
+    graph = (
+        gx.GraphBuilder("trio")
+        .node("a", a)
+        .barrier("ok")
+        .node("b", a)
+        .edge("a", "ok")
+        .edge("ok", "b")
+        .start("a")
+        .end("b")
+        .build()
+    )
+
+    async def main() -> tuple[str, gx.GraphResult]:
+        ex = gx.GraphExecutor(store=gx.MemoryStore(), policy=gx.CheckpointPolicy(every_step=True))
+        async with ex.execute_stream(graph, trace_id="t") as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    break
+        left = run.result.status
+        async with ex.resume_from(graph, "t") as again:
+            async for event in again:
+                if isinstance(event, gx.BarrierWaiting):
+                    await again.handle.approve(event.barrier_id)
+        return left, again.result
+
+    left, result = anyio.run(main, backend="trio")
+    assert "waiting" == left
+    assert "completed" == result.status
+    assert "approve" == result.state["ok"]["decision"]
