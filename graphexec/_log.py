@@ -2,6 +2,10 @@
 
 structlog is imported on the first log call, not with graphexec: most runs log nothing, and
 the import costs more than everything else graphexec loads.
+
+Until the application configures structlog, only warnings and errors are emitted: an
+unconfigured structlog prints every level to stdout, and a library's routine info lines
+("barrier waiting") do not belong in an app's output unless it asked for them.
 """
 
 from __future__ import annotations
@@ -32,16 +36,24 @@ class _LazyLogger:
         return _LazyLogger({**self._bound, **more})
 
     def debug(self, event: str, **kw: Any) -> None:
-        self._get().debug(event, **kw)
+        if _app_configured():
+            self._get().debug(event, **kw)
 
     def info(self, event: str, **kw: Any) -> None:
-        self._get().info(event, **kw)
+        if _app_configured():
+            self._get().info(event, **kw)
 
     def warning(self, event: str, **kw: Any) -> None:
         self._get().warning(event, **kw)
 
     def error(self, event: str, **kw: Any) -> None:
         self._get().error(event, **kw)
+
+
+def _app_configured() -> bool:
+    import structlog
+
+    return structlog.is_configured()
 
 
 def get_logger(**bound: Any) -> _LazyLogger:

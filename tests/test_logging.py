@@ -156,3 +156,24 @@ def test_library_does_not_configure_structlog_in_process() -> None:
     anyio.run(gx.GraphExecutor().execute, graph)
     assert configured == structlog.is_configured()
     assert before == structlog.get_config()
+
+
+def test_info_lines_stay_quiet_until_the_app_configures_structlog() -> None:
+    """With structlog unconfigured, a run prints no info lines (warnings still go out)."""
+    code = """
+import anyio, graphexec as gx
+async def a(s): return None
+g = gx.GraphBuilder("g").node("a", a).barrier("ok").node("b", a).edge("a", "ok").edge("ok", "b")
+g = g.start("a").end("b").build()
+async def main():
+    await gx.GraphExecutor().execute(g, {}, decisions={"ok": gx.Approve()})
+    async with gx.GraphExecutor().execute_stream(g, {}) as run:
+        async for ev in run:
+            if isinstance(ev, gx.BarrierWaiting):
+                await run.handle.approve(ev.barrier_id)
+anyio.run(main)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "" == out.stdout
