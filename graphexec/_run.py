@@ -175,6 +175,8 @@ class Driver:
     async def _guarded(self) -> None:
         with anyio.CancelScope() as scope:
             self._scope = scope
+            if self._cancel_requested:  # cancel() came before the scope existed
+                scope.cancel()
             try:
                 await self._steps()
             except anyio.get_cancelled_exc_class():
