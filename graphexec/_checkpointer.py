@@ -157,11 +157,6 @@ class Checkpointer:
         """True when adaptive checkpointing says the work since the last one is worth saving."""
         return self.policy.adaptive and self._score >= self.policy.score.threshold
 
-    @property
-    def dirty(self) -> bool:
-        """True if steps ran since the last checkpoint."""
-        return bool(self._steps)
-
     # -- writing ------------------------------------------------------------------------------
 
     async def save(
