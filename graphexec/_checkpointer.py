@@ -224,9 +224,11 @@ class Checkpointer:
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError) as exc:
             self.seq -= 1
+            where, node = _find_unencodable(self._steps, state)
             raise CheckpointError(
-                f"state cannot be checkpointed (not msgspec-encodable): {exc}",
+                f"state cannot be checkpointed: {where} is not msgspec-encodable ({exc})",
                 trace_id=self.trace_id,
+                node=node,
                 seq=seq,
             ) from exc
         # Remember the bookkeeping: a failed sync commit puts it back, so the next checkpoint
@@ -389,3 +391,24 @@ class Checkpointer:
                 return
             except Exception as exc:  # noqa: BLE001 - a passing store error: retry next period
                 get_logger(trace_id=self.trace_id).warning("lease renewal failed", error=repr(exc))
+
+
+def _find_unencodable(steps: list[StepRecord], state: dict[str, Any]) -> tuple[str, str | None]:
+    """Name what could not be encoded: a node's delta for a key, or a key of the state."""
+    encode = msgspec.msgpack.encode
+    for record in steps:
+        for delta in record.deltas:
+            try:
+                encode(delta.value)
+            except (TypeError, ValueError, OverflowError):
+                return (
+                    f"the value node {record.node!r} (step {record.step}) wrote to key "
+                    f"{delta.key!r}",
+                    record.node,
+                )
+    for key, value in state.items():
+        try:
+            encode(value)
+        except (TypeError, ValueError, OverflowError):
+            return f"state key {key!r}", None
+    return "the checkpoint", None

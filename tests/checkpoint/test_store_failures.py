@@ -127,3 +127,32 @@ async def test_half_applied_node_is_never_checkpointed() -> None:
         async for _ in run:
             pass
     assert {"log": ["first", "second"], "total": 5} == run.result.state
+
+
+async def test_unencodable_value_is_named_and_nothing_saved_is_damaged() -> None:
+    """A value msgspec cannot encode fails the run with a CheckpointError naming the node and
+    the key; the checkpoints already saved still restore."""
+
+    async def ok(state: gx.typing.State) -> dict[str, object]:
+        return {"n": 1}
+
+    async def bad(state: gx.typing.State) -> dict[str, object]:
+        return {"conn": object()}
+
+    graph = (
+        gx.GraphBuilder("g")
+        .node("ok", ok)
+        .node("bad", bad)
+        .node("end", ok)
+        .edge("ok", "bad")
+        .edge("bad", "end")
+        .start("ok")
+        .end("end")
+        .build()
+    )
+    ex = gx.GraphExecutor(store=gx.MemoryStore(), policy=gx.CheckpointPolicy(every_step=True))
+    with pytest.raises(gx.CheckpointError) as caught:
+        await ex.execute(graph, {}, trace_id="t")
+    assert "bad" == caught.value.node
+    assert "node 'bad' (step 2) wrote to key 'conn'" in str(caught.value)
+    assert {"n": 1} == (await ex.get_state("t")).state
