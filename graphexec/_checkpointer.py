@@ -401,11 +401,8 @@ def _find_unencodable(steps: list[StepRecord], state: dict[str, Any]) -> tuple[s
             try:
                 encode(delta.value)
             except (TypeError, ValueError, OverflowError):
-                return (
-                    f"the value node {record.node!r} (step {record.step}) wrote to key "
-                    f"{delta.key!r}",
-                    record.node,
-                )
+                what = f"the value node {record.node!r} (step {record.step}) wrote to key"
+                return f"{what} {delta.key!r}", record.node
     for key, value in state.items():
         try:
             encode(value)
