@@ -31,6 +31,19 @@ def chain(*nodes: tuple[str, Callable[..., Any]], name: str = "g") -> gx.Graph:
     return b.start(nodes[0][0]).end(nodes[-1][0]).build()
 
 
+def barrier_then_a() -> gx.Graph:
+    """A barrier "approve" followed by a plain node "a"."""
+    return (
+        gx.GraphBuilder("g")
+        .barrier("approve")
+        .node("a", noop)
+        .edge("approve", "a")
+        .start("approve")
+        .end("a")
+        .build()
+    )
+
+
 class SlowNode:
     """An async node that sleeps ``seconds`` and records whether it was cancelled."""
 
@@ -279,33 +292,13 @@ class TestErrors:
 
     async def test_decisions_for_an_unknown_node(self) -> None:
         """decisions= naming a node that does not exist is NodeNotFound."""
-        graph = (
-            (
-                gx.GraphBuilder("g")
-                .barrier("approve")
-                .node("a", noop)
-                .edge("approve", "a")
-                .start("approve")
-            )
-            .end("a")
-            .build()
-        )
+        graph = barrier_then_a()
         with pytest.raises(gx.NodeNotFound, match="nope"):
             await gx.GraphExecutor().execute(graph, decisions={"nope#1": gx.Approve()})
 
     async def test_decisions_for_a_node_that_is_not_a_barrier(self) -> None:
         """decisions= naming a plain node is InvalidDecision."""
-        graph = (
-            (
-                gx.GraphBuilder("g")
-                .barrier("approve")
-                .node("a", noop)
-                .edge("approve", "a")
-                .start("approve")
-            )
-            .end("a")
-            .build()
-        )
+        graph = barrier_then_a()
         with pytest.raises(gx.InvalidDecision, match="'a'"):
             await gx.GraphExecutor().execute(graph, decisions={"a": gx.Approve()})
 
