@@ -1,0 +1,78 @@
+"""Checked by mypy (strict), never run by pytest: the public API used as the README shows it.
+
+A change to a public signature that breaks user code shows up here as a type error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+import msgspec
+
+import graphexec as gx
+
+
+async def classify(state: gx.typing.State) -> dict[str, Any]:
+    return {"intent": "refund"}
+
+
+async def refund(state: gx.typing.State, ctx: gx.NodeContext) -> dict[str, Any]:
+    await ctx.emit({"token": "..."})
+    ctx.report(token_cost=10, side_effects=True)
+    assert_type(ctx.idempotency_key, str)
+    return {"log": ["refund"]}
+
+
+def build() -> gx.Graph:
+    builder = gx.GraphBuilder("support")
+    assert_type(builder.node("classify", classify), gx.GraphBuilder)
+    graph = (
+        builder.barrier("approve", prompt=lambda s: {"q": "ok?"}, timeout=60, default="reject")
+        .node("refund", refund, side_effects=True)
+        .parallel("research", {"a": classify, "b": classify}, on_error="collect")
+        .map("summaries", classify, over="docs", into="out", max_concurrency=4)
+        .edge("classify", "approve", when=lambda s: s["intent"] == "refund")
+        .edge("approve", "refund")
+        .fallback("refund", "research")
+        .reducer("log", gx.reducers.append)
+        .start("classify")
+        .end("refund")
+        .build()
+    )
+    assert_type(graph.hash, str)
+    assert_type(graph.to_mermaid(), str)
+    return graph
+
+
+async def run(graph: gx.Graph, store: gx.CheckpointStore) -> None:
+    ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
+    result = await ex.execute(graph, {"ticket": "x"}, decisions={"approve": gx.Approve()})
+    assert_type(result, gx.GraphResult)
+    assert_type(result.execution_log, list[gx.LogEntry])
+    async with ex.execute_stream(graph, {"ticket": "x"}, trace_id="t") as streaming:
+        assert_type(streaming, gx.Run)
+        async for event in streaming:
+            assert_type(event, gx.GraphEvent)
+            if isinstance(event, gx.BarrierWaiting):
+                await streaming.handle.approve(event.barrier_id)
+                await streaming.handle.decide(event.barrier_id, gx.Edit({"x": 1}))
+            data: bytes = msgspec.json.encode(event)
+            del data
+    assert_type(streaming.result.status, gx.typing.RunStatus)
+    async with ex.resume_from(graph, "t", on_graph_change="fail") as resumed:
+        await resumed.handle.cancel()
+    async with ex.fork(graph, "t", 3, update={"ticket": "y"}) as forked:
+        await forked.handle.checkpoint()
+    saved = await ex.get_state("t")
+    assert_type(saved, gx.RunState)
+    assert_type(await ex.history("t"), list[gx.CheckpointSummary])
+    assert_type(await ex.runs(status="waiting"), list[gx.RunInfo])
+
+
+async def stores() -> None:
+    async with gx.SQLiteStore("runs.db") as store:
+        assert_type(store, gx.SQLiteStore)
+        await store.submit_decision("t", "approve#1", gx.Reject("no"))
+        assert_type(await store.prune(older_than=0.0), list[str])
+    memory: gx.CheckpointStore = gx.MemoryStore()
+    del memory
