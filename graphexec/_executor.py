@@ -12,14 +12,21 @@ import anyio
 import msgspec
 
 from ._checkpointer import Checkpointer, reducer_names
-from ._decisions import Approve, Decision, Edit, Reject, Skip
+from ._decisions import Decision, Edit
 from ._directives import StateDelta
 from ._emit import Emitter
 from ._events import GraphEvent
 from ._graph import Graph
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
-from ._run import Driver, GraphResult, Run
+from ._run import (
+    Driver,
+    GraphResult,
+    Run,
+    check_barrier_node,
+    check_decision_type,
+    check_edit,
+)
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore, parse_barrier_id
 from .checkpoint._record import (
     CheckpointBody,
@@ -33,9 +40,7 @@ from .exceptions import (
     GraphChanged,
     GraphChangedWarning,
     GraphError,
-    InvalidDecision,
     InvalidGraph,
-    NodeNotFound,
     RunFinished,
     RunNotFound,
 )
@@ -451,29 +456,11 @@ class GraphExecutor:
         found: dict[str, Decision] = {}
         for key, decision in (decisions or {}).items():
             node, _occurrence = parse_barrier_id(key)
-            spec = graph.nodes.get(node)
-            if spec is None:
-                raise NodeNotFound(
-                    f"decisions= names {key!r}, but graph {graph.name!r} has no node {node!r}",
-                    trace_id=trace_id,
-                    node=node,
-                )
-            if spec.kind != "barrier":
-                raise InvalidDecision(
-                    f"decisions= names {key!r}, but {node!r} is a {spec.kind} node, not a barrier",
-                    trace_id=trace_id,
-                    node=node,
-                )
-            if not isinstance(decision, Approve | Reject | Edit | Skip):
-                raise InvalidDecision(
-                    f"decisions= maps {key!r} to {decision!r}, which is not a decision: use "
-                    "gx.Approve(), gx.Reject(reason), gx.Edit(update) or gx.Skip()",
-                    trace_id=trace_id,
-                    node=node,
-                )
-            if isinstance(decision, Edit):  # refused up front, as handle.decide() does
-                for k, v in decision.update.items():
-                    graph.spec.check(k, v, node=node)
+            # The checks the handle makes, up front: a bad decision never starts the run.
+            check_barrier_node(graph, node, trace_id=trace_id)
+            check_decision_type(decision, trace_id=trace_id)
+            if isinstance(decision, Edit):
+                check_edit(graph, decision, node)
             found[key] = decision
         return found
 

@@ -224,12 +224,7 @@ class Driver:
                 f"takes no more decisions{hint}",
                 trace_id=self.trace_id,
             )
-        if not isinstance(decision, _DECISION_TYPES):
-            raise InvalidDecision(
-                f"{decision!r} is not a decision: use gx.Approve(), gx.Reject(reason), "
-                "gx.Edit(update) or gx.Skip()",
-                trace_id=self.trace_id,
-            )
+        check_decision_type(decision, trace_id=self.trace_id)
         if wildcard:
             node, occurrence = key, None
             if "#" in key:
@@ -246,7 +241,7 @@ class Driver:
                     "to decide every occurrence of a node",
                     trace_id=self.trace_id,
                 )
-        self.check_barrier_node(node)
+        check_barrier_node(self.graph, node, trace_id=self.trace_id)
         if occurrence is not None:
             pending = self.pending.barrier_id if self.pending else None
             if is_resolved(self.counts, pending, node, occurrence):
@@ -263,36 +258,12 @@ class Driver:
                     node=node,
                 )
         if isinstance(decision, Edit):
-            self.check_edit(decision, node)
+            check_edit(self.graph, decision, node)
         self.decisions[key] = decision
         try:
             self._wake_send.send_nowait(key)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):  # pragma: no cover
             pass
-
-    def check_barrier_node(self, node: str) -> None:
-        """Raise unless ``node`` is a barrier of this graph."""
-        spec = self.graph.nodes.get(node)
-        if spec is None:
-            raise NodeNotFound(
-                f"graph {self.graph.name!r} has no node {node!r}",
-                trace_id=self.trace_id,
-                node=node,
-            )
-        if spec.kind != "barrier":
-            raise InvalidDecision(
-                f"node {node!r} is a {spec.kind} node, not a barrier: it takes no decisions",
-                trace_id=self.trace_id,
-                node=node,
-            )
-
-    def check_edit(self, decision: Edit, node: str) -> None:
-        """Validate an Edit's update against the typed state (StateError names the key)."""
-        spec = self.graph.spec
-        for key, value in decision.update.items():
-            if not isinstance(key, str):
-                raise StateError(f"Edit update keys must be str, got {key!r}", node=node)
-            spec.check(key, value, node=node)
 
     def add_usage(self, usage: _Usage) -> None:
         """Fold a branch context's reported usage into the current step's."""
@@ -922,6 +893,39 @@ class Driver:
                     status="cancelled",
                 )
             )
+
+
+def check_decision_type(decision: object, *, trace_id: str | None) -> None:
+    """Raise unless ``decision`` is one of the decision types."""
+    if not isinstance(decision, _DECISION_TYPES):
+        raise InvalidDecision(
+            f"{decision!r} is not a decision: use gx.Approve(), gx.Reject(reason), "
+            "gx.Edit(update) or gx.Skip()",
+            trace_id=trace_id,
+        )
+
+
+def check_barrier_node(graph: Graph, node: str, *, trace_id: str | None) -> None:
+    """Raise unless ``node`` is a barrier of ``graph``."""
+    spec = graph.nodes.get(node)
+    if spec is None:
+        raise NodeNotFound(
+            f"graph {graph.name!r} has no node {node!r}", trace_id=trace_id, node=node
+        )
+    if spec.kind != "barrier":
+        raise InvalidDecision(
+            f"node {node!r} is a {spec.kind} node, not a barrier: it takes no decisions",
+            trace_id=trace_id,
+            node=node,
+        )
+
+
+def check_edit(graph: Graph, decision: Edit, node: str) -> None:
+    """Validate an Edit's update against the graph's state (StateError names the key)."""
+    for key, value in decision.update.items():
+        if not isinstance(key, str):
+            raise StateError(f"Edit update keys must be str, got {key!r}", node=node)
+        graph.spec.check(key, value, node=node)
 
 
 def _fill(exc: GraphError, trace_id: str, node: str | None, step: int | None) -> None:
