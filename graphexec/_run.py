@@ -354,11 +354,11 @@ class Driver:
                 directive = None
                 changes = await run_map(self, spec, step, span, self.state)
         except GraphError as exc:
-            await self._node_failed(spec, step, span, t0)
+            await self._node_ended(name, step, span, t0, ok=False, next_node=None)
             _fill(exc, self.trace_id, name, step)
             raise
         except Exception as exc:
-            await self._node_failed(spec, step, span, t0)
+            await self._node_ended(name, step, span, t0, ok=False, next_node=None)
             raise NodeExecutionFailed(
                 f"node {name!r} raised {exc!r}",
                 node=name,
@@ -369,7 +369,7 @@ class Driver:
         try:
             deltas = await self._apply(changes, name, step, span)
         except GraphError as exc:  # a delta that does not fit, a reducer that raised
-            await self._node_failed(spec, step, span, t0)
+            await self._node_ended(name, step, span, t0, ok=False, next_node=None)
             _fill(exc, self.trace_id, name, step)
             raise
         # The step is committed before routing: a routing failure leaves the state with the
@@ -378,21 +378,7 @@ class Driver:
         self.next_node = None
         nxt = await self._route(spec, directive, step, span)
         self.next_node = nxt
-        t1 = time.perf_counter()
-        if self.log_entries is not None:
-            self.log_entries.append(LogEntry(step, name, t0, t1, True))
-        if emitter is not None:
-            await emitter.send(
-                NodeEnd(
-                    trace_id=trace_id,
-                    step=step,
-                    node=name,
-                    span_id=span,
-                    ok=True,
-                    duration=t1 - t0,
-                    next_node=nxt,
-                )
-            )
+        t1 = await self._node_ended(name, step, span, t0, ok=True, next_node=nxt)
         ckpt = self.ckpt
         if ckpt is not None:
             usage = self._usage
@@ -419,21 +405,26 @@ class Driver:
             return "explicit"
         return None
 
-    async def _node_failed(self, spec: NodeSpec, step: int, span: str, t0: float) -> None:
+    async def _node_ended(
+        self, node: str, step: int, span: str, t0: float, *, ok: bool, next_node: str | None
+    ) -> float:
+        """Close a node execution: its execution-log line and its NodeEnd; returns the end time."""
         t1 = time.perf_counter()
         if self.log_entries is not None:
-            self.log_entries.append(LogEntry(step, spec.name, t0, t1, False))
+            self.log_entries.append(LogEntry(step, node, t0, t1, ok))
         if self.emitter is not None:
             await self.emitter.send(
                 NodeEnd(
                     trace_id=self.trace_id,
                     step=step,
-                    node=spec.name,
+                    node=node,
                     span_id=span,
-                    ok=False,
+                    ok=ok,
                     duration=t1 - t0,
+                    next_node=next_node,
                 )
             )
+        return t1
 
     async def _apply(
         self, changes: list[tuple[str, Any]], node: str, step: int, span: str
@@ -753,21 +744,7 @@ class Driver:
         self.next_node = None
         nxt = await self._route(spec, None, step, span)
         self.next_node = nxt
-        t1 = time.perf_counter()
-        if self.log_entries is not None:
-            self.log_entries.append(LogEntry(step, name, t0, t1, True))
-        if self.emitter is not None:
-            await self.emitter.send(
-                NodeEnd(
-                    trace_id=self.trace_id,
-                    step=step,
-                    node=name,
-                    span_id=span,
-                    ok=True,
-                    duration=t1 - t0,
-                    next_node=nxt,
-                )
-            )
+        await self._node_ended(name, step, span, t0, ok=True, next_node=nxt)
         if self.ckpt is not None:
             self.ckpt.note_step(StepRecord(step, name, deltas or []), 0.0, 0.0)
             if nxt is not None and self.ckpt.policy.on_barrier:
