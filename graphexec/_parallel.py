@@ -71,34 +71,21 @@ async def _fan_out(
         t0 = time.perf_counter()
         ctx = NodeContext(trace_id, step, name, span, bname, emitter) if call.takes_ctx else None
         args = (arg, ctx) if ctx is not None else (arg,)
+        error = None
         try:
             if limiter is not None:
                 async with limiter:
                     results[i] = await invoke(call, args)
-            elif call.is_async:
-                results[i] = await call.fn(*args)  # the common case, without invoke's frame
             else:
                 results[i] = await invoke(call, args)
         except Exception as exc:  # noqa: BLE001 - kept; the policy is applied in _outcome
             failures[bname] = exc
+            error = f"{type(exc).__name__}: {exc}"
             if spec.on_error == "fail_fast":
                 scope.cancel()
-            if emitter is not None:
-                emitter.send_soon(
-                    BranchCompleted(
-                        trace_id=trace_id,
-                        step=step,
-                        node=name,
-                        span_id=span,
-                        branch=bname,
-                        ok=False,
-                        duration=time.perf_counter() - t0,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-                )
-            return
-        if ctx is not None:
-            driver.add_usage(ctx._usage)
+        else:
+            if ctx is not None:
+                driver.add_usage(ctx._usage)
         if emitter is not None:
             emitter.send_soon(
                 BranchCompleted(
@@ -107,8 +94,9 @@ async def _fan_out(
                     node=name,
                     span_id=span,
                     branch=bname,
-                    ok=True,
+                    ok=error is None,
                     duration=time.perf_counter() - t0,
+                    error=error,
                 )
             )
 
