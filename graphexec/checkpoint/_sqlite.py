@@ -163,12 +163,12 @@ class SQLiteStore(StoreBase):
                 # call on that thread, so being cut off at exit is a crash SQLite recovers from
                 # (the open transaction rolls back).
                 conn._thread.daemon = True
-                # The schema check and migrations run inside the connect call, on the thread:
-                # opening costs one round trip instead of two.
-                connector = conn._connector
-                conn._connector = lambda: self._setup_connection(connector())
+                # The schema check runs as a separate call once connected, not inside aiosqlite's
+                # connect: a failed connect makes aiosqlite stop its thread without waiting for
+                # it, while a failed call here is followed by a close() that waits.
                 try:
                     await conn
+                    await _on_thread(conn, self._setup)
                 except BaseException:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
@@ -181,14 +181,6 @@ class SQLiteStore(StoreBase):
             return await _on_thread(await self._connection(), fn)
         except sqlite3.Error as exc:
             raise CheckpointError(f"SQLite store {self.path!r}: {exc}", trace_id=trace_id) from exc
-
-    def _setup_connection(self, db: sqlite3.Connection) -> sqlite3.Connection:
-        try:
-            self._setup(db)
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     def _setup(self, db: sqlite3.Connection) -> None:
         """Check the schema version, set WAL mode and apply pending migrations (on the thread)."""
