@@ -3,12 +3,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,cli,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,12 +22,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck docs
 	$(PY) -m pytest -q
+
+# The documentation site (docs/, mkdocs.yml): warnings are errors; nothing is fetched.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benches/run.py
 
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .demo .site

@@ -1,0 +1,358 @@
+"""What each command does, against the public API: GraphExecutor and the store contract.
+
+Each ``cmd_*`` function takes the parsed options and returns the exit code; errors leave as
+:class:`CliError` or as graphexec errors, which the entry point turns into one line and a code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+
+from .. import _events as ev
+from .._decisions import Approve, Decision, Edit, Reject
+from .._executor import GraphExecutor
+from .._graph import Graph
+from .._run import Run
+from ..checkpoint import CheckpointStore, open_store
+from ..checkpoint._base import PRUNABLE_STATUSES, parse_barrier_id
+from ..exceptions import CheckpointError, InvalidDecision, RunNotFound
+from ..typing import RunStatus
+from . import _output as out
+from ._exit import (
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    report,
+)
+from ._inputs import check_choice, load_registry, parse_assignments, parse_duration, pick
+
+__all__ = (
+    "cmd_decide",
+    "cmd_fork",
+    "cmd_history",
+    "cmd_mermaid",
+    "cmd_prune",
+    "cmd_resume",
+    "cmd_runs",
+    "cmd_show",
+)
+
+T = TypeVar("T")
+
+RUN_STATUSES = typing.get_args(RunStatus)
+
+
+def _run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    # SQLiteStore runs on aiosqlite, which needs asyncio.
+    return anyio.run(fn, backend="asyncio")
+
+
+def open_cli_store(url: str) -> CheckpointStore:
+    """The store ``--store`` names; a SQLite file must already exist (the command line never
+    creates an empty store by a typo)."""
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    path = getattr(store, "path", None)
+    if isinstance(path, str) and not os.path.exists(path):
+        raise CliError(f"no store at {path!r}: the file does not exist", EXIT_NOT_FOUND)
+    return store
+
+
+async def _need_run(store: CheckpointStore, trace_id: str) -> Any:
+    info = await store.get_run(trace_id)
+    if info is None:
+        raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
+    return info
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def cmd_runs(
+    store_url: str, *, status: str | None, graph: str | None, limit: int, as_json: bool
+) -> int:
+    if status is not None:
+        check_choice(status, RUN_STATUSES, option="--status")
+    if limit < 1:
+        raise CliError(f"bad --limit {limit}: must be >= 1")
+
+    async def go() -> Any:
+        async with open_cli_store(store_url) as store:
+            return await GraphExecutor(store=store).runs(
+                status=status, graph_name=graph, limit=limit
+            )
+
+    runs = _run_async(go)
+    if as_json:
+        out.print_json(runs)
+    else:
+        out.print_runs(runs)
+    return EXIT_OK
+
+
+def cmd_show(store_url: str, trace_id: str, *, graphs: Sequence[str], as_json: bool) -> int:
+    registry = load_registry(graphs)
+
+    async def go() -> Any:
+        async with open_cli_store(store_url) as store:
+            info = await _need_run(store, trace_id)
+            graph = pick(registry, info.graph_name, trace_id=trace_id) if registry else None
+            try:
+                return await GraphExecutor(store=store).get_state(trace_id, graph=graph)
+            except CheckpointError as exc:
+                if graph is None and "custom reducer" in exc.message:
+                    raise CliError(
+                        f"{exc}: pass --graphs module:attr with graph {info.graph_name!r}",
+                        EXIT_ERROR,
+                    ) from None
+                raise
+
+    state = _run_async(go)
+    if as_json:
+        out.print_json(state)
+    else:
+        out.print_state(state)
+    return EXIT_OK
+
+
+def cmd_history(store_url: str, trace_id: str, *, as_json: bool) -> int:
+    async def go() -> Any:
+        async with open_cli_store(store_url) as store:
+            return await GraphExecutor(store=store).history(trace_id)
+
+    rows = _run_async(go)
+    if as_json:
+        out.print_json(rows)
+    else:
+        out.print_history(trace_id, rows)
+    return EXIT_OK
+
+
+def cmd_mermaid(target: str, *, graph_name: str | None) -> int:
+    registry = load_registry([target])
+    if graph_name is not None:
+        graph = registry.get(graph_name)
+        if graph is None:
+            raise CliError(
+                f"{target!r} has no graph {graph_name!r} (it holds: {', '.join(sorted(registry))})",
+                EXIT_NOT_FOUND,
+            )
+    elif len(registry) == 1:
+        (graph,) = registry.values()
+    else:
+        raise CliError(
+            f"{target!r} holds {len(registry)} graphs ({', '.join(sorted(registry))}): choose one "
+            "with --graph NAME"
+        )
+    out.write_line(graph.to_mermaid())
+    return EXIT_OK
+
+
+# -- deciding -----------------------------------------------------------------------------------
+
+
+def cmd_decide(
+    store_url: str, trace_id: str, barrier_id: str, decision: Decision, *, as_json: bool
+) -> int:
+    """approve, reject and edit: queue the decision in the store's inbox for the run."""
+    try:
+        node, occurrence = parse_barrier_id(barrier_id)
+    except InvalidDecision as exc:
+        raise CliError(exc.message) from None
+    if occurrence is None:
+        raise CliError(
+            f"{barrier_id!r} names no occurrence: give the barrier id, e.g. {barrier_id}#1 "
+            f"('graphexec show {trace_id}' prints the one the run waits at)"
+        )
+
+    async def go() -> tuple[int, Any]:
+        async with open_cli_store(store_url) as store:
+            info = await _need_run(store, trace_id)
+            if info.barrier_nodes and node not in info.barrier_nodes:
+                raise CliError(
+                    f"run {trace_id!r} (graph {info.graph_name!r}) has no barrier {node!r}; its "
+                    f"barriers: {', '.join(sorted(info.barrier_nodes)) or 'none'}",
+                    EXIT_NOT_FOUND,
+                )
+            inbox_id = await store.submit_decision(trace_id, barrier_id, decision)
+            return inbox_id, info
+
+    inbox_id, info = _run_async(go)
+    if as_json:
+        out.print_json(
+            {"trace_id": trace_id, "barrier_id": barrier_id, "decision": decision, "id": inbox_id}
+        )
+        return EXIT_OK
+    kind = out.plain(decision)["type"]
+    out.write_line(f"queued {kind} for {barrier_id} of run {trace_id} (decision {inbox_id})")
+    if info.pending_barrier == barrier_id:
+        report(
+            "a process waiting on this run applies it within its poll interval; otherwise "
+            f"'graphexec resume {trace_id} --graphs MODULE:ATTR' does",
+            prefix="note",
+        )
+    return EXIT_OK
+
+
+def make_decision(kind: str, *, reason: str | None = None, update: Any = None) -> Decision:
+    if kind == "approve":
+        return Approve()
+    if kind == "reject":
+        return Reject(reason)
+    return Edit(update)
+
+
+# -- driving ------------------------------------------------------------------------------------
+
+
+async def _stream(run: Run, *, as_json: bool, wait: bool) -> None:
+    async for event in run:
+        if as_json:
+            out.print_json(event)
+        else:
+            out.write_line(out.describe_event(event))
+        if isinstance(event, ev.BarrierWaiting) and not wait:
+            break
+
+
+def _outcome(run: Run, *, as_json: bool) -> int:
+    result = run.result
+    status = result.status
+    if status == "completed":
+        return EXIT_OK
+    if status == "waiting":
+        if not as_json:
+            barrier = run.handle.pending_barrier or "a barrier"
+            report(
+                f"run {result.trace_id} waits at {barrier}: decide with 'graphexec approve "
+                f"{result.trace_id} {barrier}' (or reject, edit), then resume it",
+                prefix="note",
+            )
+        return EXIT_OK
+    error = result.error
+    message = str(error) if error is not None else f"the run ended {status}"
+    raise CliError(f"run {result.trace_id} {status}: {message}", EXIT_ERROR)
+
+
+def cmd_resume(
+    store_url: str,
+    trace_id: str,
+    *,
+    graphs: Sequence[str],
+    as_json: bool,
+    wait: bool,
+    on_graph_change: str,
+) -> int:
+    check_choice(on_graph_change, ("warn", "fail"), option="--on-graph-change")
+    registry = _need_graphs(graphs)
+
+    async def go() -> int:
+        async with open_cli_store(store_url) as store:
+            info = await _need_run(store, trace_id)
+            graph = pick(registry, info.graph_name, trace_id=trace_id)
+            ex = GraphExecutor(store=store)
+            mode: Any = on_graph_change
+            async with ex.resume_from(graph, trace_id, on_graph_change=mode) as run:
+                await _stream(run, as_json=as_json, wait=wait)
+            return _outcome(run, as_json=as_json)
+
+    return _run_async(go)
+
+
+def cmd_fork(
+    store_url: str,
+    trace_id: str,
+    seq: int,
+    *,
+    graphs: Sequence[str],
+    updates: Sequence[str],
+    new_trace_id: str | None,
+    as_json: bool,
+    wait: bool,
+) -> int:
+    registry = _need_graphs(graphs)
+    update = parse_assignments(updates, option="--update")
+
+    async def go() -> int:
+        async with open_cli_store(store_url) as store:
+            info = await _need_run(store, trace_id)
+            graph: Graph = pick(registry, info.graph_name, trace_id=trace_id)
+            ex = GraphExecutor(store=store)
+            seqs = [row.seq for row in await ex.history(trace_id)]
+            if seq not in seqs:
+                raise CliError(
+                    f"run {trace_id!r} has no checkpoint with seq {seq} (it has {_span(seqs)}; "
+                    f"'graphexec history {trace_id}' lists them)",
+                    EXIT_NOT_FOUND,
+                )
+            if new_trace_id is not None and await store.get_run(new_trace_id) is not None:
+                raise CliError(
+                    f"trace id {new_trace_id!r} is taken: choose another --trace-id",
+                    EXIT_CONFLICT,
+                )
+            async with ex.fork(
+                graph, trace_id, seq, update=update or None, new_trace_id=new_trace_id
+            ) as run:
+                await _stream(run, as_json=as_json, wait=wait)
+            return _outcome(run, as_json=as_json)
+
+    return _run_async(go)
+
+
+def _need_graphs(graphs: Sequence[str]) -> dict[str, Graph]:
+    if not graphs:
+        raise CliError(
+            "this command runs graph code: pass --graphs module:attr (or set GRAPHEXEC_GRAPHS)"
+        )
+    return load_registry(graphs)
+
+
+def _span(seqs: Sequence[int]) -> str:
+    if not seqs:
+        return "no checkpoints"
+    return f"seqs {seqs[0]}..{seqs[-1]}" if len(seqs) > 1 else f"seq {seqs[0]}"
+
+
+# -- housekeeping -------------------------------------------------------------------------------
+
+
+def cmd_prune(
+    store_url: str, *, older_than: str, statuses: Sequence[str], dry_run: bool, as_json: bool
+) -> int:
+    seconds = parse_duration(older_than)
+    wanted = list(dict.fromkeys(statuses or ["completed"]))
+    for status in wanted:
+        check_choice(status, sorted(PRUNABLE_STATUSES), option="--status")
+    cutoff = time.time() - seconds
+
+    async def go() -> list[str]:
+        async with open_cli_store(store_url) as store:
+            if not dry_run:
+                return await store.prune(older_than=cutoff, statuses=wanted)
+            found = []
+            for status in wanted:
+                for run in await store.runs(status=status, limit=2**62):
+                    if run.updated_at < cutoff:
+                        found.append((run.updated_at, run.trace_id))
+            return [trace for _, trace in sorted(found)]
+
+    gone = _run_async(go)
+    if as_json:
+        out.print_json({"pruned": gone, "dry_run": dry_run})
+        return EXIT_OK
+    verb = "would prune" if dry_run else "pruned"
+    out.write_line(f"{verb} {len(gone)} run{'' if len(gone) == 1 else 's'}")
+    for trace in gone:
+        out.write_line(f"  {trace}")
+    return EXIT_OK
