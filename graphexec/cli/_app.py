@@ -45,8 +45,7 @@ Graphs = Annotated[
         "--graphs",
         "-g",
         envvar="GRAPHEXEC_GRAPHS",
-        help="module:attr naming a Graph, a list of graphs or a dict of them (repeatable; "
-        "env GRAPHEXEC_GRAPHS).",
+        help="module:attr naming a Graph, a list of graphs or a dict of them (repeatable).",
         show_default=False,
     ),
 ]
@@ -288,7 +287,5 @@ def prune(
     from ._commands import cmd_prune
 
     _exit(
-        cmd_prune(
-            store, older_than=older_than, statuses=statuses, dry_run=dry_run, as_json=as_json
-        )
+        cmd_prune(store, older_than=older_than, statuses=statuses, dry_run=dry_run, as_json=as_json)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 import sys
@@ -51,7 +52,9 @@ def load_graph_target(target: str) -> dict[str, Graph]:
         try:
             value = getattr(value, part)
         except AttributeError:
-            raise CliError(f"{target!r}: module {module_name!r} has no attribute {attr!r}") from None
+            raise CliError(
+                f"{target!r}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
     return _registry_of(value, target)
 
 
@@ -149,7 +152,7 @@ def parse_duration(text: str) -> float:
                 f"bad duration {text!r}: expected a number of seconds or e.g. 45s, 15m, 12h, 7d, "
                 "2w, 1d12h"
             ) from None
-    if seconds < 0 or seconds != seconds:
+    if seconds < 0 or not math.isfinite(seconds):
         raise CliError(f"bad duration {text!r}: must be a number of seconds >= 0")
     return seconds
 

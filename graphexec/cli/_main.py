@@ -43,21 +43,28 @@ def _one_line_warning(
 
 
 def _configure_logging() -> None:
-    # The command line is an application, so it may configure structlog: graphexec's warnings
-    # and errors go to stderr as one line each, never into the stdout that --json scripts read.
-    import logging
-
+    # The command line is an application, so it configures structlog (unless the --graphs
+    # module does): graphexec's own log lines repeat what the event lines and the one-line
+    # error already say, so they are off unless GRAPHEXEC_LOG names a level; then they go to
+    # stderr, never into the stdout that --json scripts read.
     import structlog
 
-    if not structlog.is_configured():
-        structlog.configure(
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.KeyValueRenderer(key_order=["level", "event"]),
-            ],
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        )
+    if structlog.is_configured():
+        return
+    wanted = os.environ.get("GRAPHEXEC_LOG", "").strip().lower()
+    levels = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+    if wanted and wanted not in levels:
+        raise CliError(f"bad GRAPHEXEC_LOG {wanted!r}: expected one of {', '.join(levels)}")
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.KeyValueRenderer(key_order=["level", "event"]),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(levels.get(wanted, 50)),
+        logger_factory=(
+            structlog.PrintLoggerFactory(sys.stderr) if wanted else structlog.ReturnLoggerFactory()
+        ),
+    )
 
 
 def run_app(argv: list[str]) -> int:
@@ -98,7 +105,7 @@ def run_app(argv: list[str]) -> int:
     except typer.TyperException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        report(exc.format_message() + hint, prefix="usage")
+        report(exc.format_message() + hint)
         return exc.exit_code if exc.exit_code != 1 else EXIT_USAGE
     except BrokenPipeError:
         # `graphexec runs | head`: the reader left; nothing to report.
@@ -108,8 +115,7 @@ def run_app(argv: list[str]) -> int:
         if os.environ.get("GRAPHEXEC_TRACEBACK"):
             raise
         report(
-            f"unexpected {type(exc).__name__}: {exc} (set GRAPHEXEC_TRACEBACK=1 for the "
-            "traceback)"
+            f"unexpected {type(exc).__name__}: {exc} (set GRAPHEXEC_TRACEBACK=1 for the traceback)"
         )
         return EXIT_ERROR
     return result if isinstance(result, int) else EXIT_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import msgspec
 
@@ -206,4 +206,4 @@ def describe_event(event: ev.GraphEvent) -> str:
         case ev.GraphFailed():
             where = f" at {event.error.node}" if event.error.node else ""
             return f"{head} {event.status}{where}: {event.error.type}: {event.error.message}"
-    return f"{head}"  # pragma: no cover - every event type is matched above
+    assert_never(event)
