@@ -34,6 +34,7 @@ from ._exit import (
     report,
 )
 from ._inputs import check_choice, load_registry, parse_assignments, parse_duration, pick
+from ._main import configure_logging
 
 __all__ = (
     "cmd_decide",
@@ -255,6 +256,7 @@ def cmd_resume(
     on_graph_change: str,
 ) -> int:
     check_choice(on_graph_change, ("warn", "fail"), option="--on-graph-change")
+    configure_logging()
     registry = _need_graphs(graphs)
 
     async def go() -> int:
@@ -281,6 +283,7 @@ def cmd_fork(
     as_json: bool,
     wait: bool,
 ) -> int:
+    configure_logging()
     registry = _need_graphs(graphs)
     update = parse_assignments(updates, option="--update")
 

@@ -19,7 +19,7 @@ from ._exit import (
     report,
 )
 
-__all__ = ("exit_code_for", "run_app")
+__all__ = ("configure_logging", "exit_code_for", "run_app")
 
 
 def exit_code_for(exc: GraphError) -> int:
@@ -42,7 +42,7 @@ def _one_line_warning(
     report(str(message), prefix="warning")
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     # The command line is an application, so it configures structlog (unless the --graphs
     # module does): graphexec's own log lines repeat what the event lines and the one-line
     # error already say, so they are off unless GRAPHEXEC_LOG names a level; then they go to
@@ -85,8 +85,6 @@ def run_app(argv: list[str]) -> int:
         argv = ["--help"]
     command = typer.main.get_command(app)
     try:
-        if len(argv) > 1 or argv[0] not in ("-h", "--help", "--version"):
-            _configure_logging()
         result = command.main(args=argv, prog_name="graphexec", standalone_mode=False)
     except CliError as exc:
         report(exc.message)

@@ -315,3 +315,15 @@ class TestUsage:
     def test_missing_store(self, cli: Cli) -> None:
         """Without --store or GRAPHEXEC_STORE, a command that needs one exits 2."""
         assert_error(cli("runs", env={"GRAPHEXEC_STORE": ""}), 2, "--store")
+
+
+def test_import_graphexec_loads_no_cli_dependency() -> None:
+    """``import graphexec`` imports neither typer, click nor rich."""
+    code = (
+        "import sys, graphexec, graphexec.checkpoint; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'click', 'rich'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "[]" == out.strip()
