@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-HERE = Path(__file__).parent
-GRAPHS = "cli_graphs:graphs"
-# The console script pip installed next to this interpreter: the real entry point.
-SCRIPT = Path(sys.executable).parent / "graphexec"
-
-
-@dataclass
-class Result:
-    """What one command-line run printed and returned."""
-
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def json_lines(self) -> list[Any]:
-        return [json.loads(line) for line in self.out.splitlines()]
-
-
-Cli = Callable[..., Result]
+from cli_support import HERE, SCRIPT, Cli, Result
 
 
 def _env(cwd: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import GRAPHS, Cli, Result
+from cli_support import GRAPHS, Cli, Result
 
 
 def assert_error(result: Result, code: int, *words: str) -> None:
