@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 	$(PY) examples/approval.py --demo
+	$(PY) examples/tutorial.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check graphexec tests examples benches
