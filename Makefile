@@ -28,7 +28,7 @@ test: lint typecheck docs
 
 # The documentation site (docs/, mkdocs.yml): warnings are errors; nothing is fetched.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
