@@ -9,6 +9,7 @@ keeps its default.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -85,10 +86,14 @@ def classify(
 
 
 def _is_ctx_type(annotation: Any) -> bool:
-    # Annotations may be strings (``from __future__ import annotations``): match by name.
+    """``NodeContext``, ``gx.NodeContext | None`` or ``Optional[NodeContext]``, as a class or a
+    string (``from __future__ import annotations``): matched by name, without importing it."""
     if isinstance(annotation, str):
-        return annotation.rsplit(".", 1)[-1] == "NodeContext"
-    return getattr(annotation, "__name__", None) == "NodeContext"
+        parts = annotation.replace("Optional[", "").replace("]", "").split("|")
+        return any(p.strip().rsplit(".", 1)[-1] == "NodeContext" for p in parts)
+    if getattr(annotation, "__name__", None) == "NodeContext":
+        return True
+    return any(_is_ctx_type(a) for a in typing.get_args(annotation))
 
 
 def check_reducer(fn: Any, key: str) -> None:

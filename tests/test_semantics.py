@@ -166,6 +166,7 @@ class TestContextParameter:
         def required(s: Any, c: Any) -> None: ...
         def named_ctx(s: Any, ctx: Any = None) -> None: ...
         def annotated(s: Any, c: gx.NodeContext | None = None) -> None: ...
+        def as_string(s: Any, c: gx.NodeContext | None = None) -> None: ...
         def annotated_plain(s: Any, c: gx.NodeContext = None) -> None: ...  # type: ignore[assignment]
         def star(*args: Any) -> None: ...
         def one(s: Any) -> None: ...
@@ -173,10 +174,10 @@ class TestContextParameter:
         assert classify(required, what="n").takes_ctx
         assert classify(named_ctx, what="n").takes_ctx
         assert classify(annotated_plain, what="n").takes_ctx
+        assert classify(as_string, what="n").takes_ctx
         assert classify(star, what="n").takes_ctx
         assert not classify(one, what="n").takes_ctx
-        # ``NodeContext | None`` is not the bare class: spell it ``ctx`` to receive it.
-        assert not classify(annotated, what="n").takes_ctx
+        assert classify(annotated, what="n").takes_ctx
 
     async def test_loop_closures_keep_their_values(self) -> None:
         """Nodes built in a loop with ``i=i`` see their own i."""
