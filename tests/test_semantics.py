@@ -128,6 +128,28 @@ class TestMutationGuard:
         assert [] == result.state["log"]
         assert [{"i": 1}] == result.state["items"]
 
+    async def test_branches_and_prompts_are_protected(self) -> None:
+        """Parallel branches and a barrier prompt mutating what they read change nothing."""
+
+        def branch(s: Any) -> None:
+            s["log"].append("branch")
+
+        def prompt(s: Any) -> str:
+            s["log"].append("prompt")
+            return "ok?"
+
+        g = (
+            gx.GraphBuilder("g")
+            .parallel("p", {"a": branch, "b": branch})
+            .barrier("ok", prompt=prompt)
+            .edge("p", "ok")
+            .start("p")
+            .end("ok")
+            .build()
+        )
+        result = await gx.GraphExecutor().execute(g, {"log": []}, decisions={"ok": gx.Approve()})
+        assert [] == result.state["log"]
+
     def test_view_records_keys_read(self) -> None:
         """keys_read holds every key read by [], get, in and items."""
         view = StateView({"a": 1, "b": [1], "c": 3, "d": 4})
