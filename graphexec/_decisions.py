@@ -22,7 +22,7 @@ class Reject(msgspec.Struct, frozen=True, tag="reject"):
     reason: str | None = None
 
 
-class Edit(msgspec.Struct, frozen=True, tag="edit"):
+class Edit(msgspec.Struct, frozen=True, tag="edit", omit_defaults=True):
     """Approve with changes: ``update`` is applied through the reducers first (a value wrapped
     in ``gx.Overwrite`` replaces the key's value instead)."""
 

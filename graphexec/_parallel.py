@@ -184,7 +184,7 @@ async def run_parallel(
             merged.append((key, value))
     reducers = driver.graph.reducers
     for key, names in writers.items():
-        if len(names) > 1 and key not in reducers:
+        if len(set(names)) > 1 and key not in reducers:  # one branch may write a key twice
             raise StateError(
                 f"parallel node {spec.name!r}: branches {', '.join(map(repr, names))} all wrote "
                 f"key {key!r}, which has no reducer (overwrite); declare one with "

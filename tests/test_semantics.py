@@ -284,6 +284,7 @@ class TestOverwrite:
         edit = gx.Edit({"log": gx.Overwrite([]), "n": 1})
         decoded = msgspec.msgpack.decode(msgspec.msgpack.encode(edit), type=gx.Decision)
         assert edit == decoded
+        assert b"overwrite" not in msgspec.json.encode(gx.Edit({"n": 1}))  # unchanged when unused
         g = (
             gx.GraphBuilder("g")
             .node("a", lambda s: {"log": "x"})
@@ -365,6 +366,21 @@ class TestRepeatedWrites:
             lambda s: gx.End(update=[gx.StateDelta("n", 1), gx.StateDelta("n", 2)]), n=reducers.add
         )
         assert 3 == (await gx.GraphExecutor().execute(g, {})).state["n"]
+
+    async def test_one_branch_writing_a_key_twice(self) -> None:
+        """A parallel branch may write a key without reducer twice; two branches may not."""
+        twice = [gx.StateDelta("k", 1), gx.StateDelta("k", 2)]
+        g = gx.GraphBuilder("g").parallel("p", {"a": lambda s: twice}).start("p").end("p").build()
+        assert 2 == (await gx.GraphExecutor().execute(g, {})).state["k"]
+        g2 = (
+            gx.GraphBuilder("g")
+            .parallel("p", {"a": lambda s: twice, "b": lambda s: {"k": 3}})
+            .start("p")
+            .end("p")
+            .build()
+        )
+        with pytest.raises(gx.StateError, match="'k'"):
+            await gx.GraphExecutor().execute(g2, {})
 
     async def test_other_items_refused(self) -> None:
         """A list holding anything but StateDelta fails the node naming it."""
