@@ -62,5 +62,26 @@ class StateView(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
+    # What MappingProxyType (the view before this one) offered besides Mapping: ``copy()`` and
+    # ``|`` give a plain dict the node owns.
+    def copy(self) -> dict[str, Any]:
+        """A dict of the state (copies of list, dict and set values); marks every key read."""
+        self.keys_read.update(self._data)
+        return {k: fresh(v) for k, v in self._data.items()}
+
+    def __or__(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        out = self.copy()
+        out.update(other)
+        return out
+
+    def __ror__(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        out = dict(other)
+        out.update(self.copy())
+        return out
+
     def __repr__(self) -> str:
         return f"StateView({self._data!r})"

@@ -160,6 +160,18 @@ class TestMutationGuard:
         assert dict(view.items()) == {"a": 1, "b": [1], "c": 3, "d": 4}
         assert {"a", "b", "c", "d"} == view.keys_read
 
+    def test_copy_and_or_give_owned_dicts(self) -> None:
+        """copy() and | (as on the MappingProxyType before) give dicts of copies."""
+        data: dict[str, Any] = {"a": [1], "b": 2}
+        view = StateView(data)
+        mine = view.copy()
+        mine["a"].append(2)
+        merged = view | {"b": 3}
+        merged["a"].append(3)
+        assert {"a": [1], "b": 3} == {"b": 3} | view | {"b": 3}
+        assert {"a": [1], "b": 2} == data
+        assert {"a": [1, 3], "b": 3} == merged
+
     async def test_node_sees_a_state_view(self) -> None:
         """The view a node gets records what it read."""
         views: list[Any] = []
