@@ -143,6 +143,8 @@ def register(name: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], A
         raise ValueError(f"reducer name {name!r} is a built-in reducer's name")
     if not callable(fn):
         raise TypeError(f"reducer {name!r} is not callable (got {type(fn).__name__})")
+    if fn in BUILTIN_NAMES:
+        raise ValueError(f"{BUILTIN_NAMES[fn]!r} is a built-in reducer: it needs no name")
     known = _REGISTRY.get(name)
     if known is not None and known is not fn:
         raise ValueError(f"reducer name {name!r} is already registered for {known!r}")

@@ -440,5 +440,7 @@ class TestNamedReducers:
             reducers.register("test-other-v1", _concat)
         with pytest.raises(ValueError, match="built-in"):
             reducers.register("append", _other)
+        with pytest.raises(ValueError, match="built-in"):
+            reducers.register("my-append", reducers.append)
         with pytest.raises(ValueError):
             reducers.register("custom:x", _other)
