@@ -45,8 +45,8 @@ class StateView(Mapping[str, Any]):
         """The keys read through this view so far (``[]``, ``get``, ``items``, ``in``)."""
 
     def __getitem__(self, key: str) -> Any:
+        self.keys_read.add(key)  # before the lookup: a key read while missing counts too
         value = self._data[key]
-        self.keys_read.add(key)
         if type(value) in _CONTAINERS:
             return fresh(value)
         return value

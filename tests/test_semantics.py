@@ -156,9 +156,10 @@ class TestMutationGuard:
         assert 1 == view["a"]
         assert [1] == view.get("b")
         assert "c" in view
-        assert {"a", "b", "c"} == view.keys_read
+        assert None is view.get("missing")
+        assert {"a", "b", "c", "missing"} == view.keys_read
         assert dict(view.items()) == {"a": 1, "b": [1], "c": 3, "d": 4}
-        assert {"a", "b", "c", "d"} == view.keys_read
+        assert {"a", "b", "c", "d", "missing"} == view.keys_read
 
     def test_copy_and_or_give_owned_dicts(self) -> None:
         """copy() and | (as on the MappingProxyType before) give dicts of copies."""
