@@ -107,24 +107,50 @@ def runs(
 def show(
     trace_id: Trace,
     store: Store,
+    seq: Annotated[
+        int | None,
+        typer.Option(help="The run as of this checkpoint (see 'history'); default: the latest."),
+    ] = None,
     graphs: Graphs = [],  # noqa: B006 - typer's way to default a repeatable option
     as_json: Json = False,
 ) -> None:
     """Show a run: status, step, next node, the barrier it waits at, and its state.
 
-    --graphs is needed only when the run uses custom reducers.
+    --graphs is needed only when the run uses custom reducers that have no registered name.
     """
     from ._commands import cmd_show
 
-    _exit(cmd_show(store, trace_id, graphs=graphs, as_json=as_json))
+    _exit(cmd_show(store, trace_id, seq=seq, graphs=graphs, as_json=as_json))
 
 
 @app.command()
-def history(trace_id: Trace, store: Store, as_json: Json = False) -> None:
+def history(
+    trace_id: Trace,
+    store: Store,
+    limit: Annotated[
+        int | None, typer.Option(help="Only the newest N checkpoints (of those before --before).")
+    ] = None,
+    before: Annotated[
+        int | None, typer.Option(help="Only checkpoints with a smaller seq (to page backwards).")
+    ] = None,
+    values: Annotated[bool, typer.Option(help="Add the state at each checkpoint.")] = False,
+    graphs: Graphs = [],  # noqa: B006 - typer's way to default a repeatable option
+    as_json: Json = False,
+) -> None:
     """List a run's checkpoints, oldest first."""
     from ._commands import cmd_history
 
-    _exit(cmd_history(store, trace_id, as_json=as_json))
+    _exit(
+        cmd_history(
+            store,
+            trace_id,
+            limit=limit,
+            before=before,
+            values=values,
+            graphs=graphs,
+            as_json=as_json,
+        )
+    )
 
 
 @app.command()

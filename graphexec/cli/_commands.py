@@ -102,22 +102,22 @@ def cmd_runs(
     return EXIT_OK
 
 
-def cmd_show(store_url: str, trace_id: str, *, graphs: Sequence[str], as_json: bool) -> int:
+def cmd_show(
+    store_url: str, trace_id: str, *, seq: int | None, graphs: Sequence[str], as_json: bool
+) -> int:
     registry = load_registry(graphs)
 
     async def go() -> Any:
         async with open_cli_store(store_url) as store:
             info = await _need_run(store, trace_id)
             graph = pick(registry, info.graph_name, trace_id=trace_id) if registry else None
+            ex = GraphExecutor(store=store)
+            if seq is not None:
+                await _need_seq(ex, trace_id, seq)
             try:
-                return await GraphExecutor(store=store).get_state(trace_id, graph=graph)
+                return await ex.get_state(trace_id, seq=seq, graph=graph)
             except CheckpointError as exc:
-                if graph is None and "custom reducer" in exc.message:
-                    raise CliError(
-                        f"{exc}: pass --graphs module:attr with graph {info.graph_name!r}",
-                        EXIT_ERROR,
-                    ) from None
-                raise
+                raise _with_graphs_hint(exc, graph, info.graph_name) from None
 
     state = _run_async(go)
     if as_json:
@@ -127,17 +127,58 @@ def cmd_show(store_url: str, trace_id: str, *, graphs: Sequence[str], as_json: b
     return EXIT_OK
 
 
-def cmd_history(store_url: str, trace_id: str, *, as_json: bool) -> int:
+def cmd_history(
+    store_url: str,
+    trace_id: str,
+    *,
+    limit: int | None,
+    before: int | None,
+    values: bool,
+    graphs: Sequence[str],
+    as_json: bool,
+) -> int:
+    if limit is not None and limit < 0:
+        raise CliError(f"bad --limit {limit}: must be >= 0")
+    registry = load_registry(graphs)
+
     async def go() -> Any:
         async with open_cli_store(store_url) as store:
-            return await GraphExecutor(store=store).history(trace_id)
+            info = await _need_run(store, trace_id)
+            graph = pick(registry, info.graph_name, trace_id=trace_id) if registry else None
+            try:
+                return await GraphExecutor(store=store).history(
+                    trace_id, limit=limit, before=before, values=values, graph=graph
+                )
+            except CheckpointError as exc:
+                raise _with_graphs_hint(exc, graph, info.graph_name) from None
 
     rows = _run_async(go)
     if as_json:
         out.print_json(rows)
     else:
-        out.print_history(trace_id, rows)
+        out.print_history(trace_id, rows, values=values)
     return EXIT_OK
+
+
+def _with_graphs_hint(exc: CheckpointError, graph: Graph | None, graph_name: str) -> Exception:
+    """A restore that needs the run's custom reducers says how to pass them here."""
+    if graph is None and "reducer" in exc.message:
+        return CliError(
+            f"{exc}; here: pass --graphs module:attr holding graph {graph_name!r}, or a module "
+            "that registers the reducer",
+            EXIT_ERROR,
+        )
+    return exc
+
+
+async def _need_seq(ex: GraphExecutor, trace_id: str, seq: int) -> None:
+    seqs = [row.seq for row in await ex.history(trace_id)]
+    if seq not in seqs:
+        raise CliError(
+            f"run {trace_id!r} has no checkpoint with seq {seq} (it has {_span(seqs)}; "
+            f"'graphexec history {trace_id}' lists them)",
+            EXIT_NOT_FOUND,
+        )
 
 
 def cmd_mermaid(target: str, *, graph_name: str | None) -> int:
@@ -292,13 +333,7 @@ def cmd_fork(
             info = await _need_run(store, trace_id)
             graph: Graph = pick(registry, info.graph_name, trace_id=trace_id)
             ex = GraphExecutor(store=store)
-            seqs = [row.seq for row in await ex.history(trace_id)]
-            if seq not in seqs:
-                raise CliError(
-                    f"run {trace_id!r} has no checkpoint with seq {seq} (it has {_span(seqs)}; "
-                    f"'graphexec history {trace_id}' lists them)",
-                    EXIT_NOT_FOUND,
-                )
+            await _need_seq(ex, trace_id, seq)
             if new_trace_id is not None and await store.get_run(new_trace_id) is not None:
                 raise CliError(
                     f"trace id {new_trace_id!r} is taken: choose another --trace-id",

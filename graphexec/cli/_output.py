@@ -40,14 +40,25 @@ def plain(value: Any) -> Any:
         out: dict[str, Any] = {}
         if config.tag is not None:
             out[config.tag_field or "type"] = config.tag
-        for name in value.__struct_fields__:
-            out[name] = plain(getattr(value, name))
+        for field in msgspec.structs.fields(value):
+            item = getattr(value, field.name)
+            if config.omit_defaults and _is_default(field, item):
+                continue
+            out[field.encode_name] = plain(item)
         return out
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [plain(item) for item in value]
     return value
+
+
+def _is_default(field: msgspec.structs.FieldInfo, item: Any) -> bool:
+    if field.default is not msgspec.NODEFAULT:
+        return bool(item == field.default)
+    if field.default_factory is not msgspec.NODEFAULT:
+        return bool(item == field.default_factory())
+    return False
 
 
 def print_json(value: Any) -> None:
@@ -135,7 +146,9 @@ def print_state(state: RunState) -> None:
     console.print_json(_encoder.encode(plain(state.state)).decode(), indent=2)
 
 
-def print_history(trace_id: str, rows: Sequence[CheckpointSummary]) -> None:
+def print_history(
+    trace_id: str, rows: Sequence[CheckpointSummary], *, values: bool = False
+) -> None:
     """A run's checkpoints as a table."""
     from rich.table import Table
 
@@ -143,7 +156,10 @@ def print_history(trace_id: str, rows: Sequence[CheckpointSummary]) -> None:
     for column in ("SEQ", "KIND", "STEP", "TRIGGER", "STATUS", "NEXT", "BYTES", "AT"):
         justify: Any = "right" if column in ("SEQ", "STEP", "BYTES") else "left"
         table.add_column(column, no_wrap=True, justify=justify)
+    if values:
+        table.add_column("STATE", no_wrap=True)
     for r in rows:
+        extra = [_compact(r.state, 200)] if values else []
         table.add_row(
             str(r.seq),
             r.kind,
@@ -153,6 +169,7 @@ def print_history(trace_id: str, rows: Sequence[CheckpointSummary]) -> None:
             _dash(r.next_node),
             str(r.bytes),
             _when(r.created_at),
+            *extra,
         )
     _console().print(table)
 

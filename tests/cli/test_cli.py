@@ -128,6 +128,12 @@ class TestShow:
         assert ("failed", "boom") == (state["status"], state["next_node"])
         assert "the flaky service is down" in state["error"]
 
+    def test_at_a_checkpoint(self, cli: Cli) -> None:
+        """--seq shows the run as of that checkpoint; a seq it does not have exits 3."""
+        first = cli("show", "wait-1", "--seq", "1", "--json").json()
+        assert ("running", 1, {"ticket": "t"}) == (first["status"], first["seq"], first["state"])
+        assert_error(cli("show", "wait-1", "--seq", "9"), 3, "seq 9")
+
     def test_unknown_run_is_not_found(self, cli: Cli) -> None:
         """An unknown trace id exits 3 with one line."""
         assert_error(cli("show", "nope"), 3, "'nope'")
@@ -157,6 +163,15 @@ class TestHistory:
         table = cli("history", "wait-1").out.splitlines()
         assert ["SEQ", "KIND", "STEP", "TRIGGER"] == table[0].split()[:4]
         assert ["1", "base", "0", "start"] == table[1].split()[:4]
+
+    def test_pages_and_values(self, cli: Cli) -> None:
+        """--before and --limit page backwards; --values adds the state at each checkpoint."""
+        page = cli("history", "wait-1", "--before", "3", "--limit", "1", "--json").json()
+        assert [2] == [r["seq"] for r in page]
+        rows = cli("history", "wait-1", "--values", "--json").json()
+        assert {"ticket": "t"} == rows[0]["state"]
+        assert ["assessed"] == rows[-1]["state"]["log"]
+        assert '{"ticket":"t"}' in cli("history", "wait-1", "--values").out
 
     def test_unknown_run(self, cli: Cli) -> None:
         """history of an unknown trace exits 3."""
