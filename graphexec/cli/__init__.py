@@ -15,7 +15,7 @@ Exit codes (scripts can rely on them):
 3     not found: no such run, checkpoint, barrier, store file, or graph in ``--graphs``
 4     conflict: the run's state refuses the operation (already completed, locked by another
       driver, barrier already decided)
-130   interrupted (Ctrl-C)
+130   interrupted (SIGINT/SIGTERM; ``resume``/``fork`` checkpoint the run and release it first)
 ====  ============================================================================================
 
 Every error is one line on stderr (``graphexec: error: ...``), never a traceback; set

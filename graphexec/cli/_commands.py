@@ -7,6 +7,7 @@ Each ``cmd_*`` function takes the parsed options and returns the exit code; erro
 from __future__ import annotations
 
 import os
+import signal
 import time
 import typing
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +28,7 @@ from . import _output as out
 from ._exit import (
     EXIT_CONFLICT,
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
@@ -258,19 +260,48 @@ def make_decision(kind: str, *, reason: str | None = None, update: Any = None) -
 # -- driving ------------------------------------------------------------------------------------
 
 
-async def _stream(run: Run, *, as_json: bool, wait: bool) -> None:
-    async for event in run:
-        if as_json:
-            out.print_json(event)
-        else:
-            out.write_line(out.describe_event(event))
-        if isinstance(event, ev.BarrierWaiting) and not wait:
-            break
+async def _stream(run: Run, *, as_json: bool, wait: bool) -> bool:
+    """Print the run's events until it ends (or waits, unless ``wait``); True if a SIGINT or
+    SIGTERM stopped it.
+
+    A signal stops the reading, not the process: leaving the run's block then checkpoints it
+    (``"waiting"`` at a barrier, else ``"cancelled"``) and releases its lease, so it can be
+    resumed at once instead of after ``lease_ttl``.
+    """
+    interrupted = False
+    stop = anyio.CancelScope()
+
+    async def watch() -> None:
+        nonlocal interrupted
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                interrupted = True
+                stop.cancel()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        with stop:
+            async for event in run:
+                if as_json:
+                    out.print_json(event)
+                else:
+                    out.write_line(out.describe_event(event))
+                if isinstance(event, ev.BarrierWaiting) and not wait:
+                    break
+        tg.cancel_scope.cancel()
+    return interrupted
 
 
-def _outcome(run: Run, *, as_json: bool) -> int:
+def _outcome(run: Run, *, as_json: bool, interrupted: bool) -> int:
     result = run.result
     status = result.status
+    if interrupted:
+        report(
+            f"interrupted: run {result.trace_id} was checkpointed as {status}; continue it with "
+            f"'graphexec resume {result.trace_id}'",
+        )
+        return EXIT_INTERRUPTED
     if status == "completed":
         return EXIT_OK
     if status == "waiting":
@@ -307,8 +338,8 @@ def cmd_resume(
             ex = GraphExecutor(store=store)
             mode: Any = on_graph_change
             async with ex.resume_from(graph, trace_id, on_graph_change=mode) as run:
-                await _stream(run, as_json=as_json, wait=wait)
-            return _outcome(run, as_json=as_json)
+                interrupted = await _stream(run, as_json=as_json, wait=wait)
+            return _outcome(run, as_json=as_json, interrupted=interrupted)
 
     return _run_async(go)
 
@@ -342,8 +373,8 @@ def cmd_fork(
             async with ex.fork(
                 graph, trace_id, seq, update=update or None, new_trace_id=new_trace_id
             ) as run:
-                await _stream(run, as_json=as_json, wait=wait)
-            return _outcome(run, as_json=as_json)
+                interrupted = await _stream(run, as_json=as_json, wait=wait)
+            return _outcome(run, as_json=as_json, interrupted=interrupted)
 
     return _run_async(go)
 

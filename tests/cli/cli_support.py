@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,3 +32,12 @@ class Result:
 
 
 Cli = Callable[..., Result]
+
+
+def cli_env(cwd: Path) -> dict[str, str]:
+    """The environment the command line runs in: the test graphs importable, the store set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHEXEC_")}
+    env["PYTHONPATH"] = str(HERE)
+    env["GRAPHEXEC_STORE"] = str(cwd / "runs.db")
+    env["COLUMNS"] = "200"
+    return env

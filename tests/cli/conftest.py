@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cli_support import HERE, SCRIPT, Cli, Result
-
-
-def _env(cwd: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHEXEC_")}
-    env["PYTHONPATH"] = str(HERE)
-    env["GRAPHEXEC_STORE"] = str(cwd / "runs.db")
-    env["COLUMNS"] = "200"
-    return env
+from cli_support import SCRIPT, Cli, Result, cli_env
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +22,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "-c",
             f"import anyio, cli_graphs; anyio.run(cli_graphs.seed, {str(path)!r})",
         ],
-        env=_env(path.parent),
+        env=cli_env(path.parent),
         check=True,
         capture_output=True,
         timeout=60,
@@ -60,7 +51,7 @@ def cli(workdir: Path) -> Cli:
             [*command, *args],
             check=False,
             cwd=workdir,
-            env={**_env(workdir), **(env or {})},
+            env={**cli_env(workdir), **(env or {})},
             capture_output=True,
             text=True,
             timeout=60,

@@ -6,12 +6,13 @@ Each test gets a copy of a store seeded by ``cli_graphs.seed``: ``wait-1`` waits
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cli_support import GRAPHS, Cli, Result
+from cli_support import GRAPHS, SCRIPT, Cli, Result, cli_env
 
 
 def assert_error(result: Result, code: int, *words: str) -> None:
@@ -216,6 +217,31 @@ class TestDecideAndResume:
         assert 0 == result.code, result
         assert "BarrierWaiting" == result.json_lines()[-1]["type"]
         assert "waiting" == cli("show", "wait-1", "--json").json()["status"]
+
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+    def test_signal_checkpoints_and_releases_the_run(
+        self, cli: Cli, workdir: Path, sig: signal.Signals
+    ) -> None:
+        """A signal to ``resume --wait`` exits 130 with one line, leaving the run waiting and
+        free: the next resume starts at once (no RunLocked until the lease expires)."""
+        proc = subprocess.Popen(
+            [str(SCRIPT), "resume", "wait-1", "--graphs", GRAPHS, "--wait"],
+            cwd=workdir,
+            env=cli_env(workdir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "BarrierWaiting" in line:
+                break
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        assert_error(Result(proc.returncode, out, err), 130, "interrupted", "waiting")
+        assert "waiting" == cli("show", "wait-1", "--json").json()["status"]
+        assert 0 == cli("approve", "wait-1", "approval#1").code
+        assert 0 == cli("resume", "wait-1", "--graphs", GRAPHS).code
 
     def test_resume_a_failed_run_fails_again(self, cli: Cli) -> None:
         """A failed run resumes at its failed node; failing again exits 1 with one line."""
