@@ -17,10 +17,10 @@ import anyio
 
 from .. import _events as ev
 from .._decisions import Approve, Decision, Edit, Reject
-from .._executor import GraphExecutor
+from .._executor import GraphExecutor, RunState
 from .._graph import Graph
 from .._run import Run
-from ..checkpoint import CheckpointStore, open_store
+from ..checkpoint import CheckpointStore, CheckpointSummary, RunInfo, open_store
 from ..checkpoint._base import PRUNABLE_STATUSES, parse_barrier_id
 from ..exceptions import CheckpointError, InvalidDecision, RunNotFound
 from ..typing import RunStatus
@@ -47,6 +47,8 @@ __all__ = (
     "cmd_resume",
     "cmd_runs",
     "cmd_show",
+    "make_decision",
+    "open_cli_store",
 )
 
 T = TypeVar("T")
@@ -66,13 +68,13 @@ def open_cli_store(url: str) -> CheckpointStore:
         store = open_store(url)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-    path = getattr(store, "path", None)
+    path = getattr(store, "path", None)  # file-backed stores (SQLite) have one
     if isinstance(path, str) and not os.path.exists(path):
         raise CliError(f"no store at {path!r}: the file does not exist", EXIT_NOT_FOUND)
     return store
 
 
-async def _need_run(store: CheckpointStore, trace_id: str) -> Any:
+async def _need_run(store: CheckpointStore, trace_id: str) -> RunInfo:
     info = await store.get_run(trace_id)
     if info is None:
         raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
@@ -90,7 +92,7 @@ def cmd_runs(
     if limit < 1:
         raise CliError(f"bad --limit {limit}: must be >= 1")
 
-    async def go() -> Any:
+    async def go() -> list[RunInfo]:
         async with open_cli_store(store_url) as store:
             return await GraphExecutor(store=store).runs(
                 status=status, graph_name=graph, limit=limit
@@ -109,7 +111,7 @@ def cmd_show(
 ) -> int:
     registry = load_registry(graphs)
 
-    async def go() -> Any:
+    async def go() -> RunState:
         async with open_cli_store(store_url) as store:
             info = await _need_run(store, trace_id)
             graph = pick(registry, info.graph_name, trace_id=trace_id) if registry else None
@@ -143,7 +145,7 @@ def cmd_history(
         raise CliError(f"bad --limit {limit}: must be >= 0")
     registry = load_registry(graphs)
 
-    async def go() -> Any:
+    async def go() -> list[CheckpointSummary]:
         async with open_cli_store(store_url) as store:
             info = await _need_run(store, trace_id)
             graph = pick(registry, info.graph_name, trace_id=trace_id) if registry else None
@@ -220,7 +222,7 @@ def cmd_decide(
             f"('graphexec show {trace_id}' prints the one the run waits at)"
         )
 
-    async def go() -> tuple[int, Any]:
+    async def go() -> tuple[int, RunInfo]:
         async with open_cli_store(store_url) as store:
             info = await _need_run(store, trace_id)
             if info.barrier_nodes and node not in info.barrier_nodes:
