@@ -279,11 +279,12 @@ def mermaid(
     graph: Annotated[
         str | None, typer.Option(help="Which graph, when the target holds several.")
     ] = None,
+    as_json: Json = False,
 ) -> None:
     """Print a graph as a Mermaid flowchart."""
     from ._commands import cmd_mermaid
 
-    _exit(cmd_mermaid(target, graph_name=graph))
+    _exit(cmd_mermaid(target, graph_name=graph, as_json=as_json))
 
 
 @app.command()

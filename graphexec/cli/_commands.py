@@ -185,7 +185,7 @@ async def _need_seq(ex: GraphExecutor, trace_id: str, seq: int) -> None:
         )
 
 
-def cmd_mermaid(target: str, *, graph_name: str | None) -> int:
+def cmd_mermaid(target: str, *, graph_name: str | None, as_json: bool) -> int:
     registry = load_registry([target])
     if graph_name is not None:
         graph = registry.get(graph_name)
@@ -201,7 +201,10 @@ def cmd_mermaid(target: str, *, graph_name: str | None) -> int:
             f"{target!r} holds {len(registry)} graphs ({', '.join(sorted(registry))}): choose one "
             "with --graph NAME"
         )
-    out.write_line(graph.to_mermaid())
+    if as_json:
+        out.print_json({"graph": graph.name, "hash": graph.hash, "mermaid": graph.to_mermaid()})
+    else:
+        out.write_line(graph.to_mermaid().rstrip("\n"))
     return EXIT_OK
 
 

@@ -311,6 +311,8 @@ class TestMermaid:
         result = cli("mermaid", "cli_graphs:refund_graph")
         assert 0 == result.code, result
         assert result.out.startswith("flowchart TD")
+        as_json = cli("mermaid", "cli_graphs:refund_graph", "--json").json()
+        assert ("refund", result.out) == (as_json["graph"], as_json["mermaid"].rstrip("\n") + "\n")
 
     def test_several_graphs_need_a_name(self, cli: Cli) -> None:
         """A target with several graphs needs --graph; an unknown name exits 3."""
