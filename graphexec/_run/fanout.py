@@ -8,45 +8,27 @@ mode): the failure policy is then decided in one place, ``_outcome`` below.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
 
-from ._callables import UserFn
-from ._context import NodeContext
-from ._directives import End, Fallback, Goto
-from ._events import BranchCompleted, ErrorInfo, ObservedError, ParallelCompleted, ParallelStarted
-from ._graph import NodeSpec
-from ._state import changes_of
-from .exceptions import NodeExecutionFailed, StateError
-
-if TYPE_CHECKING:
-    from ._run import Driver
+from .._callables import UserFn
+from .._context import NodeContext, _Usage
+from .._directives import End, Fallback, Goto
+from .._events import BranchCompleted, ParallelCompleted, ParallelStarted
+from .._graph import NodeSpec
+from .._state import changes_of
+from ..exceptions import NodeExecutionFailed, StateError
+from .invoke import invoke
+from .recorder import Recorder, error_info
 
 __all__ = ("run_map", "run_parallel")
 
 
-def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
-    """An exception as event data."""
-    return ErrorInfo(type=type(exc).__name__, message=str(exc), node=node)
-
-
-async def invoke(call: UserFn, args: tuple[Any, ...]) -> Any:
-    """Call a user function the way it was declared: awaited, inline, or in a worker thread."""
-    if call.is_async:
-        return await call.fn(*args)
-    if call.inline:
-        result = call.fn(*args)
-    else:
-        result = await anyio.to_thread.run_sync(call.fn, *args)
-    if hasattr(result, "__await__"):
-        result = await result
-    return result
-
-
 async def _fan_out(
-    driver: Driver,
+    rec: Recorder,
+    usage: _Usage,
     spec: NodeSpec,
     step: int,
     span: str,
@@ -54,8 +36,8 @@ async def _fan_out(
     limit: int | None,
 ) -> tuple[list[Any], dict[str, BaseException]]:
     """Run every (branch name, callable, first argument) job; return results in job order."""
-    emitter = driver.emitter
-    trace_id = driver.trace_id
+    emitter = rec.emitter
+    trace_id = rec.trace_id
     name = spec.name
     results: list[Any] = [None] * len(jobs)
     failures: dict[str, BaseException] = {}
@@ -85,7 +67,8 @@ async def _fan_out(
                 scope.cancel()
         else:
             if ctx is not None:
-                driver.add_usage(ctx._usage)
+                usage.tokens += ctx._usage.tokens
+                usage.side_effects = usage.side_effects or ctx._usage.side_effects
         if emitter is not None:
             emitter.send_soon(
                 BranchCompleted(
@@ -114,12 +97,12 @@ async def _fan_out(
                 failed=list(failures),
             )
         )
-    await _outcome(driver, spec, step, span, failures)
+    await _outcome(rec, spec, step, span, failures)
     return results, failures
 
 
 async def _outcome(
-    driver: Driver, spec: NodeSpec, step: int, span: str, failures: dict[str, BaseException]
+    rec: Recorder, spec: NodeSpec, step: int, span: str, failures: dict[str, BaseException]
 ) -> None:
     """The one place the failure policy is applied."""
     if not failures:
@@ -147,26 +130,22 @@ async def _outcome(
             failures=failures,
         )
     for bname, exc in failures.items():
-        driver.log.warning("branch failed", node=name, step=step, span_id=span, branch=bname)
-        if driver.emitter is not None:
-            await driver.emitter.send(
-                ObservedError(
-                    trace_id=driver.trace_id,
-                    step=step,
-                    node=name,
-                    span_id=span,
-                    error=error_info(exc, name),
-                    branch=bname,
-                )
-            )
+        rec.log.warning("branch failed", node=name, step=step, span_id=span, branch=bname)
+        await rec.observed(step, name, span, error_info(exc, name), bname)
 
 
 async def run_parallel(
-    driver: Driver, spec: NodeSpec, step: int, span: str, view: Any
+    rec: Recorder,
+    usage: _Usage,
+    reducers: Mapping[str, Any],
+    spec: NodeSpec,
+    step: int,
+    span: str,
+    view: Any,
 ) -> list[tuple[str, Any]]:
     """Run a static parallel node; merged deltas in branch declaration order."""
     jobs = [(b.name, b.call, view) for b in spec.branches]
-    results, failures = await _fan_out(driver, spec, step, span, jobs, None)
+    results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None)
     writers: dict[str, list[str]] = {}
     merged: list[tuple[str, Any]] = []
     for (bname, _call, _arg), out in zip(jobs, results, strict=True):
@@ -181,7 +160,6 @@ async def run_parallel(
         for key, value in changes_of(out, node=f"{spec.name}.{bname}"):
             writers.setdefault(key, []).append(bname)
             merged.append((key, value))
-    reducers = driver.graph.reducers
     for key, names in writers.items():
         if len(names) > 1 and key not in reducers:
             raise StateError(
@@ -196,7 +174,7 @@ async def run_parallel(
 
 
 async def run_map(
-    driver: Driver, spec: NodeSpec, step: int, span: str, state: dict[str, Any]
+    rec: Recorder, usage: _Usage, spec: NodeSpec, step: int, span: str, state: dict[str, Any]
 ) -> list[tuple[str, Any]]:
     """Run a map node over ``state[over]``; one delta appending the results to ``into``."""
     assert spec.call is not None and spec.over is not None and spec.into is not None
@@ -211,6 +189,6 @@ async def run_map(
             node=spec.name,
         )
     jobs = [(f"{spec.name}[{i}]", spec.call, item) for i, item in enumerate(items)]
-    results, failures = await _fan_out(driver, spec, step, span, jobs, spec.max_concurrency)
+    results, failures = await _fan_out(rec, usage, spec, step, span, jobs, spec.max_concurrency)
     kept = [r for (bname, _c, _a), r in zip(jobs, results, strict=True) if bname not in failures]
     return [(spec.into, kept)]

@@ -1,0 +1,64 @@
+"""The delta applier: a node's (or an Edit's, or a fork update's) changes, checked against the
+state's types, then applied in order through the reducers. Running, barrier resolution and
+fork all apply deltas through here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._state import StateSpec
+from .exceptions import GraphError, StateError
+
+__all__ = ("TornUpdate", "apply_changes")
+
+
+class TornUpdate(Exception):
+    """Internal marker: applying raised after the state was touched (some deltas applied, or a
+    reducer that updates in place failed midway). Carries the GraphError to report."""
+
+    def __init__(self, error: GraphError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def apply_changes(
+    spec: StateSpec,
+    state: dict[str, Any],
+    changes: list[tuple[str, Any]],
+    *,
+    node: str | None,
+    writer: str | None = None,
+) -> list[tuple[str, Any]]:
+    """Check every change, then apply them in order; returns the checked changes.
+
+    ``writer`` names who wrote the changes in errors (default: the node). A check failure
+    leaves ``state`` untouched and raises StateError; a failure while applying raises
+    TornUpdate (the state may be half updated and must not be checkpointed).
+    """
+    try:
+        if spec.checks is not None:
+            changes = [(k, spec.check(k, v, node=node)) for k, v in changes]
+        else:
+            for k, _ in changes:
+                if type(k) is not str:
+                    raise StateError(f"node {node!r} wrote a non-str key {k!r}", node=node)
+    except StateError as exc:
+        if writer is not None:
+            raise _renamed(exc, node, writer) from exc
+        raise
+    try:
+        for k, v in changes:
+            spec.apply(state, k, v, node=node)
+    except GraphError as exc:
+        if writer is not None:
+            exc = _renamed(exc, node, writer)
+        raise TornUpdate(exc) from exc
+    return changes
+
+
+def _renamed(exc: GraphError, node: str | None, writer: str) -> GraphError:
+    """The same error, naming ``writer`` where the message said "node <node>"."""
+    exc.message = exc.message.replace(f"node {node!r}", writer)
+    exc.args = (exc.message,)
+    return exc
