@@ -200,6 +200,12 @@ class Checkpointer:
             self._error = self.keeper.error
         if self._error is not None:
             raise self._wrap(self._error)
+        if not allow_base and self.seq == 0:
+            raise CheckpointError(
+                "no checkpoint to record on top of: the state is half updated and the trace "
+                "has no earlier checkpoint",
+                trace_id=self.trace_id,
+            )
         self.seq += 1
         seq = self.seq
         if final:

@@ -568,11 +568,18 @@ class Driver:
             error=str(exc),
             error_type=type(exc).__name__,
         )
-        if self._torn:
-            self.log.warning("no failure checkpoint: the failing node's updates were half applied")
-        elif self.ckpt.on_completion:
+        if self.ckpt.on_completion:
             try:
-                await self._save("failure", error=f"{type(exc).__name__}: {exc}", final=True)
+                # A torn node (some of its deltas applied) leaves a half-updated state that no
+                # checkpoint may hold: the failure record is then a delta of the steps before
+                # it (the failed node's deltas were never noted), so it restores to the last
+                # good state, with the failed node as next node: a resume re-runs it.
+                await self._save(
+                    "failure",
+                    error=f"{type(exc).__name__}: {exc}",
+                    final=True,
+                    allow_base=not self._torn,
+                )
                 await self.ckpt.flush()
             except GraphError as ckpt_exc:
                 self.log.error("failure checkpoint not written", error=str(ckpt_exc))
