@@ -337,11 +337,11 @@ class Driver:
         # until then a decision for it, from the handle or the store, is early, not "resolved".
         occurrence = pos.barrier_counts.get(name, 0) + 1
         barrier_id = _barrier_id(name, occurrence)
-        pos.step = step
         # Decisions sent through the store are read with the waiting checkpoint (one round
         # trip), in _wait_and_resolve; here only those already in the process count.
         decision = take_decision(pos, barrier_id, name)
         if decision is not None:
+            pos.step = step
             pos.barrier_counts[name] = occurrence
             await self._resolve(spec, step, span, barrier_id, decision, "human", t0)
             return
@@ -352,10 +352,14 @@ class Driver:
                 else None
             )
         except Exception as exc:
+            # The step is not taken (a resume runs the barrier as this same step), but the
+            # span that NodeStart opened is closed.
+            await self.rec.node_end(name, step, span, t0, ok=False, next_node=None)
             raise NodeExecutionFailed(
-                f"prompt of barrier {name!r} raised {exc!r}", node=name, cause=exc
+                f"prompt of barrier {name!r} raised {exc!r}", node=name, cause=exc, step=step
             ) from exc
         deadline = now() + spec.timeout if spec.timeout is not None else None
+        pos.step = step
         pos.barrier_counts[name] = occurrence
         pos.pending = PendingBarrier(
             barrier_id=barrier_id, node=name, prompt=prompt, deadline=deadline

@@ -331,3 +331,44 @@ class TestRefusals:
 
 
 # -- reading runs back ------------------------------------------------------------------------
+
+
+class TestFailedBarrier:
+    """A barrier whose prompt raised is resumed as the same step."""
+
+    async def test_a_barrier_whose_prompt_failed_resumes_as_the_same_step(
+        self, stores: Stores
+    ) -> None:
+        broken = {"on": True}
+
+        async def draft(state: Mapping[str, Any]) -> dict[str, Any]:
+            return {"draft": "hello"}
+
+        def prompt(state: Mapping[str, Any]) -> str:
+            if broken["on"]:
+                raise RuntimeError("no prompt")
+            return "ok?"
+
+        graph = (
+            gx.GraphBuilder("prompted")
+            .node("draft", draft)
+            .barrier("approve", prompt=prompt)
+            .node("send", lambda s: {"sent": True}, inline=True)
+            .edge("draft", "approve")
+            .edge("approve", "send")
+            .start("draft")
+            .end("send")
+            .build()
+        )
+        ex = stores.executor()
+        with pytest.raises(gx.NodeExecutionFailed, match="prompt"):
+            await ex.execute(graph, {}, trace_id="t-prompt", decisions={})
+        saved = await ex.get_state("t-prompt")
+        assert ("failed", "approve", 1) == (saved.status, saved.next_node, saved.step)
+        broken["on"] = False
+        async with ex.resume_from(graph, "t-prompt") as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    assert ("approve#1", 2) == (event.barrier_id, event.step)
+                    await run.handle.approve(event.barrier_id)
+        assert ("completed", 3) == (run.result.status, run.result.steps)
