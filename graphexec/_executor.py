@@ -237,11 +237,13 @@ class GraphExecutor:
         *,
         update: Mapping[str, Any] | None = None,
         new_trace_id: str | None = None,
+        decisions: Mapping[str, Decision] | None = None,
     ) -> AsyncIterator[Run]:
         """Start a new run (new trace id) from checkpoint ``seq`` of ``trace_id``.
 
         ``update`` is applied through the reducers first (time travel with an edit). The
-        original run is untouched.
+        original run is untouched. The fork does not inherit the source's unused decisions:
+        it waits at its barriers unless ``decisions`` (checked as execute's) decide them.
         """
         store = self._need_store("fork")
         restored = await restore(store, trace_id, seq=seq, graph=graph)
@@ -268,6 +270,7 @@ class GraphExecutor:
             except TornUpdate as torn:
                 raise torn.error from torn.error.__cause__
         new_id = new_trace_id or uuid.uuid4().hex
+        early = initial_decisions(graph, decisions, new_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         emitter = Emitter(send)
         ckpt = self._checkpointer(graph, new_id, emitter, ParentRef(trace_id=trace_id, seq=seq))
@@ -286,8 +289,9 @@ class GraphExecutor:
             graph,
             state,
             new_id,
-            # The inbox cursor is the source's: the fork's own inbox starts empty.
-            Position.of(body, decision_cursor=0),
+            # Decisions were made for the source run (its inbox too): the fork starts with
+            # only those given to fork(), and an empty inbox.
+            Position.of(body, decisions=early, decision_cursor=0),
             emitter,
             ckpt,
             start_trigger="fork",

@@ -8,6 +8,8 @@ graphs and helpers: ``_resume_kit.py``.
 
 from __future__ import annotations
 
+import pytest
+
 import graphexec as gx
 from graphexec.checkpoint._record import (
     ParentRef,
@@ -78,3 +80,39 @@ class TestFork:
         assert [e.barrier_id for e in events if isinstance(e, gx.BarrierWaiting)] == ["approve#1"]
         assert fork.result.state["sent"] is True
         assert (await ex.get_state("t-w")).status == "waiting"
+
+    async def test_a_fork_asks_again_at_its_barriers(self, stores: Stores) -> None:
+        """The source's decisions (a wildcard here, and an unused exact one) stay with the
+        source: a fork from before the barrier waits there."""
+        graph = approval()
+        ex = stores.executor(policy=gx.CheckpointPolicy(every_step=True))
+        await ex.execute(
+            graph,
+            {},
+            trace_id="t-src",
+            decisions={"approve": gx.Approve(), "approve#2": gx.Reject("later")},
+        )
+        seq = next(h.seq for h in await ex.history("t-src") if h.next_node == "approve")
+        async with ex.fork(graph, "t-src", seq) as fork:
+            async for event in fork:
+                if isinstance(event, gx.BarrierWaiting):
+                    assert "approve#1" == event.barrier_id
+                    await fork.handle.reject(event.barrier_id, "second thoughts")
+        assert fork.result.state["sent"] is False
+
+    async def test_a_fork_takes_decisions(self, stores: Stores) -> None:
+        """fork(decisions=...) decides the fork's barriers up front, checked like execute's."""
+        graph = approval()
+        ex = stores.executor(policy=gx.CheckpointPolicy(every_step=True))
+        await ex.execute(graph, {}, trace_id="t-src", decisions={"approve": gx.Approve()})
+        seq = next(h.seq for h in await ex.history("t-src") if h.next_node == "approve")
+        async with ex.fork(
+            graph, "t-src", seq, decisions={"approve#1": gx.Reject("no")}, new_trace_id="t-f"
+        ) as fork:
+            events = await consume(fork)
+        assert [] == [e for e in events if isinstance(e, gx.BarrierWaiting)]
+        assert fork.result.state["approve"]["decision"] == "reject"
+        with pytest.raises(gx.InvalidDecision, match="not a barrier"):
+            async with ex.fork(graph, "t-src", seq, decisions={"draft": gx.Approve()}):
+                pass
+        assert {r.trace_id for r in await ex.runs()} == {"t-src", "t-f"}
