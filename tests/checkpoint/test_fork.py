@@ -8,6 +8,7 @@ graphs and helpers: ``_resume_kit.py``.
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 import graphexec as gx
@@ -116,3 +117,35 @@ class TestFork:
             async with ex.fork(graph, "t-src", seq, decisions={"draft": gx.Approve()}):
                 pass
         assert {r.trace_id for r in await ex.runs()} == {"t-src", "t-f"}
+
+    async def test_a_bad_fork_update_names_the_fork(self, stores: Stores) -> None:
+        """On typed state, an update that does not fit says it came from the fork update (not
+        from "node None"), and no fork is started."""
+
+        class Doc(msgspec.Struct):
+            n: int = 0
+
+        graph = (
+            gx.GraphBuilder("typed", state=Doc)
+            .node("a", lambda s: {"n": s.n + 1}, inline=True)
+            .node("b", lambda s: {"n": s.n + 1}, inline=True)
+            .edge("a", "b")
+            .start("a")
+            .end("b")
+            .build()
+        )
+        ex = stores.executor(policy=gx.CheckpointPolicy(every_step=True))
+        await ex.execute(graph, Doc(), trace_id="t")
+        seq = next(h.seq for h in await ex.history("t") if h.next_node == "b")
+        with pytest.raises(gx.StateError) as caught:
+            async with ex.fork(graph, "t", seq, update={"n": "many"}):
+                pass
+        message = str(caught.value)
+        assert f"fork update of trace 't' seq {seq} wrote key 'n'" in message
+        assert "None" not in message
+        with pytest.raises(
+            gx.StateError, match=f"fork update of trace 't' seq {seq} wrote unknown"
+        ):
+            async with ex.fork(graph, "t", seq, update={"m": 1}):
+                pass
+        assert ["t"] == [r.trace_id for r in await ex.runs()]
