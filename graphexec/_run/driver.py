@@ -235,10 +235,16 @@ class Driver:
             )
         if self.start_trigger is not None:
             await self._save(self.start_trigger)
+            await anyio.lowlevel.checkpoint_if_cancelled()
         if pos.pending is not None:
             await self._reenter_barrier(pos.pending)
         nodes = graph.nodes
+        scope = self._scope
         while pos.next_node is not None:
+            if scope is not None and scope.cancel_called:
+                # Cancelled while nothing could raise it (a shielded commit, an inline node):
+                # no node starts after a cancel.
+                await anyio.lowlevel.checkpoint()
             spec = nodes[pos.next_node]
             if spec.kind == "barrier":
                 await self._barrier(spec)
@@ -291,6 +297,9 @@ class Driver:
             )
             if trigger is not None:
                 await self._save(trigger)
+                # The commit is shielded: a cancel from an outer scope that came meanwhile
+                # is raised here, before the next node starts.
+                await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def _apply(
         self, changes: list[tuple[str, Any]], node: str, step: int, span: str
@@ -508,6 +517,7 @@ class Driver:
         self.ckpt.note_step(step, name, changes)
         if nxt is not None and self.ckpt.on_barrier:
             await self._save("barrier_resolved")
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
     # -- endings -----------------------------------------------------------------------------
 
