@@ -86,6 +86,11 @@ async def _fan_out(
     async with anyio.create_task_group() as tg:
         for i, (bname, call, arg) in enumerate(jobs):
             tg.start_soon(branch, i, bname, call, arg, tg.cancel_scope, name=bname)
+    if spec.on_error != "fail_fast":
+        # In declaration order, not completion order (which is the scheduler's): what the
+        # error and the events list does not depend on the backend. fail_fast keeps the
+        # first failure first: it is the one that cancelled the others.
+        failures = {b: failures[b] for b, _c, _a in jobs if b in failures}
     if emitter is not None:
         await emitter.send(
             ParallelCompleted(

@@ -37,3 +37,9 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     finally:
         for s in box.opened:
             await s.aclose()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Store tests run on asyncio: SQLiteStore is built on aiosqlite (asyncio only)."""
+    return "asyncio"
