@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 
 from . import reducers as _reducers
 from ._callables import describe
+from ._context import _Usage
 from ._directives import StateDelta
 from ._events import CheckpointSaved
 from ._lease import LeaseKeeper
@@ -143,6 +144,24 @@ class Checkpointer:
         """Buffer one node execution's deltas, and add its work to the adaptive score."""
         self._steps.append(StepRecord(step, node, [StateDelta(k, v) for k, v in changes]))
         self._score += self.policy.score.score(seconds, tokens)
+
+    def after_step(
+        self,
+        step: int,
+        node: str,
+        changes: list[tuple[str, Any]],
+        seconds: float,
+        usage: _Usage | None,
+        side_effects: bool,
+        *,
+        more: bool,
+    ) -> str | None:
+        """Note a node execution (note_step); the trigger of a checkpoint due now, if ``more``
+        steps follow (the run's end writes its own)."""
+        self.note_step(step, node, changes, seconds, usage.tokens if usage else 0.0)
+        if not more:
+            return None
+        return self.trigger_after_step(side_effects or bool(usage and usage.side_effects))
 
     def request_explicit(self) -> None:
         """handle.checkpoint(): save at the next step boundary (with ``on_explicit``)."""
@@ -447,6 +466,20 @@ class NullCheckpointer:
         tokens: float = 0.0,
     ) -> None:
         """Steps are not buffered: nothing would write them."""
+
+    def after_step(
+        self,
+        step: int,
+        node: str,
+        changes: list[tuple[str, Any]],
+        seconds: float,
+        usage: _Usage | None,
+        side_effects: bool,
+        *,
+        more: bool,
+    ) -> str | None:
+        """Nothing to note, no checkpoint ever due."""
+        return None
 
     def request_explicit(self) -> None:
         """An explicit checkpoint request has nowhere to go."""

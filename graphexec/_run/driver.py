@@ -51,7 +51,7 @@ from .decisions import check_offer, merge_stored, take_decision
 from .invoke import invoke
 from .position import Position
 from .recorder import Recorder, error_info
-from .routing import Directive, route
+from .routing import route
 from .step import execute_node
 
 __all__ = ("Driver", "GraphResult", "Run", "RunHandle")
@@ -266,72 +266,82 @@ class Driver:
         return step
 
     async def _step(self, spec: NodeSpec) -> None:
+        # The hot path of every run: the recorder is awaited only when someone listens (an
+        # await of a coroutine that returns at once still costs its creation, per step).
         name = spec.name
-        step = self._next_step(name, "node")
+        pos = self.pos
+        step = pos.step + 1
+        if step > self.max_steps:
+            self._next_step(name, "node")  # raises StepsExceeded
         span = f"{name}@{step}"
         rec = self.rec
-        await rec.node_start(step, name, span, spec.kind)
+        listening = rec.emitter is not None
+        if listening:
+            await rec.node_start(step, name, span, spec.kind)
         t0 = time.perf_counter()
         try:
             directive, changes, usage = await execute_node(
                 self.graph, self.state, spec, step, span, rec
             )
-            changes = await self._apply(changes, name, step, span)
+            if changes:
+                try:
+                    changes = apply_changes(self.graph.spec, self.state, changes, node=name)
+                except TornUpdate as torn:
+                    self._torn = True  # see _apply_now
+                    raise torn.error from torn.error.__cause__
+                if listening:
+                    await rec.state_changed(step, name, span, changes)
         except GraphError as exc:  # the node, a delta that does not fit, a reducer that raised
             await rec.node_end(name, step, span, t0, ok=False, next_node=None)
             _fill(exc, self.trace_id, name, step)
             raise
         # The step is committed before routing: a routing failure leaves the state with the
         # node's deltas applied and no next node (see resume_from for what that means).
-        pos = self.pos
         pos.step = step
         pos.next_node = None
-        nxt = await self._route(spec, directive, step, span)
+        nxt = route(self.graph, self.state, name, directive)
+        if directive is not None and type(directive) is Fallback:
+            await self._fell_back(spec, directive, step, span)
         pos.next_node = nxt
-        t1 = await rec.node_end(name, step, span, t0, ok=True, next_node=nxt)
-        ckpt = self.ckpt
-        ckpt.note_step(step, name, changes, t1 - t0, usage.tokens if usage else 0.0)
-        if nxt is not None:
-            trigger = ckpt.trigger_after_step(
-                spec.side_effects or bool(usage and usage.side_effects)
-            )
-            if trigger is not None:
-                await self._save(trigger)
-                # The commit is shielded: a cancel from an outer scope that came meanwhile
-                # is raised here, before the next node starts.
-                await anyio.lowlevel.checkpoint_if_cancelled()
+        t1 = rec.log_line(name, step, t0, ok=True)
+        if listening:
+            await rec.send_end(name, step, span, t1 - t0, ok=True, next_node=nxt)
+        trigger = self.ckpt.after_step(
+            step,
+            name,
+            changes,
+            t1 - t0,
+            usage,
+            spec.side_effects,
+            more=nxt is not None,
+        )
+        if trigger is not None:
+            await self._save(trigger)
+            # The commit is shielded: a cancel from an outer scope that came meanwhile
+            # is raised here, before the next node starts.
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
-    async def _apply(
-        self, changes: list[tuple[str, Any]], node: str, step: int, span: str
-    ) -> list[tuple[str, Any]]:
-        """Apply a step's changes to the state; report them; the checked changes."""
-        if not changes:
-            return changes
+    def _apply_now(self, changes: list[tuple[str, Any]], node: str) -> list[tuple[str, Any]]:
+        """Apply a step's changes to the state; the checked changes."""
         try:
-            changes = apply_changes(self.graph.spec, self.state, changes, node=node)
+            return apply_changes(self.graph.spec, self.state, changes, node=node)
         except TornUpdate as torn:
             # Some of this node's deltas are in the state and the rest are not: no checkpoint
             # may capture that (the last good one stands, and a resume re-runs the node).
             self._torn = True
             raise torn.error from torn.error.__cause__
-        await self.rec.state_changed(step, node, span, changes)
-        return changes
 
-    async def _route(
-        self, spec: NodeSpec, directive: Directive | None, step: int, span: str
-    ) -> str | None:
-        nxt = route(self.graph, self.state, spec.name, directive)
-        if isinstance(directive, Fallback):
-            self.log.warning(
-                "fallback", node=spec.name, step=step, span_id=span, reason=directive.reason
-            )
-            await self.rec.observed(
-                step,
-                spec.name,
-                span,
-                ErrorInfo(type="Fallback", message=directive.reason, node=spec.name),
-            )
-        return nxt
+    async def _fell_back(self, spec: NodeSpec, directive: Fallback, step: int, span: str) -> None:
+        """Report a Fallback taken (routing itself stays pure)."""
+        self.log.warning(
+            "fallback", node=spec.name, step=step, span_id=span, reason=directive.reason
+        )
+        await self.rec.observed(
+            step,
+            spec.name,
+            span,
+            ErrorInfo(type="Fallback", message=directive.reason, node=spec.name),
+        )
 
     # -- barriers ----------------------------------------------------------------------------
 
@@ -495,7 +505,8 @@ class Driver:
         pos = self.pos
         pos.pending = None
         pos.status = "running"
-        changes = await self._apply(changes, name, step, span)
+        changes = self._apply_now(changes, name)
+        await self.rec.state_changed(step, name, span, changes)
         self.log.info("barrier resolved", node=name, step=step, barrier_id=barrier_id, by=by)
         if self.rec.emitter is not None:
             await self.rec.send(
@@ -511,7 +522,7 @@ class Driver:
                 )
             )
         pos.next_node = None
-        nxt = await self._route(spec, None, step, span)
+        nxt = route(self.graph, self.state, name, None)
         pos.next_node = nxt
         await self.rec.node_end(name, step, span, t0, ok=True, next_node=nxt)
         self.ckpt.note_step(step, name, changes)

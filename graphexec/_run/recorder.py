@@ -60,9 +60,23 @@ class Recorder:
         self, node: str, step: int, span: str, t0: float, *, ok: bool, next_node: str | None
     ) -> float:
         """Close a node execution: its execution-log line and its NodeEnd; returns the end time."""
+        t1 = self.log_line(node, step, t0, ok=ok)
+        if self.emitter is not None:
+            await self.send_end(node, step, span, t1 - t0, ok=ok, next_node=next_node)
+        return t1
+
+    def log_line(self, node: str, step: int, t0: float, *, ok: bool) -> float:
+        """The execution-log line of a node execution that ends now; returns the end time.
+        (node_end without the event: the loop's hot path awaits send_end only if listened to.)"""
         t1 = time.perf_counter()
         if self.entries is not None:
             self.entries.append(LogEntry(step, node, t0, t1, ok))
+        return t1
+
+    async def send_end(
+        self, node: str, step: int, span: str, duration: float, *, ok: bool, next_node: str | None
+    ) -> None:
+        """The NodeEnd event (callers check ``emitter`` first)."""
         if self.emitter is not None:
             await self.emitter.send(
                 NodeEnd(
@@ -71,11 +85,10 @@ class Recorder:
                     node=node,
                     span_id=span,
                     ok=ok,
-                    duration=t1 - t0,
+                    duration=duration,
                     next_node=next_node,
                 )
             )
-        return t1
 
     async def state_changed(
         self, step: int, node: str, span: str, changes: list[tuple[str, Any]]

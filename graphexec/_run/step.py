@@ -7,7 +7,7 @@ the execution has succeeded).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, assert_never
+from typing import Any, TypeAlias, assert_never
 
 from .._context import NodeContext, _Usage
 from .._directives import End, Fallback, Goto
@@ -22,13 +22,9 @@ from .routing import Directive
 __all__ = ("Outcome", "execute_node")
 
 
-class Outcome(NamedTuple):
-    """What one execution produced."""
-
-    directive: Directive | None
-    changes: list[tuple[str, Any]]
-    usage: _Usage | None
-    """Tokens and side effects the node reported through its context, if it had one."""
+Outcome: TypeAlias = tuple[Directive | None, list[tuple[str, Any]], _Usage | None]
+"""What one execution produced: the routing directive, the changes, and the tokens and side
+effects the node reported through its context (if it had one). A plain tuple: built per step."""
 
 
 async def execute_node(
@@ -54,19 +50,19 @@ async def execute_node(
                 result = await call.fn(view) if call.is_async else await invoke(call, (view,))
                 usage = None
             if result is None:
-                return Outcome(None, [], usage)
+                return None, [], usage
             if isinstance(result, Goto | End | Fallback):
-                return Outcome(result, changes_of(result.update, node=name), usage)
-            return Outcome(None, changes_of(result, node=name), usage)
+                return result, changes_of(result.update, node=name), usage
+            return None, changes_of(result, node=name), usage
         if kind == "parallel":
             usage = _Usage()
             changes = await run_parallel(
                 rec, usage, graph.reducers, spec, step, span, graph.spec.view(state)
             )
-            return Outcome(None, changes, usage)
+            return None, changes, usage
         if kind == "map":
             usage = _Usage()
-            return Outcome(None, await run_map(rec, usage, spec, step, span, state), usage)
+            return None, await run_map(rec, usage, spec, step, span, state), usage
         if kind == "barrier":
             raise AssertionError(f"barrier {name!r} is resolved by the loop, not executed")
         assert_never(kind)
