@@ -1,16 +1,18 @@
 """The delta applier: a node's (or an Edit's, or a fork update's) changes, checked against the
 state's types, then applied in order through the reducers. Running, barrier resolution and
-fork all apply deltas through here.
+fork apply deltas through :func:`apply_changes`; restore replays recorded deltas through
+:func:`replay_delta`, with the reducers the checkpoint recorded (no graph needed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ._state import StateSpec
 from .exceptions import GraphError, StateError
 
-__all__ = ("TornUpdate", "apply_changes")
+__all__ = ("TornUpdate", "apply_changes", "replay_delta")
 
 
 class TornUpdate(Exception):
@@ -55,6 +57,23 @@ def apply_changes(
             exc = _renamed(exc, node, writer)
         raise TornUpdate(exc) from exc
     return changes
+
+
+def replay_delta(
+    state: dict[str, Any],
+    key: str,
+    value: Any,
+    reducer: Callable[[Any, Any], Any] | None,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Apply one recorded delta the way the run applied it: the value replaces the key's value
+    without a reducer or when it was a ``gx.Overwrite``; otherwise it goes through ``reducer``.
+    Exceptions pass through (restore names the record)."""
+    if overwrite or reducer is None:
+        state[key] = value
+    else:
+        state[key] = reducer(state.get(key), value)
 
 
 def _renamed(exc: GraphError, node: str | None, writer: str) -> GraphError:
