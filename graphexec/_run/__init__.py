@@ -1,6 +1,8 @@
 """Running a graph, one concern per module:
 
-- ``driver``    the step loop (Driver), RunHandle, Run, GraphResult: what calls what, and when
+- ``driver``    the step loop (Driver): what calls what, and when; barriers; the endings
+- ``handle``    Run (what a consumer iterates) and RunHandle (decisions, cancel, checkpoint)
+- ``result``    GraphResult
 - ``position``  where a run stands (step, next node, status, barrier counters, decisions)
 - ``step``      one node execution: call, collect deltas (where retry and timeout go)
 - ``fanout``    parallel and map nodes: branches in a task group, the failure policy
@@ -14,8 +16,10 @@ Applying deltas (``_apply.py``), writing checkpoints (``_checkpointer.py``) and 
 """
 
 from .decisions import check_barrier_node, check_decision_type, check_edit
-from .driver import Driver, GraphResult, Run, RunHandle
+from .driver import Driver
+from .handle import Run, RunHandle
 from .position import Position
+from .result import GraphResult
 
 __all__ = (
     "Driver",

@@ -1,4 +1,4 @@
-"""The step loop (Driver), the handle that steers it, the Run a consumer iterates, GraphResult.
+"""The step loop (Driver): what runs when, from the first node to the run's end.
 
 The driver owns the state dict and the run's :class:`Position`, and steps through the nodes in
 one task: execute the node (``step.py``), apply its deltas (``_apply.py``), route
@@ -15,14 +15,12 @@ import time
 from typing import Any
 
 import anyio
-import msgspec
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._apply import TornUpdate, apply_changes
 from .._barrier_ids import barrier_id as _barrier_id
 from .._checkpointer import Checkpointer, NullCheckpointer
-from .._decisions import Approve, Decision, Edit, Reject, decision_name, default_decision
+from .._decisions import Decision, Edit, Reject, decision_name, default_decision
 from .._directives import Fallback
 from .._emit import Emitter
 from .._events import (
@@ -30,10 +28,8 @@ from .._events import (
     BarrierWaiting,
     ErrorInfo,
     GraphComplete,
-    GraphEvent,
     GraphFailed,
     GraphStart,
-    LogEntry,
 )
 from .._graph import Graph, NodeSpec
 from ..checkpoint._base import CheckpointStore
@@ -51,28 +47,11 @@ from .decisions import check_offer, merge_stored, take_decision
 from .invoke import invoke
 from .position import Position
 from .recorder import Recorder, error_info
+from .result import GraphResult
 from .routing import route
 from .step import execute_node
 
-__all__ = ("Driver", "GraphResult", "Run", "RunHandle")
-
-
-class GraphResult(msgspec.Struct, frozen=True):
-    """How a run ended.
-
-    ``status`` is ``"completed"``, ``"failed"``, ``"cancelled"``, or ``"waiting"`` (the consumer
-    left while a barrier waited). ``execution_log`` lists the steps run by this call (after a
-    resume: the steps since the resume). ``error`` holds the exception of a failed or cancelled
-    run.
-    """
-
-    trace_id: str
-    state: Any
-    status: RunStatus
-    steps: int
-    duration: float
-    execution_log: list[LogEntry] = msgspec.field(default_factory=list)
-    error: GraphError | None = None
+__all__ = ("Driver",)
 
 
 class Driver:
@@ -657,84 +636,3 @@ def _fill(exc: GraphError, trace_id: str, node: str | None, step: int | None) ->
         exc.node = node
     if exc.step is None:
         exc.step = step
-
-
-class RunHandle:
-    """Steers a streaming run: decisions for its barriers, cancel, explicit checkpoints."""
-
-    def __init__(self, driver: Driver) -> None:
-        self._driver = driver
-
-    @property
-    def trace_id(self) -> str:
-        """The run's trace id."""
-        return self._driver.trace_id
-
-    @property
-    def status(self) -> RunStatus:
-        """``running``, ``waiting`` (at a barrier), or how the run ended."""
-        return self._driver.status
-
-    @property
-    def pending_barrier(self) -> str | None:
-        """The id of the barrier the run waits at, if any."""
-        pending = self._driver.pos.pending
-        return pending.barrier_id if pending else None
-
-    async def approve(self, barrier_id: str) -> None:
-        """Approve barrier ``"<node>#<n>"`` (now, or when it is reached)."""
-        self._driver.offer(barrier_id, Approve(), wildcard=False)
-
-    async def reject(self, barrier_id: str, reason: str | None = None) -> None:
-        """Reject barrier ``"<node>#<n>"``; ``reason`` is recorded in the state."""
-        self._driver.offer(barrier_id, Reject(reason), wildcard=False)
-
-    async def decide(self, barrier_id: str, decision: Decision) -> None:
-        """Send any decision (Approve, Reject, Edit, Skip) for one barrier occurrence."""
-        self._driver.offer(barrier_id, decision, wildcard=False)
-
-    async def decide_node(self, node: str, decision: Decision) -> None:
-        """Decide every occurrence of barrier ``node`` (an exact decision still wins)."""
-        self._driver.offer(node, decision, wildcard=True)
-
-    async def cancel(self) -> None:
-        """End the run with Cancelled, checkpointing first (it can be resumed)."""
-        self._driver.request_cancel()
-
-    async def checkpoint(self) -> None:
-        """Ask for a checkpoint at the next step boundary (with ``on_explicit``)."""
-        self._driver.request_checkpoint()
-
-
-class Run:
-    """A streaming run: ``async for event in run``; ``run.handle`` steers it; ``run.result``
-    once it has ended (also after leaving the ``async with``)."""
-
-    def __init__(self, driver: Driver, events: MemoryObjectReceiveStream[GraphEvent]) -> None:
-        self._driver = driver
-        self._events = events
-        self.handle = RunHandle(driver)
-
-    @property
-    def trace_id(self) -> str:
-        """The run's trace id."""
-        return self._driver.trace_id
-
-    @property
-    def result(self) -> GraphResult:
-        """How the run ended; RuntimeError while it is still going."""
-        if self._driver.result is None:
-            raise RuntimeError(
-                "the run is still going: read run.result after the event stream ends or after "
-                "leaving the async with block"
-            )
-        return self._driver.result
-
-    def __aiter__(self) -> Run:
-        return self
-
-    async def __anext__(self) -> GraphEvent:
-        try:
-            return await self._events.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
