@@ -484,7 +484,22 @@ class Driver:
         pos = self.pos
         pos.pending = None
         pos.status = "running"
-        changes = self._apply_now(changes, name)
+        try:
+            changes = self._apply_now(changes, name)
+        except GraphError as exc:  # an Edit the state refuses, a reducer that raised
+            # The occurrence is not resolved: the failure record shows the barrier not reached
+            # yet (its decision is spent), so a resume reaches it again as this same step and
+            # asks again.
+            pos.step = step - 1
+            occurrence = pos.barrier_counts.get(name, 1) - 1
+            if occurrence:
+                pos.barrier_counts[name] = occurrence
+            else:
+                pos.barrier_counts.pop(name, None)
+            pos.next_node = name
+            await self.rec.node_end(name, step, span, t0, ok=False, next_node=None)
+            _fill(exc, self.trace_id, name, step)
+            raise
         await self.rec.state_changed(step, name, span, changes)
         self.log.info("barrier resolved", node=name, step=step, barrier_id=barrier_id, by=by)
         if self.rec.emitter is not None:

@@ -372,3 +372,55 @@ class TestFailedBarrier:
                     assert ("approve#1", 2) == (event.barrier_id, event.step)
                     await run.handle.approve(event.barrier_id)
         assert ("completed", 3) == (run.result.status, run.result.steps)
+
+    async def test_an_edit_whose_reducer_raises_leaves_the_barrier_to_ask_again(
+        self, stores: Stores
+    ) -> None:
+        """An Edit whose update a reducer refuses fails the run at the barrier: its span is
+        closed, the failure record shows the barrier not reached (nothing half applied), and a
+        resume reaches it as the same step and occurrence and asks again."""
+
+        def picky(current: list[str] | None, value: str) -> list[str]:
+            if value == "boom":
+                raise ValueError("no boom")
+            return [*(current or []), value]
+
+        graph = (
+            gx.GraphBuilder("edited")
+            .node("draft", lambda s: {"notes": "drafted"}, inline=True)
+            .barrier("approve")
+            .node("send", lambda s: {"sent": True}, inline=True)
+            .edge("draft", "approve")
+            .edge("approve", "send")
+            .reducer("notes", picky)
+            .start("draft")
+            .end("send")
+            .build()
+        )
+        ex = stores.executor()
+        events: list[gx.GraphEvent] = []
+        async with ex.execute_stream(graph, {}, trace_id="t-edit") as run:
+            async for event in run:
+                events.append(event)
+                if isinstance(event, gx.BarrierWaiting):
+                    await run.handle.decide(event.barrier_id, gx.Edit({"notes": "boom"}))
+        assert "failed" == run.result.status
+        ends = [(e.node, e.ok) for e in events if isinstance(e, gx.NodeEnd)]
+        assert [("draft", True), ("approve", False)] == ends
+        saved = await ex.get_state("t-edit", graph=graph)
+        assert ("failed", "approve", 1, None) == (
+            saved.status,
+            saved.next_node,
+            saved.step,
+            saved.pending_barrier,
+        )
+        assert {"notes": ["drafted"]} == saved.state
+        async with ex.resume_from(graph, "t-edit") as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    assert ("approve#1", 2) == (event.barrier_id, event.step)
+                    await run.handle.approve(event.barrier_id)
+        assert ("completed", 3) == (run.result.status, run.result.steps)
+        assert {"notes": ["drafted"], "sent": True} == {
+            k: v for k, v in run.result.state.items() if k != "approve"
+        }
