@@ -36,7 +36,7 @@ from ._exit import (
     report,
 )
 from ._inputs import check_choice, load_registry, parse_assignments, parse_duration, pick
-from ._main import configure_logging
+from ._logs import configure_logging
 
 __all__ = (
     "cmd_decide",

@@ -249,6 +249,17 @@ class TestDecideAndResume:
         assert_error(result, 1, "fail-1", "the flaky service is down")
         assert "GraphFailed" in result.out
 
+    def test_graphexec_log_lines_only_when_asked(self, cli: Cli) -> None:
+        """graphexec's own log lines stay off unless GRAPHEXEC_LOG names a level (to stderr)."""
+        quiet = cli("resume", "fail-1", "--graphs", GRAPHS, "--json")
+        assert 1 == len(quiet.err.splitlines())
+        loud = cli("resume", "fail-1", "--graphs", GRAPHS, "--json", env={"GRAPHEXEC_LOG": "error"})
+        assert 1 == loud.code
+        assert "level='error' event='run failed'" in loud.err
+        assert all(line.startswith("{") for line in loud.out.splitlines())
+        bad = cli("resume", "fail-1", "--graphs", GRAPHS, env={"GRAPHEXEC_LOG": "loud"})
+        assert_error(bad, 2, "GRAPHEXEC_LOG")
+
     def test_resume_a_completed_run_is_a_conflict(self, cli: Cli) -> None:
         """Resuming a completed run exits 4."""
         assert_error(cli("resume", "done-1", "--graphs", GRAPHS), 4, "done-1")
