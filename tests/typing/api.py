@@ -11,6 +11,7 @@ from typing import Any, assert_type
 import msgspec
 
 import graphexec as gx
+from graphexec.checkpoint import open_store
 
 
 async def classify(state: gx.typing.State) -> dict[str, Any]:
@@ -84,3 +85,5 @@ async def stores() -> None:
         assert_type(await store.prune(older_than=0.0), list[str])
     memory: gx.CheckpointStore = gx.MemoryStore()
     del memory
+    async with open_store("sqlite:///runs.db") as opened:
+        assert_type(opened, gx.CheckpointStore)
