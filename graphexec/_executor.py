@@ -199,7 +199,7 @@ class GraphExecutor:
                     trace_id=trace_id,
                 )
             ckpt.parent = info.parent
-            restored = await restore(store, trace_id, graph=graph)
+            restored = await restore(store, trace_id, graph=graph, run=info)
             body = restored.body
             if body.status == "failed" and body.next_node is None:
                 raise RunFinished(
