@@ -72,7 +72,7 @@ async def restore(
     if not rows:
         if seq is None and run is None:
             raise RunNotFound(f"no checkpoints for trace {trace_id!r}", trace_id=trace_id)
-        if seq is None:
+        if seq is None and run is not None:
             raise CheckpointError(
                 f"trace {trace_id!r} is in the runs index (last seq {run.last_seq!r}) but its "
                 "checkpoints are missing or damaged: no base record was found",
