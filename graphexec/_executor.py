@@ -27,6 +27,7 @@ from ._run import (
     check_decision_type,
     check_edit,
 )
+from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore, parse_barrier_id
 from .checkpoint._record import (
     CheckpointBody,
@@ -178,6 +179,7 @@ class GraphExecutor:
         Raises on entry: RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged.
         """
         store = self._need_store("resume_from")
+        check_trace_id(trace_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         emitter = Emitter(send)
         ckpt = self._checkpointer(graph, trace_id, emitter, None)
@@ -253,6 +255,9 @@ class GraphExecutor:
         original run is untouched.
         """
         store = self._need_store("fork")
+        check_trace_id(trace_id)
+        if new_trace_id is not None:
+            check_trace_id(new_trace_id)
         restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
         self._check_graph(
@@ -308,6 +313,7 @@ class GraphExecutor:
         ``graph`` is needed only to replay custom reducers, or to get typed state back.
         """
         store = self._need_store("get_state")
+        check_trace_id(trace_id)
         restored = await restore(store, trace_id, graph=graph)
         body = restored.body
         state: Any = restored.state
@@ -331,6 +337,7 @@ class GraphExecutor:
     async def history(self, trace_id: str) -> list[CheckpointSummary]:
         """Every checkpoint of a run, oldest first (seq, kind, step, next node, trigger, ...)."""
         store = self._need_store("history")
+        check_trace_id(trace_id)
         found = await store.history(trace_id)
         if not found:
             raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
@@ -425,7 +432,7 @@ class GraphExecutor:
     ) -> Driver:
         if not isinstance(graph, Graph):
             raise InvalidGraph(f"expected a built gx.Graph, got {type(graph).__name__}")
-        trace_id = trace_id or uuid.uuid4().hex
+        trace_id = uuid.uuid4().hex if trace_id is None else check_trace_id(trace_id)
         initial = graph.spec.initial(state, trace_id=trace_id)
         early = self._initial_decisions(graph, decisions, trace_id)
         ckpt = None

@@ -433,12 +433,7 @@ class Driver:
         if not changes:
             return None
         spec = self.graph.spec
-        if spec.checks is not None:
-            changes = [(k, spec.check(k, v, node=node)) for k, v in changes]
-        else:
-            for k, _ in changes:
-                if type(k) is not str:
-                    raise StateError(f"node {node!r} wrote a non-str key {k!r}", node=node)
+        changes = [(k, spec.check(k, v, node=node)) for k, v in changes]
         state = self.state
         applied = 0
         try:

@@ -1,7 +1,9 @@
 """Applying deltas through per-key reducers, and validating typed state.
 
 The run keeps its state as a plain dict it owns. Nodes see a read-only view of it (a
-``MappingProxyType``), or, with typed state, a fresh instance of the state Struct.
+``MappingProxyType``), or, with typed state, a fresh instance of the state Struct. Every value
+a node writes goes through :meth:`StateSpec.check`, which also refuses values a checkpoint
+would not restore as they were (``_values.check_value``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, get_args, get_origin
 import msgspec
 
 from . import reducers as _reducers
+from ._values import check_value
 from .exceptions import StateError
 
 __all__ = ("StateSpec",)
@@ -30,10 +33,13 @@ def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
 class _KeyCheck:
     """Validates a delta value for one typed-state key (the shape depends on its reducer)."""
 
-    __slots__ = ("item_type", "type", "type_name")
+    __slots__ = ("item_type", "loose", "type", "type_name")
 
     def __init__(self, tp: Any, reducer: Callable[..., Any] | None) -> None:
         self.type = tp
+        # A field annotated Any converts nothing back on restore: its values follow the
+        # untyped rules (no tuples, sets, ...).
+        self.loose = tp is Any or tp is object
         # repr keeps the parameters of generics ("list[str]", "int | None"); classes by name.
         self.type_name = tp.__name__ if isinstance(tp, type) else repr(tp)
         self.item_type: Any = None
@@ -126,6 +132,10 @@ class StateSpec:
             bad = [k for k in data if not isinstance(k, str)]
             if bad:
                 raise StateError(f"state keys must be str, got {bad[0]!r}", trace_id=trace_id)
+        typed = self.checks is not None
+        for key, value in data.items():
+            loose = typed and self.checks is not None and self.checks[key].loose
+            check_value(value, node=None, key=key, typed=typed and not loose)
         for key, (_fn, kind) in self.inplace.items():
             value = data.get(key)
             if type(value) is kind:
@@ -145,6 +155,9 @@ class StateSpec:
         """Validate (and convert) one delta value against the typed state, if any."""
         checks = self.checks
         if checks is None:
+            if type(key) is not str:
+                raise StateError(f"node {node!r} wrote a non-str key {key!r}", node=node)
+            check_value(value, node=node, key=key)
             return value
         check = checks.get(key)
         if check is None:
@@ -155,7 +168,7 @@ class StateSpec:
                 node=node,
             )
         try:
-            return check(value)
+            converted = check(value)
         except msgspec.ValidationError as exc:
             raise StateError(
                 f"node {node!r} wrote key {key!r} with {type(value).__name__} {value!r:.80}: "
@@ -163,6 +176,8 @@ class StateSpec:
                 key=key,
                 node=node,
             ) from exc
+        check_value(converted, node=node, key=key, typed=not check.loose)
+        return converted
 
     def apply(self, state: dict[str, Any], key: str, value: Any, *, node: str | None) -> None:
         """Apply one (already checked) delta through the key's reducer, in place on ``state``."""

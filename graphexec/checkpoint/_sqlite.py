@@ -24,6 +24,7 @@ import anyio
 import msgspec
 
 from .._decisions import Decision
+from .._values import check_trace_id
 from ..exceptions import CheckpointError, GraphError, RunLocked
 from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
 from ._record import (
@@ -183,10 +184,14 @@ class SQLiteStore(StoreBase):
             raise
         except sqlite3.Error as exc:
             raise CheckpointError(f"SQLite store {self.path!r}: {exc}", trace_id=trace_id) from exc
+        except UnicodeEncodeError as exc:  # a str argument SQLite cannot store as UTF-8
+            raise CheckpointError(
+                f"SQLite store {self.path!r}: a value is not encodable as UTF-8 ({exc})"
+            ) from exc
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-            # Only a damaged file gets here: a column that no longer decodes (invalid UTF-8,
-            # JSON or msgpack) or holds the wrong type. Nothing read may surface as anything
-            # but a graphexec error.
+            # Otherwise only a damaged file gets here: a column that no longer decodes (JSON
+            # or msgpack) or holds the wrong type. Nothing read may surface as anything but a
+            # graphexec error.
             raise CheckpointError(
                 f"SQLite store {self.path!r} is damaged: {exc!r}", trace_id=trace_id
             ) from exc
@@ -282,6 +287,7 @@ class SQLiteStore(StoreBase):
         return await self._run(tx, trace_id)
 
     async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+        check_trace_id(trace_id)
         blob = _decision_encoder.encode(decision)
 
         def tx(db: sqlite3.Connection) -> int:
