@@ -26,7 +26,16 @@ import msgspec
 
 from .exceptions import InvalidTraceId, StateError
 
-__all__ = ("MAX_DEPTH", "MAX_NAME", "check_trace_id", "check_value", "name_problem")
+__all__ = (
+    "INT_MAX",
+    "INT_MIN",
+    "LEAVES",
+    "MAX_DEPTH",
+    "MAX_NAME",
+    "check_trace_id",
+    "check_value",
+    "name_problem",
+)
 
 MAX_DEPTH = 500
 """How deeply a value may nest (a list in a list counts 2). msgpack encoding and decoding
@@ -38,11 +47,11 @@ with a RecursionError."""
 MAX_NAME = 256
 """Longest trace id, graph name or node name, in characters."""
 
-_INT_MIN = -(2**63)
-_INT_MAX = 2**64 - 1
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
 _UTC_OFFSET = datetime.timedelta(0)
 
-_LEAVES = frozenset({str, float, bool, type(None), bytes})
+LEAVES = frozenset({str, float, bool, type(None), bytes})
 """Types that come back from msgpack as themselves, whole (int needs its range check)."""
 
 _INSTEAD: dict[type, str] = {
@@ -67,10 +76,10 @@ def check_value(value: Any, *, node: str | None, key: str, typed: bool = False) 
     """
     t = type(value)
     # The common case first, with no call and no allocation: W1's {"n": n + 1} goes through here.
-    if t in _LEAVES:
+    if t in LEAVES:
         return
     if t is int:
-        if _INT_MIN <= value <= _INT_MAX:
+        if INT_MIN <= value <= INT_MAX:
             return
         _refuse(value, node, key, "an int outside msgpack's 64-bit range", "a str")
     _walk(value, node, key, typed)
@@ -78,18 +87,19 @@ def check_value(value: Any, *, node: str | None, key: str, typed: bool = False) 
 
 def _walk(value: Any, node: str | None, key: str, typed: bool) -> None:
     # Iterative, not recursive: the point is to refuse values too deep for the stack.
-    # ``seen`` maps a container's id to the shallowest depth it was walked at, so a structure
-    # shared many times (a DAG) is walked once, and a cycle keeps getting deeper until the
-    # depth limit names it.
+    # ``seen`` maps a container's id to the deepest level it was walked at: met again no
+    # deeper, its subtree is known to fit (a structure shared many times is walked once per
+    # depth, not once per path); met deeper, it is walked again, so a cycle keeps getting
+    # deeper until the depth limit names it.
     stack: list[tuple[Any, int]] = [(value, 1)]
     seen: dict[int, int] = {}
     while stack:
         v, depth = stack.pop()
         t = type(v)
-        if t in _LEAVES:
+        if t in LEAVES:
             continue
         if t is int:
-            if not _INT_MIN <= v <= _INT_MAX:
+            if not INT_MIN <= v <= INT_MAX:
                 _refuse(v, node, key, "an int outside msgpack's 64-bit range", "a str")
             continue
         if depth > MAX_DEPTH:
@@ -101,17 +111,21 @@ def _walk(value: Any, node: str | None, key: str, typed: bool) -> None:
                 node=node,
             )
         if t is list or t is dict or (typed and isinstance(v, list | dict | tuple | set)):
-            if seen.get(id(v), MAX_DEPTH + 1) <= depth:
+            if seen.get(id(v), 0) >= depth:
                 continue
             seen[id(v)] = depth
+            # Leaves are checked in place: only containers and odd values go on the stack.
             if t is dict or isinstance(v, dict):
                 for k, item in v.items():
                     kt = type(k)
                     if kt is not str and kt is not int and not typed:
                         _refuse(k, node, key, f"a dict key of type {kt.__name__}", "str keys")
-                    stack.append((item, depth + 1))
+                    if type(item) not in LEAVES:
+                        stack.append((item, depth + 1))
             else:
-                stack.extend((item, depth + 1) for item in v)
+                for item in v:
+                    if type(item) not in LEAVES:
+                        stack.append((item, depth + 1))
             continue
         if t is datetime.datetime:
             if typed or v.utcoffset() == _UTC_OFFSET:
@@ -133,7 +147,7 @@ def _walk(value: Any, node: str | None, key: str, typed: bool) -> None:
             )
         if typed:
             if isinstance(v, msgspec.Struct):
-                if seen.get(id(v), MAX_DEPTH + 1) <= depth:
+                if seen.get(id(v), 0) >= depth:
                     continue
                 seen[id(v)] = depth
                 stack.extend((getattr(v, f), depth + 1) for f in v.__struct_fields__)
