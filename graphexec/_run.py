@@ -42,6 +42,7 @@ from ._parallel import error_info, invoke, run_map, run_parallel
 from ._state import changes_of
 from .checkpoint._base import CheckpointStore, is_resolved, parse_barrier_id
 from .checkpoint._record import PendingBarrier, StepRecord, StoredDecision, now
+from .checkpoint._retry import decisions_after
 from .exceptions import (
     Cancelled,
     GraphError,
@@ -679,7 +680,7 @@ class Driver:
         """Read decisions submitted through the store since the last look."""
         if self.store is None or self.ckpt is None:
             return
-        self._merge_stored(await self.store.decisions_after(self.trace_id, self.decision_cursor))
+        self._merge_stored(await decisions_after(self.store, self.trace_id, self.decision_cursor))
 
     def _merge_stored(self, items: list[StoredDecision]) -> None:
         """Keep decisions that came through the store; ignore ones the run can never use."""
