@@ -16,8 +16,7 @@ import anyio
 import pytest
 
 import graphexec as gx
-from graphexec.checkpoint import SQLiteStore
-from graphexec.checkpoint import _retry
+from graphexec.checkpoint import SQLiteStore, _retry
 from graphexec.checkpoint._record import StoredDecision
 
 
