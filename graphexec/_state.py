@@ -1,9 +1,11 @@
 """Applying deltas through per-key reducers, and validating typed state.
 
-The run keeps its state as a plain dict it owns. Nodes see a read-only view of it (a
-``MappingProxyType``), or, with typed state, a fresh instance of the state Struct. Every value
-a node writes goes through :meth:`StateSpec.check`, which also refuses values a checkpoint
-would not restore as they were (``_values.check_value``).
+The run keeps its state as a plain dict it owns. Nodes see a :class:`~._view.StateView` of it
+(read-only; list, dict and set values are handed out as copies, so mutating them in place cannot
+change the run's state), or, with typed state, a fresh instance of the state Struct whose
+list, dict and set fields are copies. See ``_view.py``. Every value a node writes goes through
+:meth:`StateSpec.check`, which also refuses values a checkpoint would not restore as they were
+(``_values.check_value``).
 """
 
 from __future__ import annotations
@@ -11,16 +13,25 @@ from __future__ import annotations
 import copy
 import typing
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any, get_args, get_origin
 
 import msgspec
 
 from . import reducers as _reducers
+from ._callables import check_reducer
+from ._directives import Overwrite, StateDelta
 from ._values import INT_MAX, INT_MIN, LEAVES, check_value
+from ._view import StateView, fresh
 from .exceptions import StateError
 
 __all__ = ("StateSpec",)
+
+_SPREAD: dict[Any, tuple[type, ...]] = {
+    _reducers.append: (tuple,),
+    _reducers.union: (tuple, set, frozenset),
+}
+"""Containers a built-in reducer spreads into items (see reducers.py), so their own type is
+never stored."""
 
 
 def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
@@ -33,7 +44,7 @@ def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
 class _KeyCheck:
     """Validates a delta value for one typed-state key (the shape depends on its reducer)."""
 
-    __slots__ = ("item_type", "loose", "type", "type_name")
+    __slots__ = ("item_type", "loose", "type", "type_name", "whole_name")
 
     def __init__(self, tp: Any, reducer: Callable[..., Any] | None) -> None:
         self.type = tp
@@ -42,6 +53,7 @@ class _KeyCheck:
         self.loose = tp is Any or tp is object
         # repr keeps the parameters of generics ("list[str]", "int | None"); classes by name.
         self.type_name = tp.__name__ if isinstance(tp, type) else repr(tp)
+        self.whole_name = self.type_name
         self.item_type: Any = None
         if reducer in (_reducers.append, _reducers.union):
             args = get_args(tp)
@@ -70,6 +82,8 @@ class StateSpec:
         reducers: Mapping[str, Callable[[Any, Any], Any]],
         state_type: type[msgspec.Struct] | None,
     ) -> None:
+        for key, fn in reducers.items():
+            check_reducer(fn, key)
         self.reducers = dict(reducers)
         self.state_type = state_type
         self.inplace = {
@@ -161,8 +175,32 @@ class StateSpec:
             # runs for every delta of every step.
             t = type(value)
             if t not in LEAVES and (t is not int or not INT_MIN <= value <= INT_MAX):
-                check_value(value, node=node, key=key)
+                if t is Overwrite:
+                    check_value(value.value, node=node, key=key)
+                elif t in _SPREAD.get(self.reducers.get(key), ()):
+                    # append/union take the items of a tuple (or set) as they take a list's: the
+                    # replay gets a list and produces the same state, so only the items count.
+                    for item in value:
+                        check_value(item, node=node, key=key)
+                else:
+                    check_value(value, node=node, key=key)
             return value
+        if type(value) is Overwrite:  # checked as a whole value of the key, then re-wrapped
+            check = checks.get(key)
+            if check is not None and check.item_type is not None:
+                try:
+                    whole = msgspec.convert(value.value, check.type)
+                    check_value(whole, node=node, key=key, typed=not check.loose)
+                    return Overwrite(whole)
+                except msgspec.ValidationError as exc:
+                    raise StateError(
+                        f"node {node!r} wrote key {key!r} with gx.Overwrite of "
+                        f"{type(value.value).__name__} {value.value!r:.80}: expected "
+                        f"{check.whole_name} ({exc})",
+                        key=key,
+                        node=node,
+                    ) from exc
+            return Overwrite(self.check(key, value.value, node=node))
         check = checks.get(key)
         if check is None:
             raise StateError(
@@ -185,6 +223,13 @@ class StateSpec:
 
     def apply(self, state: dict[str, Any], key: str, value: Any, *, node: str | None) -> None:
         """Apply one (already checked) delta through the key's reducer, in place on ``state``."""
+        if type(value) is Overwrite:
+            value = value.value
+            # A key updated in place must not share the node's object (later appends).
+            state[key] = (
+                copy.copy(value) if key in self.inplace else self._unshared(state, key, value)
+            )
+            return
         reducer = self.reducers.get(key)
         if reducer is None:
             state[key] = self._unshared(state, key, value)
@@ -221,8 +266,10 @@ class StateSpec:
         """What a node or a condition receives."""
         state_type = self.state_type
         if state_type is None:
-            return MappingProxyType(state)
-        return state_type(**state)
+            return StateView(state)
+        # Typed state: a fresh instance whose list/dict/set fields are copies (mutating them
+        # cannot reach the run's state).
+        return state_type(**{k: fresh(v) for k, v in state.items()})
 
     def public(self, state: dict[str, Any]) -> Any:
         """What results hold: the dict itself, or a typed-state instance."""
@@ -233,13 +280,28 @@ class StateSpec:
 
 
 def changes_of(result: Any, *, node: str) -> list[tuple[str, Any]]:
-    """Turn a node's mapping (or None) into ordered (key, value) deltas."""
+    """Turn a node's updates into ordered (key, value) deltas.
+
+    ``result`` is None, a mapping, or a list/tuple of :class:`StateDelta` (a key may appear more
+    than once; the writes apply in order). An overwriting delta becomes ``(key, Overwrite(v))``.
+    """
     if result is None:
         return []
     if isinstance(result, Mapping):
         return list(result.items())
+    if isinstance(result, list | tuple):
+        out: list[tuple[str, Any]] = []
+        for item in result:
+            if type(item) is not StateDelta:
+                raise StateError(
+                    f"node {node!r} returned a {type(result).__name__} holding "
+                    f"{type(item).__name__}; a sequence of updates holds only gx.StateDelta",
+                    node=node,
+                )
+            out.append((item.key, Overwrite(item.value) if item.overwrite else item.value))
+        return out
     raise StateError(
         f"node {node!r} returned {type(result).__name__}; a node returns None, a mapping of "
-        "state updates, gx.Goto, gx.End or gx.Fallback",
+        "state updates, a list of gx.StateDelta, gx.Goto, gx.End or gx.Fallback",
         node=node,
     )

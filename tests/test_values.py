@@ -99,6 +99,46 @@ class TestUntypedStateRefusesLossyValues:
         assert instead in str(caught.value)
         assert "failed" == (await ex.get_state("t")).status
 
+    async def test_reducers_that_spread_a_tuple_or_set_take_it(self, tmp_path: Path) -> None:
+        """append spreads a tuple and union a set into items, as they do a list: the replay of
+        the recorded list gives the same state, so those are accepted (their items checked)."""
+        graph = (
+            gx.GraphBuilder("spread")
+            .node("put", lambda s: {"log": ("a", "b"), "tags": {"y", "x"}})
+            .node("done", lambda s: {"log": ("c",)})
+            .edge("put", "done")
+            .reducer("log", gx.reducers.append)
+            .reducer("tags", gx.reducers.union)
+            .start("put")
+            .end("done")
+            .build()
+        )
+        async with gx.SQLiteStore(tmp_path / "s.db") as store:
+            ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
+            result = await ex.execute(graph, {}, trace_id="t")
+            assert {"log": ["a", "b", "c"], "tags": ["x", "y"]} == result.state
+            assert result.state == (await ex.get_state("t")).state
+        bad = gx.GraphBuilder("spread").node("put", lambda s: {"log": ({1},)})
+        with pytest.raises(gx.StateError, match="use a sorted list"):
+            await gx.GraphExecutor().execute(
+                bad.reducer("log", gx.reducers.append).start("put").end("put").build(), {}
+            )
+
+    async def test_append_does_not_spread_a_set_and_overwrite_is_checked(self) -> None:
+        def graph(value: Any) -> gx.Graph:
+            return (
+                gx.GraphBuilder("g")
+                .node("put", lambda s: {"log": value})
+                .reducer("log", gx.reducers.append)
+                .start("put")
+                .end("put")
+                .build()
+            )
+
+        for value in ({"a"}, gx.Overwrite((1, 2))):
+            with pytest.raises(gx.StateError, match="key 'log'"):
+                await gx.GraphExecutor().execute(graph(value), {})
+
     async def test_refused_without_a_store_too(self) -> None:
         """A graph must not change behaviour the day a store is added."""
         with pytest.raises(gx.StateError, match="key 'v'"):
