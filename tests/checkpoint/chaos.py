@@ -27,9 +27,10 @@ import graphexec as gx
 
 WORKER = Path(__file__).with_name("chaos_worker.py")
 CONFIGS = ("sync", "async", "compact", "adaptive")
-KILL_WINDOW = 0.2
-"""Kills land uniformly within this many seconds after the run starts (about one run's length
-here, so some land in the barrier wait and a few after the end)."""
+KILL_SPREAD = 0.8
+"""Kills land uniformly within this fraction of an uninterrupted run's length (measured from its
+start to its process's exit) after the run starts: anywhere in the run, the barrier wait and
+the final save included."""
 
 
 @dataclasses.dataclass
@@ -84,15 +85,27 @@ def parse(out: str) -> tuple[int, dict[str, Any] | None, list[str]]:
     return step, result, errors
 
 
-def reference(folder: Path) -> dict[str, Any]:
-    """The final state of an uninterrupted run (a real worker process, no kill)."""
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """An uninterrupted run: its final state, and how long it ran (which sets the kill window,
+    so kills land inside runs on fast and slow machines alike)."""
+
+    state: dict[str, Any]
+    seconds: float
+
+
+def reference(folder: Path) -> Reference:
+    """Run the worker once without a kill (a real process, the sync policy)."""
     proc = start(folder / "reference.db", "ref", "run", "sync")
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    t0 = time.monotonic()
     out, err = proc.communicate(timeout=60)
-    _step, result, errors = parse(out)
+    seconds = time.monotonic() - t0
+    _step, result, errors = parse(first + out)
     if proc.returncode != 0 or result is None or result["status"] != "completed":
         raise RuntimeError(f"reference run failed: {errors} {err[-2000:]}")
-    state: dict[str, Any] = result["state"]
-    return state
+    return Reference(state=result["state"], seconds=seconds)
 
 
 async def _load(db: Path, trace_id: str) -> gx.RunState:
@@ -108,7 +121,7 @@ def load(db: Path, trace_id: str) -> gx.RunState | None:
         return None
 
 
-def trial(folder: Path, seed: int, config: str, kills: int, expected: dict[str, Any]) -> Tally:
+def trial(folder: Path, seed: int, config: str, kills: int, expected: Reference) -> Tally:
     """One trace: ``kills`` SIGKILLs at random points, each followed by a resume."""
     rng = random.Random(seed)
     tally = Tally(trials=1)
@@ -128,7 +141,7 @@ def trial(folder: Path, seed: int, config: str, kills: int, expected: dict[str, 
         assert proc.stdout is not None
         line = proc.stdout.readline()  # STARTED (or the end, if it failed at once)
         if line.startswith("STARTED"):
-            time.sleep(rng.uniform(0, KILL_WINDOW))
+            time.sleep(rng.uniform(0, KILL_SPREAD * expected.seconds))
         proc.kill()
         out, err = proc.communicate(timeout=30)
         step, result, errors = parse(line + out)
@@ -159,7 +172,7 @@ def trial(folder: Path, seed: int, config: str, kills: int, expected: dict[str, 
         tally.wrong_states += 1
         tally.notes.append(f"seed {seed}: final state unreadable: {exc}")
         return tally
-    if final is None or final.status != "completed" or final.state != expected:
+    if final is None or final.status != "completed" or final.state != expected.state:
         tally.wrong_states += 1
         got = None if final is None else (final.status, final.state)
         tally.notes.append(f"seed {seed} ({config}): final {got!r:.300}")

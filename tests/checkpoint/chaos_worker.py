@@ -7,8 +7,8 @@ checkpoint policy (``sync``: every step, committed before the step ends; ``async
 committed behind the run; ``compact``: every step with a base every third checkpoint;
 ``adaptive``: the default policy, which checkpoints only at the barrier and the end).
 
-Modes: ``run`` starts the trace; ``resume`` resumes it (retrying while the killed process's
-lease lasts). Both print ``STARTED`` when the run starts, ``SAVED <seq> <step>`` after each committed checkpoint (the
+Modes: ``run`` starts the trace; ``resume`` resumes it; both retry while a killed process's
+lease lasts. Both print ``STARTED`` when the run starts, ``SAVED <seq> <step>`` after each committed checkpoint (the
 CheckpointSaved event is sent after the commit, in both durabilities), answer the barrier
 through the store after a short wait, and end with ``RESULT <json>``. A graphexec error ends
 the process with ``GRAPHERROR <type> <message>`` (exit 3), any other exception with
@@ -120,22 +120,24 @@ async def main(db: str, trace_id: str, mode: str, config: str) -> None:
             store=store, policy=policy(config), lease_ttl=LEASE_TTL, decision_poll_interval=0.01
         )
         g = graph()
-        if mode == "run":
-            async with ex.execute_stream(g, dict(INITIAL), trace_id=trace_id) as run:
-                await drive(store, run)
-        elif mode == "resume":
-            deadline = time.monotonic() + 20
-            while True:
-                try:
+        if mode not in ("run", "resume"):
+            raise SystemExit(f"unknown mode {mode!r}")
+        # A killed process keeps its lease until it expires, also when it died before its first
+        # checkpoint (the lease is taken first): both modes wait for it.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if mode == "run":
+                    async with ex.execute_stream(g, dict(INITIAL), trace_id=trace_id) as run:
+                        await drive(store, run)
+                else:
                     async with ex.resume_from(g, trace_id) as run:
                         await drive(store, run)
-                    break
-                except gx.RunLocked:
-                    if time.monotonic() > deadline:
-                        raise
-                    await anyio.sleep(0.02)
-        else:
-            raise SystemExit(f"unknown mode {mode!r}")
+                break
+            except gx.RunLocked:
+                if time.monotonic() > deadline:
+                    raise
+                await anyio.sleep(0.02)
         say("RESULT", json.dumps({"status": run.result.status, "state": run.result.state}))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -36,13 +35,13 @@ import damage  # isort: skip
 
 
 @pytest.fixture(scope="module")
-def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def expected(tmp_path_factory: pytest.TempPathFactory) -> chaos.Reference:
     return chaos.reference(tmp_path_factory.mktemp("chaos-ref"))
 
 
 @pytest.mark.parametrize("config", chaos.CONFIGS)
 def test_kills_then_resume_match_an_uninterrupted_run(
-    config: str, expected: dict[str, Any], tmp_path: Path
+    config: str, expected: chaos.Reference, tmp_path: Path
 ) -> None:
     """Three traces per policy, one or two kills each."""
     tally = chaos.Tally()
