@@ -434,7 +434,7 @@ class Driver:
         if not changes:
             return None
         spec = self.graph.spec
-        changes = [(k, spec.check(k, v, node=node)) for k, v in changes]
+        changes = spec.check_all(changes, node)
         state = self.state
         applied = 0
         try:

@@ -165,6 +165,22 @@ class StateSpec:
 
     # -- applying deltas ---------------------------------------------------------------------
 
+    def check_all(self, changes: list[tuple[str, Any]], node: str) -> list[tuple[str, Any]]:
+        """Check one node's deltas (see :meth:`check`); the (converted) deltas.
+
+        One call per node execution: for untyped state the common case (str keys, scalar
+        values) is decided here without a call per delta, and the list is returned as is.
+        """
+        if self.checks is not None:
+            return [(k, self.check(k, v, node=node)) for k, v in changes]
+        for k, v in changes:
+            t = type(v)
+            if type(k) is not str or (
+                t not in LEAVES and (t is not int or not INT_MIN <= v <= INT_MAX)
+            ):
+                self.check(k, v, node=node)
+        return changes
+
     def check(self, key: str, value: Any, *, node: str | None) -> Any:
         """Validate (and convert) one delta value against the typed state, if any."""
         checks = self.checks
