@@ -165,7 +165,7 @@ class StateSpec:
 
     # -- applying deltas ---------------------------------------------------------------------
 
-    def check_all(self, changes: list[tuple[str, Any]], node: str) -> list[tuple[str, Any]]:
+    def check_all(self, changes: list[tuple[str, Any]], node: str | None) -> list[tuple[str, Any]]:
         """Check one node's deltas (see :meth:`check`); the (converted) deltas.
 
         One call per node execution: for untyped state the common case (str keys, scalar

@@ -3,7 +3,8 @@
 A value that would come back from a restore as another type (a tuple as a list, a Decimal as
 a string, ...) is refused at the node that wrote it for untyped state, and converted back for
 typed state; a value nested past MAX_DEPTH is refused; trace ids, graph names and node names
-are checked before anything runs. Round trips go through a real SQLite file.
+are checked before anything runs. Round trips go through a real SQLite file (on trio, through a MemoryStore, which keeps the
+rows encoded as on disk: SQLiteStore runs on asyncio).
 """
 
 from __future__ import annotations
@@ -24,6 +25,23 @@ import graphexec as gx
 from graphexec._values import MAX_DEPTH, MAX_NAME, check_value
 
 UTC = datetime.UTC
+
+OpenStore = Callable[[str], gx.CheckpointStore]
+
+
+@pytest.fixture
+def open_store(anyio_backend: str, tmp_path: Path) -> OpenStore:
+    """``open_store(name)``: a store that outlives ``async with`` like a file does. On asyncio a
+    SQLiteStore on a real file; on trio (SQLiteStore runs on aiosqlite, asyncio only) one
+    MemoryStore per name, which keeps rows encoded exactly as they are on disk."""
+    memory: dict[str, gx.MemoryStore] = {}
+
+    def open_(name: str) -> gx.CheckpointStore:
+        if anyio_backend == "asyncio":
+            return gx.SQLiteStore(tmp_path / name)
+        return memory.setdefault(name, gx.MemoryStore())
+
+    return open_
 
 
 def writer(value: Any, key: str = "v") -> gx.Graph:
@@ -99,7 +117,7 @@ class TestUntypedStateRefusesLossyValues:
         assert instead in str(caught.value)
         assert "failed" == (await ex.get_state("t")).status
 
-    async def test_reducers_that_spread_a_tuple_or_set_take_it(self, tmp_path: Path) -> None:
+    async def test_reducers_that_spread_a_tuple_or_set_take_it(self, open_store: OpenStore) -> None:
         """append spreads a tuple and union a set into items, as they do a list: the replay of
         the recorded list gives the same state, so those are accepted (their items checked)."""
         graph = (
@@ -113,7 +131,7 @@ class TestUntypedStateRefusesLossyValues:
             .end("done")
             .build()
         )
-        async with gx.SQLiteStore(tmp_path / "s.db") as store:
+        async with open_store("s.db") as store:
             ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
             result = await ex.execute(graph, {}, trace_id="t")
             assert {"log": ["a", "b", "c"], "tags": ["x", "y"]} == result.state
@@ -160,7 +178,7 @@ class TestUntypedStateRefusesLossyValues:
         with pytest.raises(gx.StateError, match="use a list"):
             await gx.GraphExecutor().execute(gate, {}, decisions={"ok": gx.Edit({"v": (1,)})})
 
-    async def test_plain_values_round_trip_exactly(self, tmp_path: Path) -> None:
+    async def test_plain_values_round_trip_exactly(self, open_store: OpenStore) -> None:
         """What is accepted restores equal and of the same types, through a real file."""
         value = {
             "none": None,
@@ -172,7 +190,7 @@ class TestUntypedStateRefusesLossyValues:
             "int keys": {1: "one", 2: ["two"]},
             "when": datetime.datetime(2026, 1, 1, 12, tzinfo=UTC),
         }
-        async with gx.SQLiteStore(tmp_path / "v.db") as store:
+        async with open_store("v.db") as store:
             ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
             result = await ex.execute(writer(value), {}, trace_id="t")
             restored = (await ex.get_state("t")).state
@@ -212,7 +230,7 @@ class TestTypedStateConvertsBack:
             .build()
         )
 
-    async def test_annotated_types_survive_a_restore(self, tmp_path: Path) -> None:
+    async def test_annotated_types_survive_a_restore(self, open_store: OpenStore) -> None:
         update = {
             "pair": (1, 2),
             "tags": {"a", "b"},
@@ -222,7 +240,7 @@ class TestTypedStateConvertsBack:
             "day": datetime.date(2026, 5, 1),
         }
         graph = self.graph(update)
-        async with gx.SQLiteStore(tmp_path / "t.db") as store:
+        async with open_store("t.db") as store:
             ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
             result = await ex.execute(graph, self.State(), trace_id="t")
             restored = (await ex.get_state("t", graph=graph)).state
@@ -252,11 +270,11 @@ class TestTypedStateConvertsBack:
 
 class TestDepth:
     async def test_a_value_nested_2000_deep_fails_the_node_not_the_process(
-        self, tmp_path: Path
+        self, open_store: OpenStore
     ) -> None:
         """It used to raise a raw RecursionError inside an ExceptionGroup and leave the run
         recorded as running."""
-        async with gx.SQLiteStore(tmp_path / "d.db") as store:
+        async with open_store("d.db") as store:
             ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
             with pytest.raises(gx.StateError) as caught:
                 await ex.execute(writer(nested(2000)), {}, trace_id="t")
@@ -264,19 +282,18 @@ class TestDepth:
             assert "failed" == (await ex.get_state("t")).status
 
     async def test_the_deepest_value_allowed_saves_and_loads_from_a_deep_stack(
-        self, tmp_path: Path
+        self, open_store: OpenStore
     ) -> None:
         """MAX_DEPTH leaves room on the stack: a restore called 300 frames deep still works
         (one nested 960 deep used to load only from a shallow stack)."""
-        path = tmp_path / "d.db"
-        async with gx.SQLiteStore(path) as store:
+        async with open_store("d.db") as store:
             ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
             await ex.execute(writer(nested(MAX_DEPTH)), {}, trace_id="t")
 
         async def load_at(depth: int) -> gx.RunState:
             if depth:
                 return await load_at(depth - 1)
-            async with gx.SQLiteStore(path) as store:
+            async with open_store("d.db") as store:
                 return await gx.GraphExecutor(store=store).get_state("t")
 
         assert sys.getrecursionlimit() == 1000
@@ -332,11 +349,13 @@ class TestNames:
             ("t" * (MAX_NAME + 1), "characters long"),
         ],
     )
-    async def test_trace_ids_everywhere(self, tmp_path: Path, trace_id: Any, says: str) -> None:
+    async def test_trace_ids_everywhere(
+        self, open_store: OpenStore, trace_id: Any, says: str
+    ) -> None:
         """An int trace id used to run to completion and then never load; a surrogate raised a
         raw UnicodeEncodeError. Every entry point refuses them before running anything."""
         graph = writer(1)
-        async with gx.SQLiteStore(tmp_path / "n.db") as store:
+        async with open_store("n.db") as store:
             ex = gx.GraphExecutor(store=store)
             await ex.execute(graph, {}, trace_id="good")
             calls: list[Callable[[], Awaitable[Any]]] = [
