@@ -20,7 +20,7 @@ import msgspec
 from . import reducers as _reducers
 from ._callables import check_reducer
 from ._directives import Overwrite, StateDelta
-from ._values import INT_MAX, INT_MIN, LEAVES, check_value
+from ._values import LEAVES, check_value
 from ._view import StateView, fresh
 from .exceptions import StateError
 
@@ -174,10 +174,7 @@ class StateSpec:
         if self.checks is not None:
             return [(k, self.check(k, v, node=node)) for k, v in changes]
         for k, v in changes:
-            t = type(v)
-            if type(k) is not str or (
-                t not in LEAVES and (t is not int or not INT_MIN <= v <= INT_MAX)
-            ):
+            if type(k) is not str or type(v) not in LEAVES:
                 self.check(k, v, node=node)
         return changes
 
@@ -190,7 +187,7 @@ class StateSpec:
             # check_value's own fast path, inlined: most deltas are one small scalar, and this
             # runs for every delta of every step.
             t = type(value)
-            if t not in LEAVES and (t is not int or not INT_MIN <= value <= INT_MAX):
+            if t not in LEAVES:
                 if t is Overwrite:
                     check_value(value.value, node=node, key=key)
                 elif t in _SPREAD.get(self.reducers.get(key), ()):

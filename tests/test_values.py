@@ -100,7 +100,6 @@ class TestUntypedStateRefusesLossyValues:
             (Point(1), "typed state"),
             (PointStruct(x=1), "typed state"),
             (object(), "plain data"),
-            (2**64, "64-bit"),
             ({"nested": [{"deep": (1,)}]}, "use a list"),
             ({(1, 2): "tuple key"}, "dict key of type tuple"),
         ],
@@ -156,6 +155,13 @@ class TestUntypedStateRefusesLossyValues:
         for value in ({"a"}, gx.Overwrite((1, 2))):
             with pytest.raises(gx.StateError, match="key 'log'"):
                 await gx.GraphExecutor().execute(graph(value), {})
+
+    async def test_an_int_past_64_bits_fails_its_checkpoint_naming_node_and_key(self) -> None:
+        """Not range-checked at the node (every step would pay for it); msgpack refuses it."""
+        ex = gx.GraphExecutor(store=gx.MemoryStore(), policy=gx.CheckpointPolicy(every_step=True))
+        with pytest.raises(gx.CheckpointError, match="node 'put' .* key 'v'") as caught:
+            await ex.execute(writer(2**64), {}, trace_id="t")
+        assert "put" == caught.value.node
 
     async def test_refused_without_a_store_too(self) -> None:
         """A graph must not change behaviour the day a store is added."""
