@@ -10,8 +10,8 @@ Exit codes (scripts can rely on them):
 ====  ============================================================================================
 0     success (for ``resume``/``fork``: the run completed, or stopped waiting at a barrier)
 1     a graph error: the run failed, a checkpoint could not be read, the graph changed
-2     usage: bad arguments or options, a ``--graphs`` target that does not load, bad JSON, an
-      unknown or unavailable store URL
+2     usage: bad arguments or options (an invalid trace id too), a ``--graphs`` target that does
+      not load, bad JSON, an unknown or unavailable store URL
 3     not found: no such run, checkpoint, barrier, store file, or graph in ``--graphs``
 4     conflict: the run's state refuses the operation (already completed, locked by another
       driver, barrier already decided)

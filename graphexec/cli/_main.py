@@ -7,7 +7,14 @@ import sys
 import warnings
 from typing import Any
 
-from ..exceptions import GraphError, InvalidDecision, RunFinished, RunLocked, RunNotFound
+from ..exceptions import (
+    GraphError,
+    InvalidDecision,
+    InvalidTraceId,
+    RunFinished,
+    RunLocked,
+    RunNotFound,
+)
 from ._exit import (
     EXIT_CONFLICT,
     EXIT_ERROR,
@@ -26,6 +33,8 @@ def exit_code_for(exc: GraphError) -> int:
     """The exit code of a graphexec error (see the table in ``graphexec.cli``)."""
     if isinstance(exc, RunNotFound):
         return EXIT_NOT_FOUND
+    if isinstance(exc, InvalidTraceId):
+        return EXIT_USAGE
     if isinstance(exc, RunFinished | RunLocked | InvalidDecision):
         return EXIT_CONFLICT
     return EXIT_ERROR
