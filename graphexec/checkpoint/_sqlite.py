@@ -1,9 +1,10 @@
 """SQLiteStore: the CheckpointStore contract in one SQLite file, shared by tasks and processes.
 
-The file is opened lazily (WAL mode, ``busy_timeout``), its schema is created or migrated from
-the versioned SQL files in ``checkpoints/sqlite`` (``PRAGMA user_version`` holds the version),
-and every operation runs as one function on aiosqlite's connection thread, inside one
-transaction. Writers use ``BEGIN IMMEDIATE``, so several processes can share a file.
+The file is opened lazily (created readable by its owner only, WAL mode, ``busy_timeout``), its
+schema is created or migrated from the versioned SQL files in ``checkpoints/sqlite``
+(``PRAGMA user_version`` holds the version), and every operation runs as one function inside one
+transaction, on the event loop's thread or a worker thread (``_sqlite_db``: the fast and the
+portable path). Writers use ``BEGIN IMMEDIATE``, so several processes can share a file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import aiosqlite
 import anyio
 import msgspec
 
@@ -35,6 +35,7 @@ from ._record import (
     StoredDecision,
     now,
 )
+from ._sqlite_db import CommitPath, Database, create_file, is_busy, prepare, retry_busy
 
 __all__ = ("SQLiteStore",)
 
@@ -42,6 +43,8 @@ T = TypeVar("T")
 
 _MIGRATION_NAME = re.compile(r"^(\d+)_[\w.-]*\.sql$")
 _MAX_SEQ = 2**63 - 1
+_TX_OVERHEAD = 3 * 4096
+"""Bytes a save writes besides its blobs: the runs row's, the lease's and an index page."""
 
 _json_encoder = msgspec.json.Encoder()
 _counts_decoder = msgspec.json.Decoder(dict[str, int])
@@ -115,16 +118,26 @@ _DECISIONS_AFTER = (
 class SQLiteStore(StoreBase):
     """Checkpoints, runs index, decision inbox and leases in one SQLite file.
 
-    One store object serves any number of runs in a process: statements are serialized on one
-    connection's thread. Several processes may open the same file (WAL mode, ``busy_timeout``,
-    ``BEGIN IMMEDIATE`` for writes). The file is opened on first use, and again after
-    :meth:`aclose`.
+    One store object serves any number of runs in a process: one connection, one transaction
+    at a time. Several processes may open the same file (WAL mode, ``busy_timeout``,
+    ``BEGIN IMMEDIATE`` for writes; several opening a new file at once wait for each other).
+    The file is opened on first use, and again after :meth:`aclose`.
 
     Args:
         path: The database file; created with its schema if missing.
         synchronous: ``"NORMAL"`` (default) loses at most the last commits on power loss, never
             consistency; ``"FULL"`` syncs the WAL on every commit.
         busy_timeout: Seconds to wait for another writer before giving up with a CheckpointError.
+        file_mode: Permissions of a file the store creates (and of its -wal and -shm files,
+            which SQLite gives the database's): owner only by default. None: SQLite's default
+            (0644 less the umask). An existing file keeps its permissions.
+        commit_path: Where transactions run, decided when the store opens. ``"fast"``: on the
+            event loop's thread whenever one can start without waiting (no other connection
+            holds the write lock, no WAL checkpoint due), else on a worker thread.
+            ``"portable"``: always on a worker thread (``anyio.to_thread``). ``"auto"``
+            (default): fast with ``synchronous="NORMAL"``, where a commit writes no fsync;
+            portable with ``"FULL"``, where every commit waits for the disk. Both work on
+            every anyio backend; :attr:`commit_path_used` tells which one an open store uses.
     """
 
     def __init__(
@@ -133,52 +146,74 @@ class SQLiteStore(StoreBase):
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 5.0,
+        file_mode: int | None = 0o600,
+        commit_path: CommitPath = "auto",
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        if commit_path not in ("auto", "fast", "portable"):
+            raise ValueError(
+                f"commit_path must be 'auto', 'fast' or 'portable', not {commit_path!r}"
+            )
+        if file_mode is not None and not 0 <= file_mode <= 0o777:
+            raise ValueError(f"file_mode must be permission bits (0 to 0o777), not {file_mode!r}")
         self.path = os.fspath(path)
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
-        self._conn: aiosqlite.Connection | None = None
+        self._file_mode = file_mode
+        self._commit_path = commit_path
+        self._db: Database | None = None
         self._open_lock = anyio.Lock()
+
+    @property
+    def commit_path_used(self) -> Literal["fast", "portable"] | None:
+        """The path the open store runs transactions on; None while it is closed."""
+        if self._db is None:
+            return None
+        return "fast" if self._db.fast else "portable"
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
     # -- connection ---------------------------------------------------------------------------
 
-    async def _connection(self) -> aiosqlite.Connection:
-        conn = self._conn
-        if conn is not None:
-            return conn
+    async def _database(self) -> Database:
+        db = self._db
+        if db is not None:
+            return db
         async with self._open_lock:
-            if self._conn is None:
-                # isolation_level=None: no implicit BEGIN; every transaction is explicit.
-                # timeout= is SQLite's busy timeout: how long to wait for another writer.
-                conn = aiosqlite.connect(
-                    self.path, isolation_level=None, timeout=self._busy_timeout
+            if self._db is None:
+                fast = self._commit_path == "fast" or (
+                    self._commit_path == "auto" and self._synchronous == "NORMAL"
                 )
-                # aiosqlite's worker thread is not a daemon, so a store that is never closed
-                # would keep the interpreter from exiting. Each transaction runs whole in one
-                # call on that thread, so being cut off at exit is a crash SQLite recovers from
-                # (the open transaction rolls back).
-                conn._thread.daemon = True
-                # The schema check runs as a separate call once connected, not inside aiosqlite's
-                # connect: a failed connect makes aiosqlite stop its thread without waiting for
-                # it, while a failed call here is followed by a close() that waits.
-                try:
-                    await conn
-                    await _on_thread(conn, self._setup)
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await conn.close()
-                    raise
-                self._conn = conn
-            return self._conn
+                # On a worker thread: creating the file and the schema may wait for another
+                # process. Not abandoned on cancel: the connection is closed or handed over.
+                conn = await anyio.to_thread.run_sync(self._open, fast)
+                self._db = Database(conn, fast=fast, busy_ms=round(self._busy_timeout * 1000))
+            return self._db
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T], trace_id: str | None = None) -> T:
+    def _open(self, fast: bool) -> sqlite3.Connection:
+        create_file(self.path, self._file_mode)
+        # isolation_level=None: no implicit BEGIN; every transaction is explicit.
+        # timeout= is SQLite's busy timeout: how long to wait for another writer.
+        # check_same_thread=False: the connection moves between the loop's and worker threads;
+        # Database's lock keeps it to one at a time.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self._busy_timeout, check_same_thread=False
+        )
         try:
-            return await _on_thread(await self._connection(), fn)
+            retry_busy(lambda: self._setup(conn), self._busy_timeout)
+            prepare(conn, fast=fast)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _run(
+        self, fn: Callable[[sqlite3.Connection], T], trace_id: str | None = None, writes: int = 0
+    ) -> T:
+        try:
+            return await (self._db or await self._database()).run(fn, writes)
         except sqlite3.Error as exc:
             raise CheckpointError(f"SQLite store {self.path!r}: {exc}", trace_id=trace_id) from exc
 
@@ -187,6 +222,8 @@ class SQLiteStore(StoreBase):
         try:
             version = _user_version(db)
         except sqlite3.DatabaseError as exc:
+            if is_busy(exc):
+                raise  # another process is creating the file: retried
             raise CheckpointError(f"{self.path!r} is not a usable SQLite file: {exc}") from exc
         migrations = _migrations()
         known = migrations[-1][0] if migrations else 0
@@ -215,22 +252,16 @@ class SQLiteStore(StoreBase):
                             db.execute(statement)
                         db.execute(f"PRAGMA user_version = {number}")
             except sqlite3.Error as exc:
+                if is_busy(exc):
+                    raise  # another process holds the file: retried (the migration rolled back)
                 raise CheckpointError(f"migration {name} failed on {self.path!r}: {exc}") from exc
 
     async def aclose(self) -> None:
         """Fold the WAL back into the file and close; the next call reopens it."""
         async with self._open_lock:
-            conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                with anyio.CancelScope(shield=True):
-                    await _on_thread(conn, _wal_checkpoint)
-            except sqlite3.Error:
-                pass  # another process still reads: its last connection will fold the WAL
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -269,7 +300,8 @@ class SQLiteStore(StoreBase):
                     return []
                 return db.execute(_DECISIONS_AFTER, (trace_id, decisions_after)).fetchall()
 
-        return [_decision(r) for r in await self._run(tx, trace_id)]
+        writes = _TX_OVERHEAD + sum(r.size for r in rows)
+        return [_decision(r) for r in await self._run(tx, trace_id, writes)]
 
     async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
         blob = _decision_encoder.encode(decision)
@@ -386,20 +418,7 @@ class SQLiteStore(StoreBase):
         return [_decision(r) for r in await self._run(read, trace_id)]
 
 
-# -- helpers (run on the connection thread) ----------------------------------------------------
-
-
-async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn(sqlite3_connection)`` on aiosqlite's thread: one thread hop for the whole call.
-
-    aiosqlite's public API costs one hop per statement (and per commit); a save would pay five or
-    six. ``Connection._execute`` is the queue its public methods use, so calling it directly keeps
-    aiosqlite's ordering and thread ownership while a transaction is a single hop. It also means
-    a cancelled caller never leaves a transaction half open: the function runs to COMMIT or
-    ROLLBACK on the thread regardless.
-    """
-    result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
-    return result
+# -- helpers (run where the transaction runs) ----------------------------------------------------
 
 
 @contextmanager
@@ -418,10 +437,6 @@ def _write(db: sqlite3.Connection) -> Iterator[None]:
 def _user_version(db: sqlite3.Connection) -> int:
     version: int = db.execute("PRAGMA user_version").fetchone()[0]
     return version
-
-
-def _wal_checkpoint(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def _hold_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -> None:
