@@ -35,7 +35,7 @@ from ._record import (
     StoredDecision,
     now,
 )
-from ._sqlite_db import CommitPath, Database, create_file, is_busy, prepare, retry_busy
+from ._sqlite_db import Busy, CommitPath, Database, create_file, is_busy, prepare, retry_busy
 
 __all__ = ("SQLiteStore",)
 
@@ -233,7 +233,11 @@ class SQLiteStore(StoreBase):
                 f"graphexec knows ({known}); upgrade graphexec to open it"
             )
         if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            db.execute("PRAGMA journal_mode = WAL")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                # SQLite keeps the old mode when it cannot switch now: treated as busy (retried),
+                # never used in another journal mode than the other processes on the file.
+                raise Busy(f"{self.path!r} could not be switched to WAL mode (still {mode})")
         db.execute(f"PRAGMA synchronous = {self._synchronous}")
         for number, name, script in migrations:
             if number <= version:

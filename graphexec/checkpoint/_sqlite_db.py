@@ -35,7 +35,7 @@ from typing import Literal, TypeVar
 import anyio
 import anyio.lowlevel
 
-__all__ = ("CommitPath", "Database", "create_file", "is_busy", "prepare", "retry_busy")
+__all__ = ("Busy", "CommitPath", "Database", "create_file", "is_busy", "prepare", "retry_busy")
 
 T = TypeVar("T")
 
@@ -47,8 +47,14 @@ _WAL_PAGES = 1000
 _PAGE = 4096
 
 
+class Busy(sqlite3.OperationalError):
+    """Raised by the store itself for a state another connection is about to change."""
+
+
 def is_busy(exc: BaseException) -> bool:
-    """True for SQLITE_BUSY ("database is locked") and its extended codes."""
+    """True for SQLITE_BUSY ("database is locked") and its extended codes, and for Busy."""
+    if isinstance(exc, Busy):
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF == _SQLITE_BUSY

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -26,6 +27,7 @@ from graphexec.checkpoint._record import (
 )
 from graphexec.exceptions import CheckpointError, RunLocked
 
+HERE = Path(__file__).parent
 MIGRATIONS = sqlite_module._migrations()
 LATEST = MIGRATIONS[-1][0]
 
@@ -95,6 +97,10 @@ def user_version(path: Path) -> int:
     version: int = db.execute("PRAGMA user_version").fetchone()[0]
     db.close()
     return version
+
+
+def file_modes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
 
 
 def raw_execute(path: Path, sql: str, *args: object) -> None:
@@ -343,3 +349,65 @@ class TestDamagedRows:
                 decode_snapshot(chain[0])
             assert "trace 't1'" in str(info.value) and "seq 0" in str(info.value)
             assert decode_snapshot((await store.load_chain("t2"))[0]) == {"count": 0, "log": [0]}
+
+
+class TestFiles:
+    async def test_new_files_are_owner_only(self, tmp_path: Path) -> None:
+        """The database, -wal and -shm files a store creates are 0600, whatever the umask."""
+        path = tmp_path / "x.db"
+        async with SQLiteStore(path) as store:
+            await save_kinds(store, "t1", "bd")
+            modes = file_modes(tmp_path)
+        assert modes == {"x.db": 0o600, "x.db-wal": 0o600, "x.db-shm": 0o600}
+
+    async def test_file_mode_is_configurable(self, tmp_path: Path) -> None:
+        """file_mode sets the permissions exactly (a umask does not take bits away)."""
+        path = tmp_path / "x.db"
+        async with SQLiteStore(path, file_mode=0o660) as store:
+            await save_kinds(store, "t1", "b")
+            modes = file_modes(tmp_path)
+        assert modes == {"x.db": 0o660, "x.db-wal": 0o660, "x.db-shm": 0o660}
+
+    async def test_existing_file_keeps_its_mode(self, tmp_path: Path) -> None:
+        """A file that already exists is opened as it is: its permissions are the owner's call."""
+        path = tmp_path / "x.db"
+        sqlite3.connect(path).close()
+        path.chmod(0o644)
+        async with SQLiteStore(path) as store:
+            await save_kinds(store, "t1", "b")
+        assert path.stat().st_mode & 0o777 == 0o644
+
+    def test_bad_file_mode_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="file_mode"):
+            SQLiteStore(tmp_path / "x.db", file_mode=0o1777)
+
+
+def test_concurrent_first_opens_never_fail(tmp_path: Path) -> None:
+    """Four processes open each of 150 new files at the same instant; every open succeeds.
+
+    Before the fix about 1 open in 150 failed with "database is locked": switching a new file
+    to WAL takes an exclusive lock and SQLite does not wait for it with the busy timeout.
+    """
+    files = 150
+    start = time.time() + 1.5  # the workers' imports must be done before the first file
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "open_worker.py"),
+                str(tmp_path),
+                str(files),
+                str(start),
+                "0.005",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [w.communicate(timeout=60) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, [err for _, err in outputs]
+    assert "".join(out for out, _ in outputs) == ""
+    for i in range(files):
+        assert user_version(tmp_path / f"{i}.db") == LATEST
