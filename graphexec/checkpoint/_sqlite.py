@@ -321,7 +321,7 @@ class SQLiteStore(StoreBase):
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        return await self._run(tx, trace_id)
+        return await self._run(tx, trace_id, _TX_OVERHEAD)
 
     async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
         def tx(db: sqlite3.Connection) -> RunInfo | None:
@@ -329,13 +329,13 @@ class SQLiteStore(StoreBase):
                 _take_lease(db, trace_id, lease, now())
                 return _fetch_run(db, trace_id)
 
-        return await self._run(tx, trace_id)
+        return await self._run(tx, trace_id, _TX_OVERHEAD)
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         def tx(db: sqlite3.Connection) -> None:
             db.execute(_RELEASE_LEASE, (trace_id, owner))
 
-        await self._run(tx, trace_id)
+        await self._run(tx, trace_id, _TX_OVERHEAD)
 
     async def prune(
         self, *, older_than: float, statuses: Sequence[str] = ("completed",)
@@ -358,7 +358,7 @@ class SQLiteStore(StoreBase):
                     db.executemany(f"DELETE FROM {table} WHERE trace_id = ?", ids)
             return gone
 
-        return await self._run(tx)
+        return await self._run(tx, writes=_TX_OVERHEAD)
 
     # -- reads --------------------------------------------------------------------------------
 

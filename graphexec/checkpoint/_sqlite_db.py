@@ -13,11 +13,15 @@ when the store opens:
   free and SQLite's write lock is not held by another connection (the busy timeout is 0 for these
   calls, so a locked file fails in microseconds instead of waiting). Anything that would wait
   goes to the worker thread as in the portable path: a locked file (the call is retried there
-  with the busy timeout), a connection already busy on the thread, and WAL checkpoints (SQLite's
+  with the busy timeout), a connection already busy on the thread, WAL checkpoints (SQLite's
   automatic checkpoint is off on a fast connection; :meth:`run` folds the WAL back on the thread
-  once about a thousand pages were written). With ``synchronous=NORMAL`` a WAL commit writes to
-  the page cache without an fsync, so a checkpoint costs about as much as encoding it; the hop
-  to a thread and back costs more than the commit itself (see benches/README.md).
+  once about a thousand pages were written), and the first write after opening or after such
+  a checkpoint (it starts the WAL afresh, and SQLite syncs a new WAL's header even with
+  ``synchronous=NORMAL``). Every other WAL commit with ``synchronous=NORMAL`` writes to the page
+  cache without an fsync, so it costs about as much as encoding the checkpoint; the hop to a
+  thread and back costs more than the commit itself (see benches/README.md). One case stays on
+  the loop: a write right after another process's checkpoint emptied the WAL pays that header
+  sync there (once per WAL cycle of that process).
 
 No part of this uses aiosqlite: its API is asyncio-only and costs a hop per statement.
 """
@@ -93,15 +97,19 @@ class Database:
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         self._wal_bytes = 0
+        self._fresh_wal = True
+        """The next write may start a new WAL (whose header SQLite syncs): run it on the thread."""
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], writes: int = 0) -> T:
-        """Run ``fn(connection)`` (one whole transaction); ``writes``: bytes it may write."""
+        """Run ``fn(connection)`` (one whole transaction); ``writes``: bytes it may write (0: it
+        only reads)."""
         if self.fast:
             self._wal_bytes += writes
             # Yield once, as a thread hop would: a run that saves every step must not keep the
             # loop from its other tasks (and a cancelled caller stops here, before any SQL).
             await anyio.lowlevel.checkpoint()
-            if self._wal_bytes < _WAL_PAGES * _PAGE and self._lock.acquire(blocking=False):
+            stays = not writes or (not self._fresh_wal and self._wal_bytes < _WAL_PAGES * _PAGE)
+            if stays and self._lock.acquire(blocking=False):
                 try:
                     return fn(self.conn)
                 except sqlite3.OperationalError as exc:
@@ -113,19 +121,22 @@ class Database:
                         self.conn.execute("ROLLBACK")
                 finally:
                     self._lock.release()
-        return await anyio.to_thread.run_sync(self._on_thread, fn, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(self._on_thread, fn, writes, limiter=self._limiter)
 
-    def _on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _on_thread(self, fn: Callable[[sqlite3.Connection], T], writes: int) -> T:
         with self._lock:  # waits at most for one fast call on the loop's thread
             if not self.fast:
                 return fn(self.conn)
             self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             try:
                 result = fn(self.conn)
+                if writes:
+                    self._fresh_wal = False
                 if self._wal_bytes >= _WAL_PAGES * _PAGE:
                     self._wal_bytes = 0
                     # PASSIVE: copies what no reader still needs, never waits for readers.
                     self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self._fresh_wal = True
                 return result
             finally:
                 self.conn.execute("PRAGMA busy_timeout = 0")

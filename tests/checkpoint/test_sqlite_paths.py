@@ -19,6 +19,7 @@ import graphexec as gx
 from graphexec._decisions import Approve
 from graphexec.checkpoint import SQLiteStore
 from graphexec.checkpoint._record import Lease
+from graphexec.checkpoint._sqlite_db import Database
 from graphexec.exceptions import CheckpointError, RunLocked
 
 PATHS: list[Literal["fast", "portable"]] = ["fast", "portable"]
@@ -187,3 +188,24 @@ def test_run_waits_and_resumes_on_trio(tmp_path: Path, path: Any) -> None:
     assert left == "waiting"
     assert result.status == "completed"
     assert result.state["log"] == [0, 1]
+
+
+async def test_fast_path_starts_a_new_wal_on_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first write after opening (which starts a new WAL, whose header SQLite syncs) runs on
+    the worker thread; later writes and reads run on the loop's thread."""
+    threads: list[str] = []
+    on_thread = Database._on_thread
+
+    def spy(self: Database, fn: Any, writes: int) -> Any:
+        threads.append("read" if not writes else "write")
+        return on_thread(self, fn, writes)
+
+    monkeypatch.setattr(Database, "_on_thread", spy)
+    async with SQLiteStore(tmp_path / "x.db", commit_path="fast") as store:
+        await store.runs()
+        assert threads == []
+        await save_kinds(store, "t1", "bdd")
+        await store.load_chain("t1")
+        assert threads == ["write"]
