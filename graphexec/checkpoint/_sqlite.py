@@ -60,7 +60,11 @@ _ROW_COLUMNS = (
     "body, checksum, snapshot, snapshot_checksum"
 )
 _INSERT_ROW = f"INSERT INTO checkpoints ({_ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-_LAST_SEQ = "SELECT max(seq) FROM checkpoints WHERE trace_id = ?"
+# What a save checks, in one statement: the trace's last seq and who holds its lease.
+_SAVE_CHECKS = (
+    "SELECT (SELECT max(seq) FROM checkpoints WHERE trace_id = ?1), l.owner, l.expires_at "
+    "FROM (SELECT 1) LEFT JOIN leases AS l ON l.trace_id = ?1"
+)
 # Run once after a batch with a base is inserted: every base between the first and the newest
 # loses its snapshot (it keeps its deltas).
 _DEMOTE = (
@@ -107,7 +111,6 @@ _TAKE_LEASE = (
     "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4"
 )
 _LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
-_LEASE_ROW = "SELECT owner, expires_at FROM leases WHERE trace_id = ?"
 _RELEASE_LEASE = "DELETE FROM leases WHERE trace_id = ? AND owner = ?"
 _DECISIONS_AFTER = (
     "SELECT id, barrier_id, decision, created_at FROM decisions "
@@ -287,14 +290,21 @@ class SQLiteStore(StoreBase):
         def tx(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             with _write(db):
                 t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
-                check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
-                if lease is not None:
-                    _hold_lease(db, trace_id, lease, t)
+                last_seq, owner, expires_at = db.execute(_SAVE_CHECKS, (trace_id,)).fetchone()
+                check_rows(rows, run, last_seq)
+                # Check, on every save, that the lease still holds the trace; renew it only once
+                # half its ttl has gone by (a renewal is a page write, and most saves come well
+                # within the ttl).
+                if lease is not None and (owner != lease.owner or expires_at - t <= lease.ttl / 2):
+                    _take_lease(db, trace_id, lease, t)
                 if has_base:
                     # Demote before inserting, so the pages the old bases' snapshots free are
                     # reused by the new base instead of the file growing by a state's size.
                     db.execute(_DEMOTE_ALL, (trace_id,))
-                db.executemany(_INSERT_ROW, params)
+                if len(params) == 1:
+                    db.execute(_INSERT_ROW, params[0])  # the usual case; skips executemany's setup
+                else:
+                    db.executemany(_INSERT_ROW, params)
                 if bases > 1:
                     db.execute(_DEMOTE, (trace_id,))  # several bases in one batch
                 db.execute(_UPSERT_RUN, run_params)
@@ -441,15 +451,6 @@ def _write(db: sqlite3.Connection) -> Iterator[None]:
 def _user_version(db: sqlite3.Connection) -> int:
     version: int = db.execute("PRAGMA user_version").fetchone()[0]
     return version
-
-
-def _hold_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -> None:
-    """Check, on every save, that ``lease`` still holds the trace; renew it only once half its
-    ttl has gone by (a renewal is a page write, and most saves come well within the ttl)."""
-    row = db.execute(_LEASE_ROW, (trace_id,)).fetchone()
-    if row is not None and row[0] == lease.owner and row[1] - t > lease.ttl / 2:
-        return
-    _take_lease(db, trace_id, lease, t)
 
 
 def _take_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -> None:
