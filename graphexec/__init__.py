@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import reducers, testing
 from ._context import NodeContext
 from ._decisions import Approve, Decision, Edit, Reject, Skip
-from ._directives import End, Fallback, Goto, StateDelta
+from ._directives import End, Fallback, Goto, Overwrite, StateDelta
 from ._events import (
     BarrierResolved,
     BarrierWaiting,
@@ -111,6 +111,7 @@ __all__ = (
     "NodeNotFound",
     "NodeStart",
     "ObservedError",
+    "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
     "Reject",

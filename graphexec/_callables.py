@@ -1,14 +1,23 @@
-"""Classifying user callables once, at build time: async or sync, and whether they take ctx."""
+"""Classifying user callables once, at build time: async or sync, and whether they take ctx.
+
+Which parameter receives the NodeContext: the second positional parameter, when it has no
+default, or is named ``ctx``, or is annotated ``NodeContext``; or ``*args``. A second parameter
+with a default that is none of these (``async def node(s, i=i)``, the closure-in-a-loop idiom)
+keeps its default.
+"""
 
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-__all__ = ("UserFn", "classify", "describe")
+from .exceptions import InvalidGraph
+
+__all__ = ("UserFn", "check_reducer", "classify", "describe")
 
 
 class UserFn(msgspec.Struct, frozen=True):
@@ -51,9 +60,12 @@ def classify(
     positional = 0
     required = 0
     varargs = False
+    ctx_param = False
     for p in sig.parameters.values():
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             positional += 1
+            if positional == 2:
+                ctx_param = p.default is p.empty or p.name == "ctx" or _is_ctx_type(p.annotation)
             if p.default is p.empty:
                 required += 1
         elif p.kind is p.VAR_POSITIONAL:
@@ -69,5 +81,33 @@ def classify(
             f"{what} ({describe(fn)}) takes {required if required else positional} "
             f"positional argument(s); it must take {shape}"
         )
-    takes_ctx = varargs or positional >= 2
+    takes_ctx = ctx_param or (varargs and positional < 2)
     return UserFn(fn, _is_async(fn), takes_ctx, inline)
+
+
+def _is_ctx_type(annotation: Any) -> bool:
+    """``NodeContext``, ``gx.NodeContext | None`` or ``Optional[NodeContext]``, as a class or a
+    string (``from __future__ import annotations``): matched by name, without importing it."""
+    if isinstance(annotation, str):
+        parts = annotation.replace("Optional[", "").replace("]", "").split("|")
+        return any(p.strip().rsplit(".", 1)[-1] == "NodeContext" for p in parts)
+    if getattr(annotation, "__name__", None) == "NodeContext":
+        return True
+    return any(_is_ctx_type(a) for a in typing.get_args(annotation))
+
+
+def check_reducer(fn: Any, key: str) -> None:
+    """Raise InvalidGraph naming ``key`` unless ``fn`` can be called as ``fn(current, value)``."""
+    if not callable(fn):
+        raise InvalidGraph(f"reducer for key {key!r} is not callable (got {type(fn).__name__})")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        sig.bind(None, None)
+    except TypeError as exc:
+        raise InvalidGraph(
+            f"reducer for key {key!r} ({describe(fn)}) cannot be called as "
+            f"reducer(current, value): {exc}"
+        ) from exc

@@ -47,9 +47,7 @@ MIN_BASE_WEIGHT = 4096
 
 def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
     """Names of a graph's reducers as recorded in base checkpoints."""
-    return {
-        k: _reducers.BUILTIN_NAMES.get(r) or f"custom:{describe(r)}" for k, r in reducers.items()
-    }
+    return {k: _reducers.name_of(r, describe) for k, r in reducers.items()}
 
 
 class RunSnapshot(msgspec.Struct):

@@ -7,6 +7,8 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
+from ._directives import Overwrite
+
 __all__ = ("Approve", "Decision", "Edit", "Reject", "Skip")
 
 
@@ -20,10 +22,26 @@ class Reject(msgspec.Struct, frozen=True, tag="reject"):
     reason: str | None = None
 
 
-class Edit(msgspec.Struct, frozen=True, tag="edit"):
-    """Approve with changes: ``update`` is applied through the reducers first."""
+class Edit(msgspec.Struct, frozen=True, tag="edit", omit_defaults=True):
+    """Approve with changes: ``update`` is applied through the reducers first (a value wrapped
+    in ``gx.Overwrite`` replaces the key's value instead)."""
 
     update: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    overwrite: tuple[str, ...] = ()
+    """The keys of ``update`` whose value is a ``gx.Overwrite``: filled in on construction,
+    and read back on decoding (a stored Edit holds the wrapper as ``{"value": v}``)."""
+
+    def __post_init__(self) -> None:
+        keys = tuple(k for k, v in self.update.items() if type(v) is Overwrite)
+        if keys:
+            msgspec.structs.force_setattr(self, "overwrite", keys)
+        elif self.overwrite:  # decoded from a store or a checkpoint: wrap the values again
+            wanted = set(self.overwrite)
+            update = {
+                k: Overwrite(v["value"]) if k in wanted and isinstance(v, dict) else v
+                for k, v in self.update.items()
+            }
+            msgspec.structs.force_setattr(self, "update", update)
 
 
 class Skip(msgspec.Struct, frozen=True, tag="skip"):

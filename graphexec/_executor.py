@@ -17,6 +17,7 @@ from ._directives import StateDelta
 from ._emit import Emitter
 from ._events import GraphEvent
 from ._graph import Graph
+from ._history import history_page
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
 from ._run import (
@@ -302,13 +303,15 @@ class GraphExecutor:
 
     # -- reading runs back -------------------------------------------------------------------
 
-    async def get_state(self, trace_id: str, *, graph: Graph | None = None) -> RunState:
-        """The run as last checkpointed: state, status, step, next node, pending barrier.
+    async def get_state(
+        self, trace_id: str, *, seq: int | None = None, graph: Graph | None = None
+    ) -> RunState:
+        """The run as last checkpointed (or at checkpoint ``seq``): state, status, step, ...
 
         ``graph`` is needed only to replay custom reducers, or to get typed state back.
         """
         store = self._need_store("get_state")
-        restored = await restore(store, trace_id, graph=graph)
+        restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
         state: Any = restored.state
         if graph is not None and graph.state_type is not None:
@@ -328,13 +331,24 @@ class GraphExecutor:
             parent=restored.parent,
         )
 
-    async def history(self, trace_id: str) -> list[CheckpointSummary]:
-        """Every checkpoint of a run, oldest first (seq, kind, step, next node, trigger, ...)."""
+    async def history(
+        self,
+        trace_id: str,
+        *,
+        limit: int | None = None,
+        before: int | None = None,
+        values: bool = False,
+        graph: Graph | None = None,
+    ) -> list[CheckpointSummary]:
+        """A run's checkpoints, oldest first (seq, kind, step, next node, trigger, ...).
+
+        ``before=seq``: only checkpoints with a smaller seq; ``limit``: the newest ``limit`` of
+        those; ``values=True``: each summary's ``state`` holds the state at that checkpoint.
+        """
         store = self._need_store("history")
-        found = await store.history(trace_id)
-        if not found:
-            raise RunNotFound(f"no run with trace id {trace_id!r} in the store", trace_id=trace_id)
-        return found
+        return await history_page(
+            store, trace_id, limit=limit, before=before, values=values, graph=graph
+        )
 
     async def runs(
         self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100

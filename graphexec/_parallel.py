@@ -19,6 +19,7 @@ from ._directives import End, Fallback, Goto
 from ._events import BranchCompleted, ErrorInfo, ObservedError, ParallelCompleted, ParallelStarted
 from ._graph import NodeSpec
 from ._state import changes_of
+from ._view import fresh
 from .exceptions import NodeExecutionFailed, StateError
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ async def run_parallel(
             merged.append((key, value))
     reducers = driver.graph.reducers
     for key, names in writers.items():
-        if len(names) > 1 and key not in reducers:
+        if len(set(names)) > 1 and key not in reducers:  # one branch may write a key twice
             raise StateError(
                 f"parallel node {spec.name!r}: branches {', '.join(map(repr, names))} all wrote "
                 f"key {key!r}, which has no reducer (overwrite); declare one with "
@@ -210,7 +211,8 @@ async def run_map(
             key=spec.over,
             node=spec.name,
         )
-    jobs = [(f"{spec.name}[{i}]", spec.call, item) for i, item in enumerate(items)]
+    # Each item is a copy (fresh): a map function mutating its item cannot change the state.
+    jobs = [(f"{spec.name}[{i}]", spec.call, fresh(item)) for i, item in enumerate(items)]
     results, failures = await _fan_out(driver, spec, step, span, jobs, spec.max_concurrency)
     kept = [r for (bname, _c, _a), r in zip(jobs, results, strict=True) if bname not in failures]
     return [(spec.into, kept)]

@@ -68,6 +68,9 @@ async def restore(
         for record in body.steps:
             for delta in record.deltas:
                 key = delta.key
+                if delta.overwrite:  # gx.Overwrite: the value replaces, bypassing the reducer
+                    state[key] = delta.value
+                    continue
                 if key in reducers:
                     reducer = reducers[key]
                 else:
@@ -106,7 +109,8 @@ async def restore(
 def _reducer_for(
     key: str, names: dict[str, str], graph: Graph | None, trace_id: str, seq: int
 ) -> Any:
-    """The reducer recorded for ``key``: a built-in by name, a custom one from the graph."""
+    """The reducer recorded for ``key``: a built-in by name, else the graph's (the function the
+    run used), else one registered under the recorded name (``gx.reducers.register``)."""
     name = names.get(key)
     if name is None:
         return None
@@ -114,9 +118,20 @@ def _reducer_for(
         return _BUILTINS[name]
     if graph is not None and key in graph.reducers:
         return graph.reducers[key]
+    if not name.startswith("custom:"):
+        found = _reducers.registered(name)
+        if found is not None:
+            return found
+        raise CheckpointError(
+            f"restoring key {key!r} needs the reducer registered as {name!r}: call "
+            f"gx.reducers.register({name!r}, fn) in this process, or pass the graph",
+            trace_id=trace_id,
+            seq=seq,
+        )
     raise CheckpointError(
-        f"restoring key {key!r} needs its custom reducer ({name.removeprefix('custom:')}); "
-        "pass the graph",
+        f"restoring key {key!r} needs its custom reducer ({name.removeprefix('custom:')}), "
+        "which has no registered name: pass the graph, or register the reducer with "
+        "gx.reducers.register(name, fn) before the run so later checkpoints record the name",
         trace_id=trace_id,
         seq=seq,
     )

@@ -1,7 +1,9 @@
 """Applying deltas through per-key reducers, and validating typed state.
 
-The run keeps its state as a plain dict it owns. Nodes see a read-only view of it (a
-``MappingProxyType``), or, with typed state, a fresh instance of the state Struct.
+The run keeps its state as a plain dict it owns. Nodes see a :class:`~._view.StateView` of it
+(read-only; list, dict and set values are handed out as copies, so mutating them in place cannot
+change the run's state), or, with typed state, a fresh instance of the state Struct whose
+list, dict and set fields are copies. See ``_view.py``.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import copy
 import typing
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any, get_args, get_origin
 
 import msgspec
 
 from . import reducers as _reducers
+from ._callables import check_reducer
+from ._directives import Overwrite, StateDelta
+from ._view import StateView, fresh
 from .exceptions import StateError
 
 __all__ = ("StateSpec",)
@@ -30,12 +34,13 @@ def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
 class _KeyCheck:
     """Validates a delta value for one typed-state key (the shape depends on its reducer)."""
 
-    __slots__ = ("item_type", "type", "type_name")
+    __slots__ = ("item_type", "type", "type_name", "whole_name")
 
     def __init__(self, tp: Any, reducer: Callable[..., Any] | None) -> None:
         self.type = tp
         # repr keeps the parameters of generics ("list[str]", "int | None"); classes by name.
         self.type_name = tp.__name__ if isinstance(tp, type) else repr(tp)
+        self.whole_name = self.type_name
         self.item_type: Any = None
         if reducer in (_reducers.append, _reducers.union):
             args = get_args(tp)
@@ -64,6 +69,8 @@ class StateSpec:
         reducers: Mapping[str, Callable[[Any, Any], Any]],
         state_type: type[msgspec.Struct] | None,
     ) -> None:
+        for key, fn in reducers.items():
+            check_reducer(fn, key)
         self.reducers = dict(reducers)
         self.state_type = state_type
         self.inplace = {
@@ -146,6 +153,20 @@ class StateSpec:
         checks = self.checks
         if checks is None:
             return value
+        if type(value) is Overwrite:  # checked as a whole value of the key, then re-wrapped
+            check = checks.get(key)
+            if check is not None and check.item_type is not None:
+                try:
+                    return Overwrite(msgspec.convert(value.value, check.type))
+                except msgspec.ValidationError as exc:
+                    raise StateError(
+                        f"node {node!r} wrote key {key!r} with gx.Overwrite of "
+                        f"{type(value.value).__name__} {value.value!r:.80}: expected "
+                        f"{check.whole_name} ({exc})",
+                        key=key,
+                        node=node,
+                    ) from exc
+            return Overwrite(self.check(key, value.value, node=node))
         check = checks.get(key)
         if check is None:
             raise StateError(
@@ -166,6 +187,13 @@ class StateSpec:
 
     def apply(self, state: dict[str, Any], key: str, value: Any, *, node: str | None) -> None:
         """Apply one (already checked) delta through the key's reducer, in place on ``state``."""
+        if type(value) is Overwrite:
+            value = value.value
+            # A key updated in place must not share the node's object (later appends).
+            state[key] = (
+                copy.copy(value) if key in self.inplace else self._unshared(state, key, value)
+            )
+            return
         reducer = self.reducers.get(key)
         if reducer is None:
             state[key] = self._unshared(state, key, value)
@@ -202,8 +230,10 @@ class StateSpec:
         """What a node or a condition receives."""
         state_type = self.state_type
         if state_type is None:
-            return MappingProxyType(state)
-        return state_type(**state)
+            return StateView(state)
+        # Typed state: a fresh instance whose list/dict/set fields are copies (mutating them
+        # cannot reach the run's state).
+        return state_type(**{k: fresh(v) for k, v in state.items()})
 
     def public(self, state: dict[str, Any]) -> Any:
         """What results hold: the dict itself, or a typed-state instance."""
@@ -214,13 +244,28 @@ class StateSpec:
 
 
 def changes_of(result: Any, *, node: str) -> list[tuple[str, Any]]:
-    """Turn a node's mapping (or None) into ordered (key, value) deltas."""
+    """Turn a node's updates into ordered (key, value) deltas.
+
+    ``result`` is None, a mapping, or a list/tuple of :class:`StateDelta` (a key may appear more
+    than once; the writes apply in order). An overwriting delta becomes ``(key, Overwrite(v))``.
+    """
     if result is None:
         return []
     if isinstance(result, Mapping):
         return list(result.items())
+    if isinstance(result, list | tuple):
+        out: list[tuple[str, Any]] = []
+        for item in result:
+            if type(item) is not StateDelta:
+                raise StateError(
+                    f"node {node!r} returned a {type(result).__name__} holding "
+                    f"{type(item).__name__}; a sequence of updates holds only gx.StateDelta",
+                    node=node,
+                )
+            out.append((item.key, Overwrite(item.value) if item.overwrite else item.value))
+        return out
     raise StateError(
         f"node {node!r} returned {type(result).__name__}; a node returns None, a mapping of "
-        "state updates, gx.Goto, gx.End or gx.Fallback",
+        "state updates, a list of gx.StateDelta, gx.Goto, gx.End or gx.Fallback",
         node=node,
     )

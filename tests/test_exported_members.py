@@ -94,8 +94,18 @@ def test_module_all_matches_module(module: types.ModuleType) -> None:
 
 
 def test_reducers_are_the_builtins() -> None:
-    """gx.reducers exposes overwrite, append, merge, add and union."""
-    assert ("add", "append", "merge", "overwrite", "union") == tuple(sorted(gx.reducers.__all__))
+    """gx.reducers exposes the built-ins and the registry of named custom reducers."""
+    assert (
+        "add",
+        "append",
+        "merge",
+        "name_of",
+        "named",
+        "overwrite",
+        "register",
+        "registered",
+        "union",
+    ) == tuple(sorted(gx.reducers.__all__))
 
 
 @pytest.mark.parametrize("name", graphexec.exceptions.__all__)

@@ -81,8 +81,11 @@ class CheckpointStore(Protocol):
         """Runs, most recently updated first, optionally filtered."""
         ...
 
-    async def history(self, trace_id: str) -> list[CheckpointSummary]:
-        """Every checkpoint of a trace, oldest first."""
+    async def history(
+        self, trace_id: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[CheckpointSummary]:
+        """A trace's checkpoints, oldest first: with ``before``, only those with a smaller seq;
+        with ``limit``, only the newest ``limit`` of those (the page just before ``before``)."""
         ...
 
     async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:

@@ -92,8 +92,15 @@ class MemoryStore(StoreBase):
         found.sort(key=lambda r: r.updated_at, reverse=True)
         return found[:limit]
 
-    async def history(self, trace_id: str) -> list[CheckpointSummary]:
-        return summarize(self._rows.get(trace_id, []))
+    async def history(
+        self, trace_id: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[CheckpointSummary]:
+        rows = self._rows.get(trace_id, [])
+        if before is not None:
+            rows = [r for r in rows if r.seq < before]
+        if limit is not None:
+            rows = rows[max(len(rows) - limit, 0) :]
+        return summarize(rows)
 
     async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
         async with self._lock:

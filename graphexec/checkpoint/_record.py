@@ -138,6 +138,8 @@ class CheckpointSummary(msgspec.Struct, frozen=True, kw_only=True):
     trigger: str
     created_at: float
     bytes: int
+    state: Any = None
+    """The state at this checkpoint, when asked for (``ex.history(..., values=True)``)."""
 
 
 class RunInfo(msgspec.Struct, kw_only=True):

@@ -87,8 +87,8 @@ _LOAD_CHAIN = (
 _HISTORY = (
     "SELECT seq, kind, step, next_node, status, trigger, created_at, "
     "length(body) + coalesce(length(snapshot), 0) "
-    "FROM checkpoints WHERE trace_id = ? ORDER BY seq"
-)
+    "FROM checkpoints WHERE trace_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+)  # a page: the newest ``limit`` below ``before`` (reversed to oldest first by the caller)
 _RUN_COLUMNS = (
     "trace_id, graph_name, graph_hash, status, step, next_node, last_seq, created_at, "
     "updated_at, pending_barrier, barrier_counts, barrier_nodes, parent"
@@ -407,7 +407,16 @@ class SQLiteStore(StoreBase):
 
         return await self._run(read)
 
-    async def history(self, trace_id: str) -> list[CheckpointSummary]:
+    async def history(
+        self, trace_id: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[CheckpointSummary]:
+        # SQLite: LIMIT -1 is no limit; seqs are below 2**63.
+        params = (
+            trace_id,
+            (1 << 63) - 1 if before is None else before,
+            -1 if limit is None else limit,
+        )
+
         def read(db: sqlite3.Connection) -> list[CheckpointSummary]:
             return [
                 CheckpointSummary(
@@ -420,8 +429,8 @@ class SQLiteStore(StoreBase):
                     created_at=r[6],
                     bytes=r[7],
                 )
-                for r in db.execute(_HISTORY, (trace_id,))
-            ]
+                for r in db.execute(_HISTORY, params)
+            ][::-1]
 
         return await self._run(read, trace_id)
 

@@ -5,6 +5,7 @@ A change to a public signature that breaks user code shows up here as a type err
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, assert_type
 
 import msgspec
@@ -66,6 +67,13 @@ async def run(graph: gx.Graph, store: gx.CheckpointStore) -> None:
     saved = await ex.get_state("t")
     assert_type(saved, gx.RunState)
     assert_type(await ex.history("t"), list[gx.CheckpointSummary])
+    page = await ex.history("t", limit=10, before=5, values=True, graph=graph)
+    assert_type(page[0].state, Any)
+    assert_type(await ex.get_state("t", seq=3), gx.RunState)
+    assert_type(gx.Overwrite([]).value, Any)
+    assert_type(gx.StateDelta("k", gx.Overwrite(1)).overwrite, bool)
+    concat = gx.reducers.register("typing-v1", lambda current, value: (current or "") + value)
+    assert_type(concat, Callable[[Any, Any], Any])
     assert_type(await ex.runs(status="waiting"), list[gx.RunInfo])
 
 
