@@ -21,7 +21,12 @@ when the store opens:
   cache without an fsync, so it costs about as much as encoding the checkpoint; the hop to a
   thread and back costs more than the commit itself (see benches/README.md). One case stays on
   the loop: a write right after another process's checkpoint emptied the WAL pays that header
-  sync there (once per WAL cycle of that process).
+  sync there (once per WAL cycle of that process). The fast path yields to the loop's other
+  tasks at least once a millisecond, as waiting for a thread would.
+
+The rule (``SQLiteStore(commit_path="auto")``): fast with ``synchronous="NORMAL"``, portable with
+``"FULL"`` (there every commit waits for an fsync, which must not hold the loop); either can be
+forced. Both are the same SQL on the same connection, so the store contract suite runs on both.
 
 No part of this uses aiosqlite: its API is asyncio-only and costs a hop per statement.
 """
