@@ -241,9 +241,10 @@ class SQLiteStore(StoreBase):
             )
         if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                # SQLite keeps the old mode when it cannot switch now: treated as busy (retried),
-                # never used in another journal mode than the other processes on the file.
+            # SQLite keeps the old mode when it cannot switch now: treated as busy (retried),
+            # never used in another journal mode than the other processes on the file. An
+            # in-memory database has no WAL ("memory") and no other process.
+            if mode.lower() not in ("wal", "memory"):
                 raise Busy(f"{self.path!r} could not be switched to WAL mode (still {mode})")
         db.execute(f"PRAGMA synchronous = {self._synchronous}")
         for number, name, script in migrations:

@@ -274,6 +274,12 @@ class TestSchema:
 
 
 class TestLifecycle:
+    async def test_in_memory_database(self) -> None:
+        """An in-memory database (":memory:") works: no WAL, nothing shared with other processes."""
+        async with SQLiteStore(":memory:", busy_timeout=0.1) as store:
+            rows = await save_kinds(store, "t1", "bd")
+            assert await store.load_chain("t1") == rows
+
     async def test_data_survives_reopen(self, tmp_path: Path) -> None:
         """Everything saved is there after aclose, in a new store on the same path."""
         path = tmp_path / "x.db"
