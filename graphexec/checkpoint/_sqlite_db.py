@@ -79,7 +79,7 @@ def create_file(path: str, file_mode: int | None) -> None:
     database file first (empty: a valid empty database) covers all three. ``fchmod`` sets the
     mode exactly, whatever the process umask; an existing file is left as it is.
     """
-    if file_mode is None or path == ":memory:" or path.startswith("file:"):
+    if file_mode is None or path == ":memory:" or path == "":  # no file: nothing to create
         return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, file_mode)
