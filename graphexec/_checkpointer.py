@@ -1,17 +1,18 @@
-"""Writing a run's checkpoints: base or delta, compaction, sync or async durability, the lease.
+"""Writing a run's checkpoints: when (the policy's triggers), base or delta, compaction, sync or
+async durability.
 
 One Checkpointer belongs to one run. It buffers the step records since the last checkpoint,
 decides base versus delta, encodes (in the run's task, so the state is captured at that
 moment), and commits: inline (``durability="sync"``) or through a writer task that batches
-pending records into one transaction (``"async"``).
+pending records into one transaction (``"async"``). The lease is kept by a LeaseKeeper
+(``_lease.py``). A run without a store gets a :class:`NullCheckpointer`: the loop never asks
+whether there is a store.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -19,15 +20,16 @@ from anyio.abc import TaskGroup
 
 from . import reducers as _reducers
 from ._callables import describe
+from ._context import _Usage
+from ._directives import StateDelta
 from ._events import CheckpointSaved
-from ._log import get_logger
+from ._lease import LeaseKeeper
 from ._policy import CheckpointPolicy
 from .checkpoint._base import CheckpointStore
 from .checkpoint._record import (
     CheckpointBody,
     Lease,
     ParentRef,
-    PendingBarrier,
     RunInfo,
     StepRecord,
     StoredCheckpoint,
@@ -39,7 +41,10 @@ from .checkpoint._record import (
 )
 from .exceptions import CheckpointError, GraphError
 
-__all__ = ("MIN_BASE_WEIGHT", "Checkpointer", "RunSnapshot", "reducer_names")
+if TYPE_CHECKING:
+    from ._run.position import Position
+
+__all__ = ("MIN_BASE_WEIGHT", "Checkpointer", "NullCheckpointer", "reducer_names")
 
 MIN_BASE_WEIGHT = 4096
 """Bytes of deltas since the last base below which the deltas never count as outweighing it."""
@@ -48,19 +53,6 @@ MIN_BASE_WEIGHT = 4096
 def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
     """Names of a graph's reducers as recorded in base checkpoints."""
     return {k: _reducers.name_of(r, describe) for k, r in reducers.items()}
-
-
-class RunSnapshot(msgspec.Struct):
-    """The run's metadata at a checkpoint (the state itself is passed separately)."""
-
-    step: int
-    next_node: str | None
-    status: str
-    barrier_counts: dict[str, int]
-    pending: PendingBarrier | None
-    decisions: dict[str, Any]
-    decision_cursor: int
-    error: str | None = None
 
 
 class Checkpointer:
@@ -94,14 +86,14 @@ class Checkpointer:
         self.base_graph_hash = graph_hash
         """The graph hash in force since the trace's latest base (what a restore would find)."""
         self.created_at = now()
-        self.owner = uuid.uuid4().hex
+        self.keeper = LeaseKeeper(store, trace_id, lease_ttl)
+        self.explicit_requested = False
         # compaction bookkeeping
         self._steps: list[StepRecord] = []
         self._deltas_since_base = 0
         self._delta_bytes_since_base = 0
         self._base_bytes = 0
         self._score = 0.0
-        self._last_save = 0.0
         # async durability
         self._queue: list[tuple[StoredCheckpoint, RunInfo]] = []
         self._wake = anyio.Event()
@@ -110,12 +102,16 @@ class Checkpointer:
         self._error: BaseException | None = None
         self._closed = False
         self._final_seq: int | None = None
-        self._released = False
 
     @property
     def lease(self) -> Lease:
         """This run's lease on its trace."""
-        return Lease(self.owner, self.lease_ttl)
+        return self.keeper.lease
+
+    @property
+    def owner(self) -> str:
+        """The lease owner id of this run."""
+        return self.keeper.owner
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -124,7 +120,7 @@ class Checkpointer:
         self._idle.set()
         if self.policy.durability == "async":
             tg.start_soon(self._writer)
-        tg.start_soon(self._renewer)
+        self.keeper.start(tg)
 
     async def close(self) -> None:
         """Flush pending writes and give the lease up (unless the final save did)."""
@@ -133,38 +129,80 @@ class Checkpointer:
         finally:
             self._closed = True
             self._wake.set()
-            if not self._released:
-                await self._release()
-
-    async def _release(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await self.store.release_lease(self.trace_id, self.owner)
-            except Exception as exc:  # noqa: BLE001 - the lease expires by itself anyway
-                get_logger(trace_id=self.trace_id).warning("lease not released", error=repr(exc))
+            await self.keeper.release()
 
     # -- what the run reports ------------------------------------------------------------------
 
-    def note_step(self, record: StepRecord, seconds: float, tokens: float) -> None:
+    def note_step(
+        self,
+        step: int,
+        node: str,
+        changes: list[tuple[str, Any]],
+        seconds: float = 0.0,
+        tokens: float = 0.0,
+    ) -> None:
         """Buffer one node execution's deltas, and add its work to the adaptive score."""
-        self._steps.append(record)
+        self._steps.append(StepRecord(step, node, [StateDelta(k, v) for k, v in changes]))
         self._score += self.policy.score.score(seconds, tokens)
 
+    def after_step(
+        self,
+        step: int,
+        node: str,
+        changes: list[tuple[str, Any]],
+        seconds: float,
+        usage: _Usage | None,
+        side_effects: bool,
+        *,
+        more: bool,
+    ) -> str | None:
+        """Note a node execution (note_step); the trigger of a checkpoint due now, if ``more``
+        steps follow (the run's end writes its own)."""
+        self.note_step(step, node, changes, seconds, usage.tokens if usage else 0.0)
+        if not more:
+            return None
+        return self.trigger_after_step(side_effects or bool(usage and usage.side_effects))
+
+    def request_explicit(self) -> None:
+        """handle.checkpoint(): save at the next step boundary (with ``on_explicit``)."""
+        self.explicit_requested = True
+
+    def trigger_after_step(self, side_effects: bool) -> str | None:
+        """The trigger of a checkpoint due after a step, or None (no checkpoint now)."""
+        policy = self.policy
+        if policy.every_step:
+            return "step"
+        if side_effects and policy.score.always_after_side_effects:
+            return "side_effects"
+        if policy.adaptive and self._score >= policy.score.threshold:
+            return "adaptive"
+        if self.explicit_requested and policy.on_explicit:
+            self.explicit_requested = False
+            return "explicit"
+        return None
+
     @property
-    def score_due(self) -> bool:
-        """True when adaptive checkpointing says the work since the last one is worth saving."""
-        return self.policy.adaptive and self._score >= self.policy.score.threshold
+    def on_barrier(self) -> bool:
+        """Checkpoint when a barrier starts waiting and when it is resolved."""
+        return self.policy.on_barrier
+
+    @property
+    def on_completion(self) -> bool:
+        """Checkpoint when the run ends (completed, failed)."""
+        return self.policy.on_completion
 
     # -- writing ------------------------------------------------------------------------------
 
     async def save(
         self,
-        run: RunSnapshot,
+        run: Position,
         state: dict[str, Any],
         trigger: str,
         *,
+        error: str | None = None,
         final: bool = False,
         decisions_after: int | None = None,
+        allow_base: bool = True,
     ) -> list[StoredDecision] | None:
         """Write one checkpoint of ``state`` and ``run`` (base or delta, by the compaction rule).
 
@@ -172,9 +210,19 @@ class Checkpointer:
         trip fewer than a separate release). ``decisions_after``: also read the decisions
         submitted through the store since that id, in the same round trip; returns them, or
         None when the commit happens behind the run (async durability) and nothing was read.
+        ``allow_base=False``: ``state`` must not be recorded (it is half updated); the record
+        is a delta of the buffered steps, so it restores to the last good state.
         """
+        if self._error is None and self.keeper.error is not None:
+            self._error = self.keeper.error
         if self._error is not None:
             raise self._wrap(self._error)
+        if not allow_base and self.seq == 0:
+            raise CheckpointError(
+                "no checkpoint to record on top of: the state is half updated and the trace "
+                "has no earlier checkpoint",
+                trace_id=self.trace_id,
+            )
         self.seq += 1
         seq = self.seq
         if final:
@@ -186,7 +234,7 @@ class Checkpointer:
             # replaying the deltas would cost more than loading a fresh base. Below
             # MIN_BASE_WEIGHT, replaying is cheap whatever the ratio, and a base is not worth
             # its write (it also demotes the previous one).
-            base = (
+            base = allow_base and (
                 seq == 1
                 or self._deltas_since_base + 1 >= self.policy.compact_every
                 or self._delta_bytes_since_base + len(steps)
@@ -214,7 +262,7 @@ class Checkpointer:
                 decisions=run.decisions,
                 decision_cursor=run.decision_cursor,
                 steps=steps,  # type: ignore[arg-type]  # pre-encoded list[StepRecord]
-                error=run.error,
+                error=error,
                 parent=self.parent if base else None,
                 reducers=self.reducers if base else {},
                 barrier_nodes=self.barrier_nodes if base else [],
@@ -319,9 +367,9 @@ class Checkpointer:
             raise
         except Exception as exc:
             raise self._wrap(exc) from exc
-        self._last_save = time.monotonic()
+        self.keeper.renewed()
         if release:
-            self._released = True
+            self.keeper.released = True
         if self.send_event is not None:
             for row, _ in batch:
                 await self.send_event(
@@ -375,21 +423,6 @@ class Checkpointer:
             if self._closed:
                 return
 
-    async def _renewer(self) -> None:
-        """Keep the lease while a long node runs or a barrier waits with nothing to save."""
-        period = max(self.lease_ttl / 3, 0.05)
-        while not self._closed:
-            await anyio.sleep(period)
-            if time.monotonic() - self._last_save < period:
-                continue
-            try:
-                await self.store.acquire_lease(self.trace_id, self.lease)
-            except GraphError as exc:
-                self._error = exc
-                return
-            except Exception as exc:  # noqa: BLE001 - a passing store error: retry next period
-                get_logger(trace_id=self.trace_id).warning("lease renewal failed", error=repr(exc))
-
 
 def _find_unencodable(steps: list[StepRecord], state: dict[str, Any]) -> tuple[str, str | None]:
     """Name what could not be encoded: a node's delta for a key, or a key of the state."""
@@ -407,3 +440,62 @@ def _find_unencodable(steps: list[StepRecord], state: dict[str, Any]) -> tuple[s
         except (TypeError, ValueError, OverflowError):
             return f"state key {key!r}", None
     return "the checkpoint", None
+
+
+class NullCheckpointer:
+    """The checkpointer of a run without a store: no trigger ever fires, nothing is written."""
+
+    on_barrier = False
+    on_completion = False
+
+    async def start(self, tg: TaskGroup) -> None:
+        """Nothing runs in the background."""
+
+    async def close(self) -> None:
+        """Nothing to flush or release."""
+
+    async def flush(self) -> None:
+        """Nothing is ever pending."""
+
+    def note_step(
+        self,
+        step: int,
+        node: str,
+        changes: list[tuple[str, Any]],
+        seconds: float = 0.0,
+        tokens: float = 0.0,
+    ) -> None:
+        """Steps are not buffered: nothing would write them."""
+
+    def after_step(
+        self,
+        step: int,
+        node: str,
+        changes: list[tuple[str, Any]],
+        seconds: float,
+        usage: _Usage | None,
+        side_effects: bool,
+        *,
+        more: bool,
+    ) -> str | None:
+        """Nothing to note, no checkpoint ever due."""
+        return None
+
+    def request_explicit(self) -> None:
+        """An explicit checkpoint request has nowhere to go."""
+
+    def trigger_after_step(self, side_effects: bool) -> str | None:
+        return None
+
+    async def save(
+        self,
+        run: Position,
+        state: dict[str, Any],
+        trigger: str,
+        *,
+        error: str | None = None,
+        final: bool = False,
+        decisions_after: int | None = None,
+        allow_base: bool = True,
+    ) -> list[StoredDecision] | None:
+        return None

@@ -56,7 +56,12 @@ class Emitter:
         if self.gone:
             return
         if threading.get_ident() != self._thread:
-            anyio.from_thread.run(self.send, event)
+            try:
+                anyio.from_thread.run(self.send, event)
+            except RuntimeError:
+                # A worker thread abandoned by a cancel can outlive the run and its event
+                # loop: what it emits then has no one to go to.
+                self.gone = True
             return
         if self._backlog:
             self._backlog.append(event)

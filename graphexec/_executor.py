@@ -11,31 +11,23 @@ from typing import Any, Literal
 import anyio
 import msgspec
 
-from ._checkpointer import Checkpointer, reducer_names
-from ._decisions import Decision, Edit
-from ._directives import StateDelta
+from ._apply import TornUpdate, apply_changes
+from ._checkpointer import Checkpointer, NullCheckpointer, reducer_names
+from ._decisions import Decision
 from ._emit import Emitter
 from ._events import GraphEvent
 from ._graph import Graph
 from ._history import history_page
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
-from ._run import (
-    Driver,
-    GraphResult,
-    Run,
-    check_barrier_node,
-    check_decision_type,
-    check_edit,
-)
-from .checkpoint._base import FINISHED_STATUSES, CheckpointStore, parse_barrier_id
+from ._run import Driver, GraphResult, Position, Run
+from ._run.decisions import initial_decisions
+from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
-    CheckpointBody,
     CheckpointSummary,
     ParentRef,
     PendingBarrier,
     RunInfo,
-    StepRecord,
 )
 from .exceptions import (
     GraphChanged,
@@ -221,10 +213,9 @@ class GraphExecutor:
                 graph,
                 restored.state,
                 trace_id,
-                body,
+                Position.of(body),
                 emitter,
                 ckpt,
-                decision_cursor=body.decision_cursor,
                 start_trigger=None if body.pending_barrier is not None else "resume",
                 resumed=True,
                 parent=info.parent.trace_id if info.parent else None,
@@ -247,11 +238,13 @@ class GraphExecutor:
         *,
         update: Mapping[str, Any] | None = None,
         new_trace_id: str | None = None,
+        decisions: Mapping[str, Decision] | None = None,
     ) -> AsyncIterator[Run]:
         """Start a new run (new trace id) from checkpoint ``seq`` of ``trace_id``.
 
         ``update`` is applied through the reducers first (time travel with an edit). The
-        original run is untouched.
+        original run is untouched. The fork does not inherit the source's unused decisions:
+        it waits at its barriers unless ``decisions`` (checked as execute's) decide them.
         """
         store = self._need_store("fork")
         restored = await restore(store, trace_id, seq=seq, graph=graph)
@@ -265,18 +258,25 @@ class GraphExecutor:
             self.on_graph_change,
         )
         state = restored.state if graph.state_type is None else dict(restored.state)
-        spec = graph.spec
-        changes = []
-        for key, value in (update or {}).items():
-            value = spec.check(key, value, node=None)
-            spec.apply(state, key, value, node=None)
-            changes.append(StateDelta(key, value))
+        changes: list[tuple[str, Any]] = []
+        if update:
+            try:
+                changes = apply_changes(
+                    graph.spec,
+                    state,
+                    list(update.items()),
+                    node=None,
+                    writer=f"fork update of trace {trace_id!r} seq {seq}",
+                )
+            except TornUpdate as torn:
+                raise torn.error from torn.error.__cause__
         new_id = new_trace_id or uuid.uuid4().hex
+        early = initial_decisions(graph, decisions, new_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         emitter = Emitter(send)
         ckpt = self._checkpointer(graph, new_id, emitter, ParentRef(trace_id=trace_id, seq=seq))
         if changes:
-            ckpt.note_step(StepRecord(body.step, "__fork__", changes), 0.0, 0.0)
+            ckpt.note_step(body.step, "__fork__", changes)
         try:
             if await store.acquire_lease(new_id, ckpt.lease) is not None:
                 with anyio.CancelScope(shield=True):
@@ -290,10 +290,11 @@ class GraphExecutor:
             graph,
             state,
             new_id,
-            body,
+            # Decisions were made for the source run (its inbox too): the fork starts with
+            # only those given to fork(), and an empty inbox.
+            Position.of(body, decisions=early, decision_cursor=0),
             emitter,
             ckpt,
-            decision_cursor=0,
             start_trigger="fork",
             resumed=False,
             parent=trace_id,
@@ -387,11 +388,10 @@ class GraphExecutor:
         graph: Graph,
         state: dict[str, Any],
         trace_id: str,
-        body: CheckpointBody,
+        position: Position,
         emitter: Emitter,
         ckpt: Checkpointer,
         *,
-        decision_cursor: int,
         start_trigger: str | None,
         resumed: bool,
         parent: str | None,
@@ -402,18 +402,13 @@ class GraphExecutor:
             graph=graph,
             state=state if graph.state_type is None else dict(state),
             trace_id=trace_id,
-            next_node=body.next_node,
+            position=position,
             max_steps=self.max_steps,
             emitter=emitter,
             checkpointer=ckpt,
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
-            step=body.step,
-            counts=dict(body.barrier_counts),
-            pending=body.pending_barrier,
-            decisions=dict(body.decisions),
-            decision_cursor=decision_cursor,
             start_trigger=start_trigger,
             resumed=resumed,
             parent=parent,
@@ -441,8 +436,8 @@ class GraphExecutor:
             raise InvalidGraph(f"expected a built gx.Graph, got {type(graph).__name__}")
         trace_id = trace_id or uuid.uuid4().hex
         initial = graph.spec.initial(state, trace_id=trace_id)
-        early = self._initial_decisions(graph, decisions, trace_id)
-        ckpt = None
+        early = initial_decisions(graph, decisions, trace_id)
+        ckpt: Checkpointer | NullCheckpointer = NullCheckpointer()
         if self.store is not None:
             ckpt = self._checkpointer(graph, trace_id, emitter, None)
             if await self.store.acquire_lease(trace_id, ckpt.lease) is not None:
@@ -453,30 +448,14 @@ class GraphExecutor:
             graph=graph,
             state=initial,
             trace_id=trace_id,
-            next_node=graph.start,
+            position=Position.start(graph.start, early),
             max_steps=self.max_steps,
             emitter=emitter,
             checkpointer=ckpt,
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
-            decisions=early,
         )
-
-    @staticmethod
-    def _initial_decisions(
-        graph: Graph, decisions: Mapping[str, Decision] | None, trace_id: str
-    ) -> dict[str, Decision]:
-        found: dict[str, Decision] = {}
-        for key, decision in (decisions or {}).items():
-            node, _occurrence = parse_barrier_id(key)
-            # The checks the handle makes, up front: a bad decision never starts the run.
-            check_barrier_node(graph, node, trace_id=trace_id)
-            check_decision_type(decision, trace_id=trace_id)
-            if isinstance(decision, Edit):
-                check_edit(graph, decision, node)
-            found[key] = decision
-        return found
 
     def _check_graph(
         self,

@@ -4,65 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import msgspec
 
 from . import reducers as _reducers
-from ._callables import UserFn, classify, describe
+from ._callables import classify, describe
 from ._decisions import DefaultAction
+from ._spec import _DEFAULTS, _ON_ERROR, Branch, Edge, NodeKind, NodeSpec, OnError
 from ._state import StateSpec
+from ._validate import validate
 
 __all__ = ("Branch", "Edge", "Graph", "GraphBuilder", "NodeKind", "NodeSpec", "OnError")
-
-NodeKind: TypeAlias = Literal["node", "parallel", "map", "barrier"]
-OnError: TypeAlias = Literal["fail_fast", "collect", "continue"]
-_ON_ERROR = ("fail_fast", "collect", "continue")
-_DEFAULTS = ("approve", "reject", "skip")
-
-
-class Branch(msgspec.Struct, frozen=True):
-    """One branch of a static parallel node."""
-
-    name: str
-    call: UserFn
-
-
-class NodeSpec(msgspec.Struct, frozen=True):
-    """A declared node; ``kind`` says which of the optional fields apply."""
-
-    name: str
-    kind: NodeKind
-    call: UserFn | None = None
-    """node: the function; map: the per-item function."""
-    side_effects: bool = False
-    branches: tuple[Branch, ...] = ()
-    on_error: OnError = "fail_fast"
-    over: str | None = None
-    into: str | None = None
-    max_concurrency: int | None = None
-    prompt: UserFn | None = None
-    timeout: float | None = None
-    default: DefaultAction = "reject"
-    record: str | None = None
-
-
-class Edge(msgspec.Struct, frozen=True):
-    """``source -> target``: conditional (``when``), normal, or fallback."""
-
-    source: str
-    target: str
-    kind: Literal["when", "normal", "fallback"]
-    when: Callable[[Any], bool] | None = None
-
-    @property
-    def label(self) -> str:
-        """How messages and diagrams name this edge."""
-        if self.kind == "when" and self.when is not None:
-            return f"{self.source} -> {self.target} when {describe(self.when)}"
-        if self.kind == "fallback":
-            return f"{self.source} -> {self.target} (fallback)"
-        return f"{self.source} -> {self.target}"
 
 
 class _Routes(msgspec.Struct, frozen=True):
@@ -423,9 +376,16 @@ class GraphBuilder:
 
     def build(self) -> Graph:
         """Validate and freeze; raises InvalidGraph listing every problem found."""
-        from ._validate import validate
-
-        return validate(self)
+        v = validate(self)
+        return Graph(
+            name=v.name,
+            nodes=v.nodes,
+            edges=v.edges,
+            reducers=v.reducers,
+            start=v.start,
+            ends=v.ends,
+            state_type=v.state_type,
+        )
 
 
 def _check_on_error(name: str, on_error: str) -> None:

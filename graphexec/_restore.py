@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from . import reducers as _reducers
+from ._apply import replay_delta
 from ._graph import Graph
 from .checkpoint._base import CheckpointStore
 from .checkpoint._record import (
@@ -69,17 +70,13 @@ async def restore(
             for delta in record.deltas:
                 key = delta.key
                 if delta.overwrite:  # gx.Overwrite: the value replaces, bypassing the reducer
-                    state[key] = delta.value
-                    continue
-                if key in reducers:
+                    reducer = None
+                elif key in reducers:
                     reducer = reducers[key]
                 else:
                     reducer = reducers[key] = _reducer_for(key, names, graph, trace_id, row.seq)
                 try:
-                    if reducer is None:
-                        state[delta.key] = delta.value
-                    else:
-                        state[delta.key] = reducer(state.get(delta.key), delta.value)
+                    replay_delta(state, key, delta.value, reducer, overwrite=delta.overwrite)
                 except Exception as exc:
                     raise CheckpointError(
                         f"replaying key {delta.key!r} of step {record.step} ({record.node}) "

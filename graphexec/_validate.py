@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from . import reducers as _reducers
-from ._graph import Graph, NodeSpec
+from ._spec import Declarations, NodeSpec, Validated
 from ._state import StateSpec
 from .exceptions import InvalidGraph
-
-if TYPE_CHECKING:
-    from ._graph import GraphBuilder
 
 __all__ = ("validate",)
 
 
-def validate(b: GraphBuilder) -> Graph:
-    """Check the builder's declarations; return the frozen Graph or raise InvalidGraph."""
+def validate(b: Declarations) -> Validated:
+    """Check the builder's declarations; return the checked parts or raise InvalidGraph."""
     problems = list(b._problems)
     name = b.name
 
@@ -132,7 +129,7 @@ def validate(b: GraphBuilder) -> Graph:
         summary = "\n".join(f"- {p}" for p in problems)
         raise InvalidGraph(f"graph {name!r} is invalid:\n{summary}", problems=problems)
     assert start is not None
-    return Graph(
+    return Validated(
         name=name,
         nodes=nodes,
         edges=list(b._edges),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -52,3 +53,24 @@ def stream_events() -> StreamEvents:
         return normalise_events(events), run
 
     return stream
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: every async test runs through anyio's pytest plugin, on asyncio and on trio.
+# tests/checkpoint/conftest.py narrows this to asyncio (SQLiteStore runs on aiosqlite).
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Mark every coroutine test for anyio's plugin (no per-file marker to forget), before the
+    plugin looks for the marker."""
+    fn = getattr(obj, "hypothesis", None)
+    inner = getattr(fn, "inner_test", obj)
+    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(inner):  # type: ignore[attr-defined]
+        pytest.mark.anyio(obj)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The core tests run on both anyio backends."""
+    return str(request.param)

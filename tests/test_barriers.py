@@ -530,6 +530,27 @@ class TestPromptsAndTimeouts:
         assert run.result.error.node == "gate"
         assert of(events, gx.BarrierWaiting) == []
 
+    async def test_a_failing_prompt_closes_its_span_and_uses_no_step(self) -> None:
+        """The barrier's NodeStart is closed by a NodeEnd(ok=False) (also in the execution
+        log), and the failed barrier does not count as a step: draft is step 1, the gate
+        failed at step 2, the run took 1 step."""
+
+        def prompt(state: Mapping[str, Any]) -> str:
+            raise RuntimeError("no prompt")
+
+        events: list[gx.GraphEvent] = []
+        async with gx.GraphExecutor().execute_stream(approval_graph(prompt=prompt), {}) as run:
+            async for event in run:
+                events.append(event)
+        [start] = [e for e in of(events, gx.NodeStart) if e.node == "gate"]
+        [end] = [e for e in of(events, gx.NodeEnd) if e.node == "gate"]
+        assert (2, start.span_id, 2, False) == (start.step, end.span_id, end.step, end.ok)
+        assert [("draft", True), ("gate", False)] == [
+            (e.node, e.success) for e in run.result.execution_log
+        ]
+        assert 1 == run.result.steps
+        assert run.result.error is not None and 2 == run.result.error.step
+
     async def test_the_deadline_is_set_from_the_timeout(self) -> None:
         """timeout=30: BarrierWaiting.deadline is wall-clock now + 30 s."""
         before = time.time()

@@ -549,13 +549,60 @@ class TestStream:
                         break
         saved = await ex.get_state("t")
         result = run.result
-        # The thread cannot be interrupted: its update is in the result, so it must be saved.
-        assert {"n": 20} == result.state
+        # The thread is abandoned, not waited for: its update is discarded, in the result and
+        # in the store alike.
+        assert {} == result.state
         assert (result.state, result.status, result.steps) == (
             saved.state,
             saved.status,
             saved.step,
         )
+
+    @pytest.mark.parametrize("how", ["handle", "leave", "scope"])
+    async def test_no_node_starts_after_a_cancel_during_a_thread_node(self, how: str) -> None:
+        """Cancelling (handle.cancel(), leaving the stream, an outer cancel scope) while a sync
+        node runs in its worker thread gives control back at once (the thread is still
+        blocked), no node starts after it, and the thread's result is discarded."""
+        release = threading.Event()
+        done = threading.Event()
+        started: list[str] = []
+
+        running = threading.Event()
+
+        def blocked(s: State) -> dict[str, Any]:
+            started.append("blocked")
+            running.set()
+            release.wait(10)
+            done.set()
+            return {"blocked": "returned"}
+
+        def after(s: State) -> dict[str, Any]:
+            started.append("after")
+            return {"after": True}
+
+        graph = chain(("blocked", blocked), ("after", after))
+        ex = gx.GraphExecutor(store=gx.MemoryStore())
+        with anyio.fail_after(5):  # a cancel that waited for the thread would hang here
+            with anyio.CancelScope() as outer:
+                async with ex.execute_stream(graph, {}, trace_id="t") as run:
+                    async for event in run:
+                        if isinstance(event, gx.NodeStart):
+                            assert await anyio.to_thread.run_sync(running.wait, 5)
+                            if how == "handle":
+                                await run.handle.cancel()
+                            elif how == "leave":
+                                break
+                            else:
+                                outer.cancel()
+        assert not done.is_set()  # control came back while the thread was still blocked
+        release.set()
+        await anyio.to_thread.run_sync(done.wait, 5)
+        await anyio.sleep(0.05)  # give a wrongly started next node the chance to show
+        assert ["blocked"] == started
+        assert "cancelled" == run.result.status
+        assert {} == run.result.state
+        saved = await ex.get_state("t")
+        assert ({}, "blocked", 0) == (saved.state, saved.next_node, saved.step)
 
     async def test_consumer_exception_propagates_and_cancels(self) -> None:
         """An exception in the consumer's body leaves the block as itself; the run is cancelled."""

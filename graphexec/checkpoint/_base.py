@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from .._barrier_ids import is_resolved, parse_barrier_id
 from .._decisions import Decision
 from ..exceptions import CheckpointError, InvalidDecision, RunFinished, RunNotFound
 from ._record import CheckpointSummary, Lease, RunInfo, StoredCheckpoint, StoredDecision
@@ -35,6 +36,7 @@ __all__ = (
     "StoreBase",
     "check_decision_target",
     "check_rows",
+    "is_resolved",
     "parse_barrier_id",
     "prunable_statuses",
 )
@@ -166,19 +168,6 @@ def check_rows(rows: Sequence[StoredCheckpoint], run: RunInfo, last_seq: int | N
         previous = row.seq
 
 
-def parse_barrier_id(barrier_id: str) -> tuple[str, int | None]:
-    """Split ``"node#3"`` into ``("node", 3)``; a bare node name is a wildcard: ``(node, None)``."""
-    node, sep, occ = barrier_id.rpartition("#")
-    if not sep:
-        return barrier_id, None
-    if not occ.isdigit() or int(occ) < 1 or not node:
-        raise InvalidDecision(
-            f"bad barrier id {barrier_id!r}: expected '<node>#<occurrence>' (occurrence >= 1) "
-            "or a barrier node name"
-        )
-    return node, int(occ)
-
-
 def check_decision_target(
     run: RunInfo | None,
     trace_id: str,
@@ -208,14 +197,6 @@ def check_decision_target(
             trace_id=trace_id,
             node=node,
         )
-
-
-def is_resolved(counts: dict[str, int], pending: str | None, node: str, occurrence: int) -> bool:
-    """True if occurrence ``occurrence`` of barrier ``node`` has been reached and decided."""
-    reached = counts.get(node, 0)
-    if occurrence < reached:
-        return True
-    return occurrence == reached and pending != f"{node}#{occurrence}"
 
 
 def prunable_statuses(statuses: Sequence[str]) -> frozenset[str]:

@@ -1,4 +1,5 @@
-"""Fixtures for the checkpoint store tests: one ``store`` per store implementation."""
+"""Fixtures for the checkpoint tests: one ``store`` per store implementation, and ``stores`` (a
+store plus ways to reach its data as another process would) for the executor-level tests."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import graphexec as gx
 from graphexec.checkpoint import CheckpointStore, MemoryStore, SQLiteStore
+
+from _resume_kit import Stores  # isort: skip  (a helper module next to this file)
 
 
 @pytest.fixture(params=["memory", "sqlite-fast", "sqlite-portable"])
@@ -24,3 +28,24 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         assert s.commit_path_used == path
     async with s:
         yield s
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
+    """Each store kind; every store object opened by the test is closed after it."""
+    path = tmp_path / "runs.db"
+    store: gx.CheckpointStore = (
+        gx.MemoryStore() if request.param == "memory" else gx.SQLiteStore(path)
+    )
+    box = Stores(request.param, path, store, [store])
+    try:
+        yield box
+    finally:
+        for s in box.opened:
+            await s.aclose()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Store tests run on asyncio: SQLiteStore is built on aiosqlite (asyncio only)."""
+    return "asyncio"

@@ -129,6 +129,57 @@ async def test_half_applied_node_is_never_checkpointed() -> None:
     assert {"log": ["first", "second"], "total": 5} == run.result.state
 
 
+@pytest.mark.parametrize("every_step", [True, False])
+async def test_a_torn_node_ends_the_run_failed_and_resumable(every_step: bool) -> None:
+    """A reducer that raises halfway through a node's updates ends the run ``failed`` in the
+    store, with its error; the failure record carries the last good state (never the half
+    one) and the failed node as next node, so a resume re-runs it."""
+    fail = {"on": True}
+
+    def picky(current: int | None, value: int) -> int:
+        if fail["on"]:
+            raise ValueError("not today")
+        return (current or 0) + value
+
+    async def first(state: gx.typing.State) -> dict[str, object]:
+        return {"log": ["first"]}
+
+    async def second(state: gx.typing.State) -> dict[str, object]:
+        return {"log": ["second"], "total": 5}  # "log" is applied, then "total" raises
+
+    graph = (
+        gx.GraphBuilder("torn")
+        .node("first", first)
+        .node("second", second)
+        .edge("first", "second")
+        .reducer("log", gx.reducers.append)
+        .reducer("total", picky)
+        .start("first")
+        .end("second")
+        .build()
+    )
+    store = gx.MemoryStore()
+    ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=every_step))
+    with pytest.raises(gx.StateError, match="not today"):
+        await ex.execute(graph, {}, trace_id="t")
+    info = await store.get_run("t")
+    assert info is not None and "failed" == info.status
+    assert ["t"] == [r.trace_id for r in await ex.runs(status="failed")]
+    saved = await ex.get_state("t", graph=graph)
+    assert "failed" == saved.status
+    assert saved.error is not None and "not today" in saved.error
+    assert {"log": ["first"]} == saved.state
+    assert ("second", 1) == (saved.next_node, saved.step)
+    last = (await ex.history("t"))[-1]
+    assert ("failure", "delta") == (last.trigger, last.kind)
+    fail["on"] = False
+    async with ex.resume_from(graph, "t") as run:
+        async for _ in run:
+            pass
+    assert {"log": ["first", "second"], "total": 5} == run.result.state
+    assert 2 == run.result.steps
+
+
 async def test_unencodable_value_is_named_and_nothing_saved_is_damaged() -> None:
     """A value msgspec cannot encode fails the run with a CheckpointError naming the node and
     the key; the checkpoints already saved still restore."""

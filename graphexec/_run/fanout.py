@@ -8,46 +8,28 @@ mode): the failure policy is then decided in one place, ``_outcome`` below.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
 
-from ._callables import UserFn
-from ._context import NodeContext
-from ._directives import End, Fallback, Goto
-from ._events import BranchCompleted, ErrorInfo, ObservedError, ParallelCompleted, ParallelStarted
-from ._graph import NodeSpec
-from ._state import changes_of
-from ._view import fresh
-from .exceptions import NodeExecutionFailed, StateError
-
-if TYPE_CHECKING:
-    from ._run import Driver
+from .._callables import UserFn
+from .._context import NodeContext, _Usage
+from .._directives import End, Fallback, Goto
+from .._events import BranchCompleted, ParallelCompleted, ParallelStarted
+from .._graph import NodeSpec
+from .._state import changes_of
+from .._view import fresh
+from ..exceptions import NodeExecutionFailed, StateError
+from .invoke import invoke
+from .recorder import Recorder, error_info
 
 __all__ = ("run_map", "run_parallel")
 
 
-def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
-    """An exception as event data."""
-    return ErrorInfo(type=type(exc).__name__, message=str(exc), node=node)
-
-
-async def invoke(call: UserFn, args: tuple[Any, ...]) -> Any:
-    """Call a user function the way it was declared: awaited, inline, or in a worker thread."""
-    if call.is_async:
-        return await call.fn(*args)
-    if call.inline:
-        result = call.fn(*args)
-    else:
-        result = await anyio.to_thread.run_sync(call.fn, *args)
-    if hasattr(result, "__await__"):
-        result = await result
-    return result
-
-
 async def _fan_out(
-    driver: Driver,
+    rec: Recorder,
+    usage: _Usage,
     spec: NodeSpec,
     step: int,
     span: str,
@@ -55,8 +37,8 @@ async def _fan_out(
     limit: int | None,
 ) -> tuple[list[Any], dict[str, BaseException]]:
     """Run every (branch name, callable, first argument) job; return results in job order."""
-    emitter = driver.emitter
-    trace_id = driver.trace_id
+    emitter = rec.emitter
+    trace_id = rec.trace_id
     name = spec.name
     results: list[Any] = [None] * len(jobs)
     failures: dict[str, BaseException] = {}
@@ -86,7 +68,8 @@ async def _fan_out(
                 scope.cancel()
         else:
             if ctx is not None:
-                driver.add_usage(ctx._usage)
+                usage.tokens += ctx._usage.tokens
+                usage.side_effects = usage.side_effects or ctx._usage.side_effects
         if emitter is not None:
             emitter.send_soon(
                 BranchCompleted(
@@ -104,6 +87,11 @@ async def _fan_out(
     async with anyio.create_task_group() as tg:
         for i, (bname, call, arg) in enumerate(jobs):
             tg.start_soon(branch, i, bname, call, arg, tg.cancel_scope, name=bname)
+    if spec.on_error != "fail_fast":
+        # In declaration order, not completion order (which is the scheduler's): what the
+        # error and the events list does not depend on the backend. fail_fast keeps the
+        # first failure first: it is the one that cancelled the others.
+        failures = {b: failures[b] for b, _c, _a in jobs if b in failures}
     if emitter is not None:
         await emitter.send(
             ParallelCompleted(
@@ -115,12 +103,12 @@ async def _fan_out(
                 failed=list(failures),
             )
         )
-    await _outcome(driver, spec, step, span, failures)
+    await _outcome(rec, spec, step, span, failures)
     return results, failures
 
 
 async def _outcome(
-    driver: Driver, spec: NodeSpec, step: int, span: str, failures: dict[str, BaseException]
+    rec: Recorder, spec: NodeSpec, step: int, span: str, failures: dict[str, BaseException]
 ) -> None:
     """The one place the failure policy is applied."""
     if not failures:
@@ -148,26 +136,22 @@ async def _outcome(
             failures=failures,
         )
     for bname, exc in failures.items():
-        driver.log.warning("branch failed", node=name, step=step, span_id=span, branch=bname)
-        if driver.emitter is not None:
-            await driver.emitter.send(
-                ObservedError(
-                    trace_id=driver.trace_id,
-                    step=step,
-                    node=name,
-                    span_id=span,
-                    error=error_info(exc, name),
-                    branch=bname,
-                )
-            )
+        rec.log.warning("branch failed", node=name, step=step, span_id=span, branch=bname)
+        await rec.observed(step, name, span, error_info(exc, name), bname)
 
 
 async def run_parallel(
-    driver: Driver, spec: NodeSpec, step: int, span: str, view: Any
+    rec: Recorder,
+    usage: _Usage,
+    reducers: Mapping[str, Any],
+    spec: NodeSpec,
+    step: int,
+    span: str,
+    view: Any,
 ) -> list[tuple[str, Any]]:
     """Run a static parallel node; merged deltas in branch declaration order."""
     jobs = [(b.name, b.call, view) for b in spec.branches]
-    results, failures = await _fan_out(driver, spec, step, span, jobs, None)
+    results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None)
     writers: dict[str, list[str]] = {}
     merged: list[tuple[str, Any]] = []
     for (bname, _call, _arg), out in zip(jobs, results, strict=True):
@@ -182,7 +166,6 @@ async def run_parallel(
         for key, value in changes_of(out, node=f"{spec.name}.{bname}"):
             writers.setdefault(key, []).append(bname)
             merged.append((key, value))
-    reducers = driver.graph.reducers
     for key, names in writers.items():
         if len(set(names)) > 1 and key not in reducers:  # one branch may write a key twice
             raise StateError(
@@ -197,7 +180,7 @@ async def run_parallel(
 
 
 async def run_map(
-    driver: Driver, spec: NodeSpec, step: int, span: str, state: dict[str, Any]
+    rec: Recorder, usage: _Usage, spec: NodeSpec, step: int, span: str, state: dict[str, Any]
 ) -> list[tuple[str, Any]]:
     """Run a map node over ``state[over]``; one delta appending the results to ``into``."""
     assert spec.call is not None and spec.over is not None and spec.into is not None
@@ -213,6 +196,6 @@ async def run_map(
         )
     # Each item is a copy (fresh): a map function mutating its item cannot change the state.
     jobs = [(f"{spec.name}[{i}]", spec.call, fresh(item)) for i, item in enumerate(items)]
-    results, failures = await _fan_out(driver, spec, step, span, jobs, spec.max_concurrency)
+    results, failures = await _fan_out(rec, usage, spec, step, span, jobs, spec.max_concurrency)
     kept = [r for (bname, _c, _a), r in zip(jobs, results, strict=True) if bname not in failures]
     return [(spec.into, kept)]

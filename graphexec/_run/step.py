@@ -1,0 +1,72 @@
+"""One node execution: call the node (or fan it out), and collect what it returned as deltas.
+
+This is the seam where a node's execution is wrapped: retry, timeout and fingerprint checks go
+around :func:`execute_node`, which neither applies deltas nor routes (the loop does both once
+the execution has succeeded).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias, assert_never
+
+from .._context import NodeContext, _Usage
+from .._directives import End, Fallback, Goto
+from .._graph import Graph, NodeSpec
+from .._state import changes_of
+from ..exceptions import GraphError, NodeExecutionFailed
+from .fanout import run_map, run_parallel
+from .invoke import invoke
+from .recorder import Recorder
+from .routing import Directive
+
+__all__ = ("Outcome", "execute_node")
+
+
+Outcome: TypeAlias = tuple[Directive | None, list[tuple[str, Any]], _Usage | None]
+"""What one execution produced: the routing directive, the changes, and the tokens and side
+effects the node reported through its context (if it had one). A plain tuple: built per step."""
+
+
+async def execute_node(
+    graph: Graph, state: dict[str, Any], spec: NodeSpec, step: int, span: str, rec: Recorder
+) -> Outcome:
+    """Run node ``spec`` once against ``state`` (not changed here).
+
+    A GraphError passes through; any other exception becomes NodeExecutionFailed naming the
+    node. Barriers are not executed here: the loop resolves them with a decision.
+    """
+    name = spec.name
+    try:
+        kind = spec.kind
+        if kind == "node":
+            call = spec.call
+            assert call is not None
+            view = graph.spec.view(state)
+            if call.takes_ctx:
+                ctx = NodeContext(rec.trace_id, step, name, span, None, rec.emitter)
+                result = await invoke(call, (view, ctx))
+                usage: _Usage | None = ctx._usage
+            else:
+                result = await call.fn(view) if call.is_async else await invoke(call, (view,))
+                usage = None
+            if result is None:
+                return None, [], usage
+            if isinstance(result, Goto | End | Fallback):
+                return result, changes_of(result.update, node=name), usage
+            return None, changes_of(result, node=name), usage
+        if kind == "parallel":
+            usage = _Usage()
+            changes = await run_parallel(
+                rec, usage, graph.reducers, spec, step, span, graph.spec.view(state)
+            )
+            return None, changes, usage
+        if kind == "map":
+            usage = _Usage()
+            return None, await run_map(rec, usage, spec, step, span, state), usage
+        if kind == "barrier":
+            raise AssertionError(f"barrier {name!r} is resolved by the loop, not executed")
+        assert_never(kind)
+    except GraphError:
+        raise
+    except Exception as exc:
+        raise NodeExecutionFailed(f"node {name!r} raised {exc!r}", node=name, cause=exc) from exc
