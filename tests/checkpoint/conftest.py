@@ -47,5 +47,6 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """Store tests run on asyncio: SQLiteStore is built on aiosqlite (asyncio only)."""
+    """Checkpoint tests run on asyncio, to keep the suite short; the store contract and the
+    SQLiteStore tests run on trio too (their modules widen this back to both backends)."""
     return "asyncio"

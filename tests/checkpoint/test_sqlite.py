@@ -32,6 +32,12 @@ MIGRATIONS = sqlite_module._migrations()
 LATEST = MIGRATIONS[-1][0]
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every store, on both anyio backends (the checkpoint folder's default is asyncio only)."""
+    return str(request.param)
+
+
 def make_row(trace_id: str, seq: int, kind: CheckpointKind = "delta") -> StoredCheckpoint:
     """A row with a real encoded body (and snapshot, for a base)."""
     body, checksum = encode_body(

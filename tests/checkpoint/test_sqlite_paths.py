@@ -25,6 +25,12 @@ from graphexec.exceptions import CheckpointError, RunLocked
 PATHS: list[Literal["fast", "portable"]] = ["fast", "portable"]
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every store, on both anyio backends (the checkpoint folder's default is asyncio only)."""
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     ("synchronous", "asked", "used"),
     [
