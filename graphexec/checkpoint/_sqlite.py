@@ -200,7 +200,10 @@ class SQLiteStore(StoreBase):
             return self._db
 
     def _open(self, fast: bool) -> sqlite3.Connection:
-        create_file(self.path, self._file_mode)
+        try:
+            create_file(self.path, self._file_mode)
+        except OSError as exc:  # a missing folder, no permission: say so as a graphexec error
+            raise CheckpointError(f"cannot create SQLite file {self.path!r}: {exc}") from exc
         # isolation_level=None: no implicit BEGIN; every transaction is explicit.
         # timeout= is SQLite's busy timeout: how long to wait for another writer.
         # check_same_thread=False: the connection moves between the loop's and worker threads;

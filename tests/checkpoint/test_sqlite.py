@@ -487,6 +487,15 @@ class TestFiles:
             await save_kinds(store, "t1", "b")
         assert path.stat().st_mode & 0o777 == 0o644
 
+    async def test_file_in_a_missing_folder(self, tmp_path: Path) -> None:
+        """A file that cannot be created is a CheckpointError naming it, not an OSError."""
+        path = tmp_path / "missing" / "x.db"
+        store = SQLiteStore(path)
+        with pytest.raises(CheckpointError, match="cannot create SQLite file") as info:
+            await store.runs()
+        assert str(path) in str(info.value)
+        await store.aclose()
+
     def test_bad_file_mode_is_refused(self, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="file_mode"):
             SQLiteStore(tmp_path / "x.db", file_mode=0o1777)
