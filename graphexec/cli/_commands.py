@@ -57,7 +57,7 @@ RUN_STATUSES = typing.get_args(RunStatus)
 
 
 def _run_async(fn: Callable[[], Awaitable[T]]) -> T:
-    # SQLiteStore runs on aiosqlite, which needs asyncio.
+    # asyncio: every store runs on it (SQLiteStore also runs on trio; others may not).
     return anyio.run(fn, backend="asyncio")
 
 
