@@ -76,8 +76,10 @@ class NodeSpec(msgspec.Struct, frozen=True):
     """The node that undoes this one (run by a later ``on_failure="compensate"``)."""
     breaker: CircuitBreaker | None = None
     resilient: bool = False
-    """Set by build(): the node has a retry, a timeout, a heartbeat timeout or a breaker (the
-    loop's fast path skips the attempt machinery otherwise)."""
+    """Set by build(): the node has a retry, a timeout, a heartbeat timeout or a breaker."""
+    guarded: bool = False
+    """Set by build(): each attempt needs setting up (a timeout, a heartbeat timeout or a
+    breaker); a node with only a retry is called directly until it fails."""
 
 
 class Edge(msgspec.Struct, frozen=True):

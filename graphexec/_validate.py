@@ -223,13 +223,12 @@ def _resilience(
                     if target.kind != "node"
                     else f"{where}: a node cannot compensate itself"
                 )
-        resilient = (
-            spec.retry is not None
-            or spec.timeout is not None
+        guarded = (
+            spec.timeout is not None
             or spec.heartbeat_timeout is not None
             or spec.breaker is not None
         )
-        if resilient:
-            spec = msgspec.structs.replace(spec, resilient=True)
+        if guarded or spec.retry is not None:
+            spec = msgspec.structs.replace(spec, resilient=True, guarded=guarded)
         out[name] = spec
     return out

@@ -272,12 +272,21 @@ class Driver:
                     (directive, changes, usage), attempt = await self._failure(
                         spec, step, span, None, paused
                     )
-                elif spec.resilient or spec.kind != "node":
+                elif spec.guarded or spec.kind != "node" or pos.retry_at is not None:
                     (directive, changes, usage), attempt = await self._attempts(spec, step, span)
                 else:
-                    directive, changes, usage = await execute_node(
-                        self.graph, self.state, spec, step, span, rec
-                    )
+                    # No timeout, heartbeat or breaker to set up: the first attempt is a plain
+                    # call, and the retry loop is entered only once it failed.
+                    try:
+                        directive, changes, usage = await execute_node(
+                            self.graph, self.state, spec, step, span, rec
+                        )
+                    except (NodeExecutionFailed, NodeTimeout) as first:
+                        if spec.retry is None:
+                            raise
+                        (directive, changes, usage), attempt = await self._attempts(
+                            spec, step, span, first, t0
+                        )
             except (NodeExecutionFailed, NodeTimeout, CircuitOpen) as exc:
                 if spec.on_failure == "fail":
                     self._keep(spec, step, exc)
@@ -331,7 +340,14 @@ class Driver:
 
     # -- resilience: attempts and what a failure does ----------------------------------------
 
-    async def _attempts(self, spec: NodeSpec, step: int, span: str) -> tuple[Outcome, int]:
+    async def _attempts(
+        self,
+        spec: NodeSpec,
+        step: int,
+        span: str,
+        first: GraphError | None = None,
+        first_t0: float = 0.0,
+    ) -> tuple[Outcome, int]:
         return await run_attempts(
             self.graph,
             self.state,
@@ -342,6 +358,8 @@ class Driver:
             self.res,
             self.pos,
             self._before_backoff,
+            first,
+            first_t0,
         )
 
     async def _before_backoff(self) -> None:
@@ -486,7 +504,7 @@ class Driver:
             await self.rec.node_start(step, comp, span, spec.kind)
             t0 = time.perf_counter()
             try:
-                if spec.resilient:
+                if spec.retry is not None or spec.guarded:
                     (_d, changes, _u), _a = await self._attempts(spec, step, span)
                 else:
                     _d, changes, _u = await execute_node(

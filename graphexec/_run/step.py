@@ -18,7 +18,7 @@ from .._context import NodeContext, _Usage
 from .._directives import End, Fallback, Goto
 from .._graph import Graph, NodeSpec
 from .._state import changes_of
-from ..exceptions import CircuitOpen, GraphError, NodeExecutionFailed, NodeTimeout, RetriesExhausted
+from ..exceptions import GraphError, NodeExecutionFailed, NodeTimeout, RetriesExhausted
 from .attempts import Resilience, attempt_call, cause_of
 from .fanout import FanOut, run_map, run_parallel
 from .invoke import invoke
@@ -111,6 +111,8 @@ async def run_attempts(
     res: Resilience,
     pos: Position,
     before_wait: Callable[[], Awaitable[None]],
+    first: GraphError | None = None,
+    first_t0: float = 0.0,
 ) -> tuple[Outcome, int]:
     """Execute ``spec`` until an attempt succeeds or its Retry gives up; the outcome and the
     number of the attempt that succeeded.
@@ -118,9 +120,11 @@ async def run_attempts(
     The failed attempts so far and the time of the next one live in ``pos`` (``attempt``,
     ``retry_at``); ``before_wait`` runs once they are set, before each backoff (the loop
     checkpoints there), so a crash during a backoff resumes with the remaining budget and
-    waits out the rest of the backoff. A fan-out node is executed once: its retries and
-    timeouts apply to each branch inside it. Raises the last error, as RetriesExhausted when
-    the budget ran out.
+    waits out the rest of the backoff. ``first``: the error of an attempt the loop already
+    made (started at ``first_t0``): the loop calls a node with only a retry policy directly,
+    and comes here once it failed, so a node that does not fail pays nothing for its policy.
+    A fan-out node is executed once: its retries and timeouts apply to each branch inside it.
+    Raises the last error, as RetriesExhausted when the budget ran out.
     """
     kept = pos.kept.results if pos.kept is not None and pos.kept.step == step else None
     if spec.kind != "node":
@@ -130,51 +134,56 @@ async def run_attempts(
     clock = res.clock
     errors: list[BaseException] = []
     name = spec.name
+    error = first
     while True:
-        if pos.retry_at is not None:  # a backoff to wait out (maybe begun before a crash)
-            wait = pos.retry_at - clock.now()
-            if wait > 0:
-                await clock.sleep(wait)
-            pos.retry_at = None
         attempt = pos.attempt + 1
-        t0 = time.perf_counter()
-        try:
-            outcome = await attempt_call(
-                res,
-                rec,
-                graph.name,
-                spec,
-                step,
-                attempt,
-                partial(execute_node, graph, state, spec, step, span, rec, res, attempt),
-            )
-        except GraphError as exc:
-            cause = cause_of(exc)
-            errors.append(cause)
-            retryable = (
-                policy is not None
-                and not isinstance(exc, CircuitOpen)
-                and (isinstance(exc, NodeExecutionFailed | NodeTimeout))
-                and policy.retries(cause)
-            )
-            if not retryable or policy is None or attempt >= policy.attempts:
-                pos.attempt = 0  # the execution is over: a later one starts a fresh budget
-                if retryable and policy is not None and policy.attempts > 1:
-                    raise RetriesExhausted(
-                        f"node {name!r} failed {attempt} attempts (the last: "
-                        f"{type(cause).__name__}: {cause})",
-                        node=name,
-                        attempts=attempt,
-                        errors=errors,
-                        step=step,
-                    ) from cause
-                raise
-            wait = policy.wait(attempt, cause, res.rand)
-            rec.log_line(name, step, t0, ok=False, attempt=attempt)
-            pos.attempt = attempt
-            pos.retry_at = clock.now() + wait
-            await rec.retry(step, name, span, attempt, cause, wait)
-            await before_wait()
-            continue
-        pos.attempt = 0
-        return outcome, attempt
+        if error is None:
+            if pos.retry_at is not None:  # a backoff to wait out (maybe begun before a crash)
+                wait = pos.retry_at - clock.now()
+                if wait > 0:
+                    await clock.sleep(wait)
+                pos.retry_at = None
+            t0 = time.perf_counter()
+            try:
+                outcome = await attempt_call(
+                    res,
+                    rec,
+                    graph.name,
+                    spec,
+                    step,
+                    attempt,
+                    partial(execute_node, graph, state, spec, step, span, rec, res, attempt),
+                )
+            except GraphError as exc:
+                error = exc
+            else:
+                pos.attempt = 0
+                return outcome, attempt
+        else:
+            t0 = first_t0
+        cause = cause_of(error)
+        errors.append(cause)
+        retryable = (
+            policy is not None
+            and isinstance(error, NodeExecutionFailed | NodeTimeout)
+            and policy.retries(cause)
+        )
+        if not retryable or policy is None or attempt >= policy.attempts:
+            pos.attempt = 0  # the execution is over: a later one starts a fresh budget
+            if retryable and policy is not None and policy.attempts > 1:
+                raise RetriesExhausted(
+                    f"node {name!r} failed {attempt} attempts (the last: "
+                    f"{type(cause).__name__}: {cause})",
+                    node=name,
+                    attempts=attempt,
+                    errors=errors,
+                    step=step,
+                ) from cause
+            raise error
+        wait = policy.wait(attempt, cause, res.rand)
+        rec.log_line(name, step, t0, ok=False, attempt=attempt)
+        pos.attempt = attempt
+        pos.retry_at = clock.now() + wait
+        await rec.retry(step, name, span, attempt, cause, wait)
+        await before_wait()
+        error = None
