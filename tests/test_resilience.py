@@ -503,3 +503,44 @@ class TestValidation:
         b = gx.GraphBuilder("v", state=S).node("a", flaky(0), on_failure="skip")
         with pytest.raises(gx.InvalidGraph, match="add a field `errors"):
             b.start("a").end("a").build()
+
+
+class TestCompensateInFanOut:
+    @pytest.mark.parametrize("kind", ["parallel", "map"])
+    async def test_a_failed_branch_compensates_the_completed_nodes(self, kind: str) -> None:
+        """on_failure="compensate" on a fan-out: a failed branch or item undoes the completed
+        nodes, then the run fails naming the fan-out node."""
+
+        async def charge(s: State) -> dict[str, Any]:
+            return {"ledger": ["charge"]}
+
+        async def refund(s: State) -> dict[str, Any]:
+            return {"ledger": ["refund"]}
+
+        async def item(x: int) -> int:
+            if x == 2:
+                raise gx.NonRetryable("no")
+            return x
+
+        async def good(s: State) -> None:
+            return None
+
+        async def bad(s: State) -> None:
+            raise gx.NonRetryable("no")
+
+        b = (
+            gx.GraphBuilder("f")
+            .node("charge", charge, compensate="refund")
+            .node("refund", refund)
+            .reducer("ledger", gx.reducers.append)
+        )
+        if kind == "map":
+            b.map("m", item, over="xs", into="ys", on_failure="compensate")
+        else:
+            b.parallel("m", {"good": good, "bad": bad}, on_failure="compensate")
+        graph = b.edge("charge", "m").start("charge").end("m").build()
+        _events, result = await stream(gx.GraphExecutor(), graph, {"xs": [1, 2], "ledger": []})
+        assert "failed" == result.status
+        assert isinstance(result.error, gx.NodeExecutionFailed)
+        assert "m" == result.error.node
+        assert ["charge", "refund"] == result.state["ledger"]
