@@ -24,6 +24,7 @@ from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
 from ._run.attempts import Resilience
 from ._run.decisions import initial_decisions
+from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
     CheckpointSummary,
@@ -178,6 +179,7 @@ class GraphExecutor:
         Raises on entry: RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged.
         """
         store = self._need_store("resume_from")
+        check_trace_id(trace_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         emitter = Emitter(send)
         ckpt = self._checkpointer(graph, trace_id, emitter, None)
@@ -199,9 +201,13 @@ class GraphExecutor:
                     trace_id=trace_id,
                 )
             ckpt.parent = info.parent
-            restored = await restore(store, trace_id, graph=graph)
+            restored = await restore(store, trace_id, graph=graph, run=info)
             body = restored.body
-            if body.status == "failed" and body.next_node is None:
+            if (
+                body.status == "failed"
+                and body.next_node is None
+                and body.trigger != "completion_failed"
+            ):
                 raise RunFinished(
                     f"run {trace_id!r} failed after its last node ran ({body.error}); nothing is "
                     "left to resume: fork it from an earlier checkpoint",
@@ -223,7 +229,11 @@ class GraphExecutor:
                 Position.of(body),
                 emitter,
                 ckpt,
-                start_trigger=None if body.pending_barrier is not None else "resume",
+                # A run whose completion checkpoint failed has no node left: the resume only
+                # writes that checkpoint (no "resume" record first).
+                start_trigger=None
+                if body.pending_barrier is not None or body.next_node is None
+                else "resume",
                 resumed=True,
                 parent=info.parent.trace_id if info.parent else None,
             )
@@ -254,6 +264,9 @@ class GraphExecutor:
         it waits at its barriers unless ``decisions`` (checked as execute's) decide them.
         """
         store = self._need_store("fork")
+        check_trace_id(trace_id)
+        if new_trace_id is not None:
+            check_trace_id(new_trace_id)
         restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
         self._check_graph(
@@ -319,6 +332,7 @@ class GraphExecutor:
         ``graph`` is needed only to replay custom reducers, or to get typed state back.
         """
         store = self._need_store("get_state")
+        check_trace_id(trace_id)
         restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
         state: Any = restored.state
@@ -354,6 +368,7 @@ class GraphExecutor:
         those; ``values=True``: each summary's ``state`` holds the state at that checkpoint.
         """
         store = self._need_store("history")
+        check_trace_id(trace_id)
         return await history_page(
             store, trace_id, limit=limit, before=before, values=values, graph=graph
         )
@@ -442,7 +457,7 @@ class GraphExecutor:
     ) -> Driver:
         if not isinstance(graph, Graph):
             raise InvalidGraph(f"expected a built gx.Graph, got {type(graph).__name__}")
-        trace_id = trace_id or uuid.uuid4().hex
+        trace_id = uuid.uuid4().hex if trace_id is None else check_trace_id(trace_id)
         initial = graph.spec.initial(state, trace_id=trace_id)
         early = initial_decisions(graph, decisions, trace_id)
         ckpt: Checkpointer | NullCheckpointer = NullCheckpointer()

@@ -19,7 +19,8 @@
     ├── RunLocked                   another driver holds the run's lease
     ├── RunNotFound (LookupError)   no run with this trace id in the store
     ├── RunFinished                 the run already completed: nothing to resume or decide
-    └── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    └── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
 
     NonRetryable, RetryAfter        raised by nodes to steer retries (not GraphErrors: they
                                     are signals from user code, never raised by graphexec)
@@ -51,6 +52,7 @@ __all__ = (
     "GraphError",
     "InvalidDecision",
     "InvalidGraph",
+    "InvalidTraceId",
     "MissingEdge",
     "NodeExecutionFailed",
     "NodeNotFound",
@@ -218,6 +220,14 @@ class RunFinished(GraphError):
 
 class InvalidDecision(GraphError, ValueError):
     """Raised when a barrier decision cannot be accepted: not a barrier, already resolved, bad id."""
+
+
+class InvalidTraceId(GraphError, ValueError):
+    """Raised when a trace id is not a str of 1 to 256 characters without NUL or lone surrogates.
+
+    Trace ids are keys in the store, read back by other processes: an int or a name SQLite
+    cannot store as UTF-8 text would run and then never load.
+    """
 
 
 class GraphChangedWarning(UserWarning):
