@@ -210,6 +210,15 @@ def _resilience(
         ):
             if value is not None and not (isinstance(value, int | float) and value > 0):
                 problems.append(f"{where}: {label} must be > 0 seconds, got {value!r}")
+        calls = [spec.call] if spec.call is not None else [b.call for b in spec.branches]
+        if (spec.timeout is not None or spec.heartbeat_timeout is not None) and any(
+            c.inline and not c.is_async for c in calls
+        ):
+            problems.append(
+                f"{where}: an inline=True sync function blocks the event loop, so timeout= and "
+                "heartbeat_timeout= cannot stop it; drop inline=True (it then runs in a worker "
+                "thread) or the timeout"
+            )
         if spec.on_failure not in _ON_FAILURE:
             problems.append(
                 f"{where}: on_failure must be one of {', '.join(_ON_FAILURE)}, "

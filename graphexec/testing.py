@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import msgspec
 
 from ._decisions import Decision
@@ -79,8 +80,6 @@ class FakeClock:
         return self.time
 
     async def sleep(self, seconds: float) -> None:
-        import anyio
-
         self.sleeps.append(seconds)
         self.time += max(seconds, 0.0)
         await anyio.lowlevel.checkpoint()

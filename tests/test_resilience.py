@@ -476,6 +476,10 @@ class TestValidation:
                 "node 'a': breaker failures",
             ),
             (lambda b: b.node("a", flaky(0), on_failure="explode"), "node 'a': on_failure"),
+            (
+                lambda b: b.node("a", lambda s: None, inline=True, timeout=1.0),
+                "node 'a': an inline=True sync function blocks the event loop",
+            ),
         ],
     )
     def test_build_names_the_node(
