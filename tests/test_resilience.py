@@ -548,3 +548,83 @@ class TestCompensateInFanOut:
         assert isinstance(result.error, gx.NodeExecutionFailed)
         assert "m" == result.error.node
         assert ["charge", "refund"] == result.state["ledger"]
+
+
+class TestLogs:
+    async def test_retries_and_breaker_changes_are_log_lines(self) -> None:
+        """Each retried attempt is a warning line (attempt, wait, error); a breaker opening is
+        a warning line and closing an info line, bound with the run's trace id."""
+        from structlog.testing import capture_logs
+
+        clock = FakeClock()
+        healthy = False
+
+        async def dep(s: State) -> None:
+            if not healthy:
+                raise ConnectionError("down")
+
+        graph = one(
+            "n",
+            dep,
+            retry=gx.Retry(attempts=2, backoff=1.0, jitter=False),
+            breaker=gx.CircuitBreaker(failures=2, cooldown=5.0),
+        )
+        ex = gx.GraphExecutor(clock=clock)
+        with capture_logs() as logs:
+            with pytest.raises(gx.RetriesExhausted):
+                await ex.execute(graph, trace_id="t1")
+            clock.advance(5.0)
+            healthy = True
+            await ex.execute(graph, trace_id="t2")
+        lines = [
+            (e["event"], e["log_level"], e["trace_id"])
+            for e in logs
+            if "retrying" in e["event"] or "circuit" in e["event"]
+        ]
+        assert [
+            ("node attempt failed; retrying", "warning", "t1"),
+            ("circuit breaker open", "warning", "t1"),
+            ("circuit breaker half-open", "info", "t2"),
+            ("circuit breaker closed", "info", "t2"),
+        ] == lines
+        retry = next(e for e in logs if "retrying" in e["event"])
+        assert (1, 1.0, "ConnectionError: down") == (
+            retry["attempt"],
+            retry["wait"],
+            retry["error"],
+        )
+
+
+class TestFanOutTimeout:
+    @pytest.mark.parametrize("kind", ["parallel", "map"])
+    async def test_timeout_applies_to_each_branch_attempt(self, kind: str) -> None:
+        """timeout= on a fan-out bounds each branch or item attempt, retried in place."""
+        calls: Counter[str] = Counter()
+
+        async def fast(s: Any) -> Any:
+            return None if kind == "parallel" else 1
+
+        async def slow_once(s: Any, ctx: gx.NodeContext) -> Any:
+            calls[ctx.branch or ""] += 1
+            if ctx.attempt == 1:
+                await anyio.Event().wait()
+            return None if kind == "parallel" else 2
+
+        b = gx.GraphBuilder("f")
+        retry = no_wait(2)
+        if kind == "map":
+
+            async def item(x: int, ctx: gx.NodeContext) -> Any:
+                return await (slow_once(x, ctx) if x == 2 else fast(x))
+
+            b.map("m", item, over="xs", into="ys", timeout=0.05, retry=retry)
+        else:
+            b.parallel("m", {"fast": fast, "slow": slow_once}, timeout=0.05, retry=retry)
+        events, result = await stream(
+            gx.GraphExecutor(clock=FakeClock()), b.start("m").end("m").build(), {"xs": [1, 2]}
+        )
+        assert "completed" == result.status
+        retried = [(e.branch, e.error.type) for e in events if isinstance(e, gx.NodeRetry)]
+        slow = "m[1]" if kind == "map" else "slow"
+        assert [(slow, "NodeTimeout")] == retried
+        assert 2 == calls[slow]
