@@ -502,8 +502,12 @@ class Driver:
         )
         while pos.compensable:
             done = pos.compensable[-1]
-            comp = self.graph.nodes[done].compensate
-            assert comp is not None
+            declared = self.graph.nodes.get(done)
+            comp = declared.compensate if declared is not None else None
+            if comp is None:  # recorded by a run whose graph has since changed
+                self.log.warning("compensation no longer declared; skipped", node=done)
+                pos.compensable.pop()
+                continue
             spec = self.graph.nodes[comp]
             step = self._next_step(comp, "compensation")
             span = f"{comp}@{step}"

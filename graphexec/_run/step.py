@@ -126,7 +126,12 @@ async def run_attempts(
     A fan-out node is executed once: its retries and timeouts apply to each branch inside it.
     Raises the last error, as RetriesExhausted when the budget ran out.
     """
-    kept = pos.kept.results if pos.kept is not None and pos.kept.step == step else None
+    kept_for = pos.kept
+    kept = (
+        kept_for.results
+        if kept_for is not None and kept_for.node == spec.name and kept_for.step == step
+        else None
+    )
     if spec.kind != "node":
         outcome = await execute_node(graph, state, spec, step, span, rec, res, 1, None, kept)
         return outcome, 1

@@ -136,3 +136,47 @@ async def test_resume_runs_only_the_failed_branches_of_a_fan_out(stores: Stores)
     assert "completed" == run.result.status
     assert {"a": "from good", "b": "from bad"} == run.result.state
     assert {"good": 1, "bad": 2} == dict(calls)
+
+
+async def test_recorded_compensations_survive_a_resume_and_a_graph_change(stores: Stores) -> None:
+    """Which completed nodes await compensation is checkpointed: a resumed run compensates
+    them; one whose compensation the new graph no longer declares is skipped with a warning."""
+    ran: list[str] = []
+
+    def node(name: str, fail: bool = False) -> Any:
+        async def fn(s: Mapping[str, Any]) -> None:
+            ran.append(name)
+            if fail:
+                raise gx.NonRetryable(f"{name} failed")
+
+        return fn
+
+    def saga(on_failure: str, declare: bool) -> gx.Graph:
+        b = gx.GraphBuilder("saga")
+        b.node("reserve", node("reserve"), compensate="release")
+        b.node("charge", node("charge"), compensate="refund" if declare else None)
+        b.node("ship", node("ship", fail=True), on_failure=on_failure)  # type: ignore[arg-type]
+        b.node("release", node("release"))
+        if declare:
+            b.node("refund", node("refund"))
+        return (
+            b.edge("reserve", "charge").edge("charge", "ship").start("reserve").end("ship").build()
+        )
+
+    ex = stores.executor()
+    with pytest.raises(gx.NodeExecutionFailed):
+        await ex.execute(saga("fail", True), {}, trace_id="c")
+    assert ["reserve", "charge", "ship"] == ran
+    ran.clear()
+    resumer = stores.executor(await stores.reopen())
+
+    async def resume() -> gx.GraphResult:
+        async with resumer.resume_from(saga("compensate", False), "c") as run:
+            async for _event in run:
+                pass
+        return run.result
+
+    with pytest.warns(gx.GraphChangedWarning):
+        result = await resume()
+    assert "failed" == result.status
+    assert ["ship", "release"] == ran
