@@ -168,11 +168,24 @@ async def retry_branch(
     span: str,
     branch: str,
     call: Callable[[int, list[float] | None], Awaitable[T]],
+    failed: int = 0,
+    retry_at: float | None = None,
+    before_backoff: Callable[[int, float], Awaitable[None]] | None = None,
 ) -> T:
     """Call one branch (or map item) until it succeeds or its node's Retry gives up; raises
-    the last error (a NodeTimeout or CircuitOpen, or what the branch raised)."""
+    the last error (a NodeTimeout or CircuitOpen, or what the branch raised).
+
+    ``failed`` attempts were already made (a resumed fan-out), the next one due at
+    ``retry_at``; ``before_backoff(attempt, retry_at)`` runs before each wait (the loop
+    checkpoints the fan-out's progress there).
+    """
     policy = spec.retry
-    attempt = 1
+    clock = res.clock
+    attempt = failed + 1
+    if retry_at is not None:
+        wait = retry_at - clock.now()
+        if wait > 0:
+            await clock.sleep(wait)
     while True:
         try:
             return await attempt_call(
@@ -190,5 +203,7 @@ async def retry_branch(
                 raise
             wait = policy.wait(attempt, cause, res.rand)
             await rec.retry(step, spec.name, span, attempt, cause, wait, branch)
-            await res.clock.sleep(wait)
+            if before_backoff is not None:
+                await before_backoff(attempt, clock.now() + wait)
+            await clock.sleep(wait)
             attempt += 1

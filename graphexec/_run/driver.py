@@ -108,6 +108,7 @@ class Driver:
         self._completing = False
         self._t0 = 0.0
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[str](math.inf)
+        self._save_lock = anyio.Lock()
 
     @property
     def status(self) -> RunStatus:
@@ -366,6 +367,7 @@ class Driver:
             self._before_backoff,
             first,
             first_t0,
+            self._branch_backoff if self.store is not None else None,
         )
 
     async def _before_backoff(self) -> None:
@@ -374,6 +376,28 @@ class Driver:
         if self.store is not None:
             await self._save("retry")
             await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def _branch_backoff(
+        self, waiting: dict[str, tuple[int, float]], finished: dict[str, Any]
+    ) -> None:
+        """Before a branch's backoff (and when a branch finishes after one): checkpoint the
+        fan-out's progress (the finished branches' outputs, each waiting branch's attempts),
+        so a crash during the wait resumes the node with those kept and those budgets."""
+        pos = self.pos
+        node = pos.next_node
+        assert node is not None
+        step = pos.step + 1
+        kept = pos.kept
+        if kept is None or kept.node != node or kept.step != step:
+            kept = KeptOutputs(node=node, step=step, results={})
+        pos.kept = KeptOutputs(
+            node=node,
+            step=step,
+            results={**kept.results, **finished},
+            attempts={**kept.attempts, **waiting},
+        )
+        async with self._save_lock:  # branches back off concurrently: one save at a time
+            await self._save("retry")
 
     def _keep(self, spec: NodeSpec, step: int, exc: GraphError) -> None:
         """Record what the successful branches of a failed fan-out returned."""

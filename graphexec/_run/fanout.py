@@ -8,8 +8,9 @@ mode): the failure policy is then decided in one place, ``_outcome`` below.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeAlias
 
 import anyio
 
@@ -21,6 +22,7 @@ from .._graph import NodeSpec
 from .._spec import ERRORS_KEY
 from .._state import changes_of
 from .._view import fresh
+from ..checkpoint._record import KeptOutputs
 from ..exceptions import NodeExecutionFailed, StateError
 from .attempts import Resilience, error_record, retry_branch
 from .invoke import invoke
@@ -33,16 +35,30 @@ __all__ = ("FanOut", "run_map", "run_parallel")
 _SURVIVED = ("skip", "fallback")
 
 
+BranchBackoff: TypeAlias = Callable[[dict[str, tuple[int, float]], dict[str, Any]], Awaitable[None]]
+"""Called with (branches entering a backoff: their failed attempts and next attempt's time;
+the outputs of the branches finished so far) before a branch's backoff, and again each time a
+branch finishes while another has backed off: the loop checkpoints the fan-out's progress."""
+
+
 class FanOut:
     """What a fan-out needs besides its node: the executor's resilience, the graph's name
-    (breakers are per graph and node) and the outputs kept from a failed earlier execution."""
+    (breakers are per graph and node), the progress kept from an earlier execution at this
+    step, and what to do before a branch's backoff."""
 
-    __slots__ = ("graph_name", "kept", "res")
+    __slots__ = ("graph_name", "kept", "on_backoff", "res")
 
-    def __init__(self, res: Resilience, graph_name: str, kept: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        res: Resilience,
+        graph_name: str,
+        kept: KeptOutputs | None,
+        on_backoff: BranchBackoff | None = None,
+    ) -> None:
         self.res = res
         self.graph_name = graph_name
         self.kept = kept
+        self.on_backoff = on_backoff
 
 
 async def _fan_out(
@@ -66,7 +82,8 @@ async def _fan_out(
     results: list[Any] = [None] * len(jobs)
     failures: dict[str, BaseException] = {}
     limiter = anyio.CapacityLimiter(limit) if limit else None
-    kept = fan.kept or {}
+    kept = fan.kept.results if fan.kept is not None else {}
+    resumed_attempts = fan.kept.attempts if fan.kept is not None else {}
     done = set(kept)
     """Branches that returned (or whose output was kept)."""
     survive = spec.on_failure in _SURVIVED
@@ -89,9 +106,21 @@ async def _fan_out(
             usage.side_effects = usage.side_effects or ctx._usage.side_effects
         return result
 
+    backed_off: set[str] = set()
+
+    async def progress(waiting: dict[str, tuple[int, float]]) -> None:
+        if fan.on_backoff is not None:
+            finished = {b: results[i] for i, (b, _c, _a) in enumerate(jobs) if b in done}
+            await fan.on_backoff(waiting, finished)
+
+    async def before_backoff(bname: str, attempt: int, retry_at: float) -> None:
+        backed_off.add(bname)
+        await progress({bname: (attempt, retry_at)})
+
     async def run_one(bname: str, call: UserFn, arg: Any) -> Any:
         if not spec.resilient:
             return await one_call(call, arg, bname, 1, None)
+        failed, retry_at = resumed_attempts.get(bname, (0, None))
         return await retry_branch(
             fan.res,
             rec,
@@ -101,6 +130,9 @@ async def _fan_out(
             span,
             bname,
             lambda attempt, beat: one_call(call, arg, bname, attempt, beat),
+            failed,
+            retry_at,
+            partial(before_backoff, bname),
         )
 
     async def branch(i: int, bname: str, call: UserFn, arg: Any, scope: anyio.CancelScope) -> None:
@@ -113,6 +145,8 @@ async def _fan_out(
             else:
                 results[i] = await run_one(bname, call, arg)
             done.add(bname)
+            if backed_off:  # a checkpoint of this fan-out's progress exists: keep it current
+                await progress({})
         except Exception as exc:  # noqa: BLE001 - kept; the policy is applied in _outcome
             failures[bname] = exc
             error = f"{type(exc).__name__}: {exc}"

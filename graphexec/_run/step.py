@@ -20,7 +20,7 @@ from .._graph import Graph, NodeSpec
 from .._state import changes_of
 from ..exceptions import GraphError, NodeExecutionFailed, NodeTimeout, RetriesExhausted
 from .attempts import Resilience, attempt_call, cause_of
-from .fanout import FanOut, run_map, run_parallel
+from .fanout import BranchBackoff, FanOut, run_map, run_parallel
 from .invoke import invoke
 from .position import Position
 from .recorder import Recorder
@@ -44,13 +44,14 @@ async def execute_node(
     res: Resilience | None = None,
     attempt: int = 1,
     beat: list[float] | None = None,
-    kept: dict[str, Any] | None = None,
+    fan: FanOut | None = None,
 ) -> Outcome:
     """Run node ``spec`` once against ``state`` (not changed here).
 
     A GraphError passes through; any other exception becomes NodeExecutionFailed naming the
-    node. Barriers are not executed here: the loop resolves them with a decision. ``kept``:
-    for a fan-out node, branch outputs kept from a failed earlier execution at this step.
+    node. Barriers are not executed here: the loop resolves them with a decision. ``fan``:
+    for a fan-out node, its progress kept from an earlier execution at this step and what to
+    do before a branch's backoff.
     """
     name = spec.name
     try:
@@ -71,7 +72,8 @@ async def execute_node(
             if isinstance(result, Goto | End | Fallback):
                 return result, changes_of(result.update, node=name), usage
             return None, changes_of(result, node=name), usage
-        fan = FanOut(res if res is not None else Resilience(), graph.name, kept)
+        if fan is None:
+            fan = FanOut(res if res is not None else Resilience(), graph.name, None)
         if kind == "parallel":
             usage = _Usage()
             changes, failures = await run_parallel(
@@ -113,6 +115,7 @@ async def run_attempts(
     before_wait: Callable[[], Awaitable[None]],
     first: GraphError | None = None,
     first_t0: float = 0.0,
+    branch_backoff: BranchBackoff | None = None,
 ) -> tuple[Outcome, int]:
     """Execute ``spec`` until an attempt succeeds or its Retry gives up; the outcome and the
     number of the attempt that succeeded.
@@ -123,17 +126,16 @@ async def run_attempts(
     waits out the rest of the backoff. ``first``: the error of an attempt the loop already
     made (started at ``first_t0``): the loop calls a node with only a retry policy directly,
     and comes here once it failed, so a node that does not fail pays nothing for its policy.
-    A fan-out node is executed once: its retries and timeouts apply to each branch inside it.
+    A fan-out node is executed once: its retries and timeouts apply to each branch inside it,
+    and ``branch_backoff`` runs before each branch's backoff (see fanout.BranchBackoff).
     Raises the last error, as RetriesExhausted when the budget ran out.
     """
-    kept_for = pos.kept
-    kept = (
-        kept_for.results
-        if kept_for is not None and kept_for.node == spec.name and kept_for.step == step
-        else None
-    )
     if spec.kind != "node":
-        outcome = await execute_node(graph, state, spec, step, span, rec, res, 1, None, kept)
+        kept = pos.kept
+        if kept is not None and (kept.node != spec.name or kept.step != step):
+            kept = None
+        fan = FanOut(res, graph.name, kept, branch_backoff)
+        outcome = await execute_node(graph, state, spec, step, span, rec, res, 1, None, fan)
         return outcome, 1
     policy = spec.retry
     clock = res.clock

@@ -66,13 +66,17 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
 
 
 class KeptOutputs(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """What the branches (or items) of a failed parallel (map) node returned before it failed:
-    the next execution of the node at the same step runs only the others."""
+    """A parallel (map) node's progress at its step: what its finished branches (items)
+    returned, recorded when it failed or before a branch's backoff; the next execution of the
+    node at the same step runs only the others, each with the attempts it had left."""
 
     node: str
     step: int
     results: dict[str, Any]
     """Branch name (``"<node>[<i>]"`` for a map item) to what it returned."""
+    attempts: dict[str, tuple[int, float]] = msgspec.field(default_factory=dict)
+    """Branches waiting out a backoff when this was recorded: failed attempts so far and the
+    wall-clock time of the next one."""
 
 
 class ParentRef(msgspec.Struct, frozen=True, kw_only=True, array_like=True):

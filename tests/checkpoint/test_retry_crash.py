@@ -60,6 +60,40 @@ def test_sigkill_during_backoff_resumes_with_the_remaining_budget(tmp_path: Path
     assert [60.0, 120.0] == rest
 
 
+def test_sigkill_during_a_branch_backoff_keeps_the_other_branches_and_the_budget(
+    tmp_path: Path,
+) -> None:
+    """Killed while one branch of a parallel node waits out its backoff, the resumed node
+    does not run the branch that had finished, and the waiting branch goes on at attempt 2
+    after the rest of its backoff."""
+    db = tmp_path / "runs.db"
+    proc = worker(db, "t-fan", "fan-run")
+    assert proc.stdout is not None
+    try:
+        line = next((ln for ln in proc.stdout if ln.startswith("BACKOFF")), "")
+        assert line, proc.stderr.read() if proc.stderr else ""
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert {"good-1", "flaky-1"} == set(Path(f"{db}.side").read_text().split())
+    resumed = worker(db, "t-fan", "fan-resume")
+    out, err = resumed.communicate(timeout=60)
+    assert 0 == resumed.returncode, err
+    result: dict[str, Any] = json.loads(
+        next(ln for ln in out.splitlines() if ln.startswith("RESULT ")).removeprefix("RESULT ")
+    )
+    assert ("completed", {"good": 1, "flaky": 3}) == (result["status"], result["state"])
+    assert ["good-1", "flaky-1", "flaky-2", "flaky-3"] == sorted(
+        Path(f"{db}.side").read_text().split(), key=lambda s: (s[0] != "g", s)
+    )
+    first, *rest = result["sleeps"]
+    assert 0 < first <= 30.0
+    assert [60.0] == rest
+
+
 pytestmark = pytest.mark.anyio
 
 
