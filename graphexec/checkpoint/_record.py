@@ -127,6 +127,9 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     """Outputs of the successful branches of a failed parallel or map node."""
     compensable: list[str] = msgspec.field(default_factory=list)
     """Completed nodes that declared ``compensate=``, in completion order (not yet undone)."""
+    trace_context: str | None = None
+    """Base records: the W3C ``traceparent`` of the run's first traced segment (telemetry),
+    which the spans of later segments (resumes, in any process) join."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
