@@ -11,7 +11,7 @@ whether there is a store.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup
 from . import reducers as _reducers
 from ._callables import describe
 from ._context import _Usage
-from ._directives import StateDelta
+from ._directives import End, Goto, StateDelta
 from ._events import CheckpointSaved
 from ._lease import LeaseKeeper
 from ._policy import CheckpointPolicy
@@ -30,6 +30,7 @@ from .checkpoint._record import (
     CheckpointBody,
     Lease,
     ParentRef,
+    RecordedRoute,
     RunInfo,
     StepRecord,
     StoredCheckpoint,
@@ -44,10 +45,25 @@ from .exceptions import CheckpointError, GraphError
 if TYPE_CHECKING:
     from ._run.position import Position
 
-__all__ = ("MIN_BASE_WEIGHT", "Checkpointer", "NullCheckpointer", "reducer_names")
+__all__ = (
+    "MIN_BASE_WEIGHT",
+    "Checkpointer",
+    "NullCheckpointer",
+    "recorded_route",
+    "reducer_names",
+)
 
 MIN_BASE_WEIGHT = 4096
 """Bytes of deltas since the last base below which the deltas never count as outweighing it."""
+
+
+def recorded_route(directive: Any) -> RecordedRoute:
+    """How a step record keeps a ``Goto``, ``End`` or ``Fallback`` a node returned."""
+    if isinstance(directive, Goto):
+        return RecordedRoute("goto", directive.target)
+    if isinstance(directive, End):
+        return RecordedRoute("end")
+    return RecordedRoute("fallback", reason=directive.reason)
 
 
 def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
@@ -140,9 +156,25 @@ class Checkpointer:
         changes: list[tuple[str, Any]],
         seconds: float = 0.0,
         tokens: float = 0.0,
+        *,
+        fingerprint: str | None = None,
+        keys_read: Collection[str] | None = None,
+        directive: Any = None,
+        reused_from: int | None = None,
     ) -> None:
-        """Buffer one node execution's deltas, and add its work to the adaptive score."""
-        self._steps.append(StepRecord(step, node, [StateDelta(k, v) for k, v in changes]))
+        """Buffer one node execution's record (its deltas, fingerprint, the keys it read, the
+        directive it returned), and add its work to the adaptive score."""
+        self._steps.append(
+            StepRecord(
+                step,
+                node,
+                [StateDelta(k, v) for k, v in changes],
+                fingerprint,
+                sorted(keys_read) if keys_read is not None else None,
+                None if directive is None else recorded_route(directive),
+                reused_from,
+            )
+        )
         self._score += self.policy.score.score(seconds, tokens)
 
     def after_step(
@@ -155,10 +187,22 @@ class Checkpointer:
         side_effects: bool,
         *,
         more: bool,
+        fingerprint: str | None = None,
+        keys_read: Collection[str] | None = None,
+        directive: Any = None,
     ) -> str | None:
         """Note a node execution (note_step); the trigger of a checkpoint due now, if ``more``
         steps follow (the run's end writes its own)."""
-        self.note_step(step, node, changes, seconds, usage.tokens if usage else 0.0)
+        self.note_step(
+            step,
+            node,
+            changes,
+            seconds,
+            usage.tokens if usage else 0.0,
+            fingerprint=fingerprint,
+            keys_read=keys_read,
+            directive=directive,
+        )
         if not more:
             return None
         return self.trigger_after_step(side_effects or bool(usage and usage.side_effects))
@@ -464,6 +508,11 @@ class NullCheckpointer:
         changes: list[tuple[str, Any]],
         seconds: float = 0.0,
         tokens: float = 0.0,
+        *,
+        fingerprint: str | None = None,
+        keys_read: Collection[str] | None = None,
+        directive: Any = None,
+        reused_from: int | None = None,
     ) -> None:
         """Steps are not buffered: nothing would write them."""
 
@@ -477,6 +526,9 @@ class NullCheckpointer:
         side_effects: bool,
         *,
         more: bool,
+        fingerprint: str | None = None,
+        keys_read: Collection[str] | None = None,
+        directive: Any = None,
     ) -> str | None:
         """Nothing to note, no checkpoint ever due."""
         return None

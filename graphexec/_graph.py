@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from . import reducers as _reducers
 from ._callables import classify, describe
 from ._decisions import DefaultAction
+from ._rerun.fingerprint import FingerprintOption, node_fingerprint
 from ._spec import _DEFAULTS, _ON_ERROR, Branch, Edge, NodeKind, NodeSpec, OnError
 from ._state import StateSpec
 from ._validate import validate
@@ -197,9 +198,17 @@ class GraphBuilder:
         )
     """
 
-    def __init__(self, name: str, state: type[msgspec.Struct] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        state: type[msgspec.Struct] | None = None,
+        *,
+        fingerprint: FingerprintOption = None,
+    ) -> None:
         self.name = name
         self.state = state
+        self.fingerprint = fingerprint
+        """The default ``fingerprint=`` of the nodes (``"auto"`` turns fingerprints on)."""
         self._nodes: list[tuple[str, Any]] = []
         self._edges: list[Edge] = []
         self._reducers: dict[str, Callable[[Any, Any], Any]] = {}
@@ -230,10 +239,13 @@ class GraphBuilder:
         *,
         inline: bool = False,
         side_effects: bool = False,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
     ) -> GraphBuilder:
         """A node ``fn(state)`` or ``fn(state, ctx)``; sync ones run in a worker thread unless
         ``inline=True``. ``side_effects=True`` makes a checkpoint follow it (not repeated on
-        resume)."""
+        resume). ``fingerprint``: ``"auto"`` (hash of the code, closure, config and ``deps``),
+        a version str, a callable returning one, or None; defaults to the builder's."""
         return self._add(
             name,
             lambda: NodeSpec(
@@ -241,8 +253,26 @@ class GraphBuilder:
                 kind="node",
                 call=classify(fn, what=f"node {name!r}", inline=inline),
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    [fn],
+                    {"kind": "node", "inline": inline, "side_effects": side_effects},
+                    deps,
+                ),
             ),
         )
+
+    def _fingerprint(
+        self,
+        name: str,
+        option: FingerprintOption | Literal["default"],
+        fns: Sequence[Callable[..., Any]],
+        config: dict[str, Any],
+        deps: Sequence[Any],
+    ) -> str | None:
+        chosen = self.fingerprint if option == "default" else option
+        return node_fingerprint(chosen, fns, config=config, deps=list(deps), what=f"node {name!r}")
 
     def parallel(
         self,
@@ -252,6 +282,8 @@ class GraphBuilder:
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
     ) -> GraphBuilder:
         """Run every branch concurrently on the same state; merge their deltas in declaration
         order. ``on_error``: ``fail_fast``, ``collect`` or ``continue``."""
@@ -269,6 +301,19 @@ class GraphBuilder:
                 ),
                 on_error=on_error,
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    list(branches.values()),
+                    {
+                        "kind": "parallel",
+                        "branches": list(branches),
+                        "on_error": on_error,
+                        "inline": inline,
+                        "side_effects": side_effects,
+                    },
+                    deps,
+                ),
             )
 
         return self._add(name, make)
@@ -284,6 +329,8 @@ class GraphBuilder:
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
     ) -> GraphBuilder:
         """Run ``fn(item)`` or ``fn(item, ctx)`` once per item of ``state[over]``, at most
         ``max_concurrency`` at a time, and append the results in item order to ``into``."""
@@ -304,6 +351,20 @@ class GraphBuilder:
                 max_concurrency=max_concurrency,
                 on_error=on_error,
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    [fn],
+                    {
+                        "kind": "map",
+                        "over": over,
+                        "into": into,
+                        "on_error": on_error,
+                        "inline": inline,
+                        "side_effects": side_effects,
+                    },
+                    deps,
+                ),
             )
 
         return self._add(name, make)

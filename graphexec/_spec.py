@@ -57,6 +57,8 @@ class NodeSpec(msgspec.Struct, frozen=True):
     timeout: float | None = None
     default: DefaultAction = "reject"
     record: str | None = None
+    fingerprint: str | None = None
+    """The node's fingerprint (``fingerprint=`` on the builder); None: known by name only."""
 
 
 class Edge(msgspec.Struct, frozen=True):

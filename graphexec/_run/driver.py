@@ -259,7 +259,7 @@ class Driver:
             await rec.node_start(step, name, span, spec.kind)
         t0 = time.perf_counter()
         try:
-            directive, changes, usage = await execute_node(
+            directive, changes, usage, read = await execute_node(
                 self.graph, self.state, spec, step, span, rec
             )
             if changes:
@@ -293,6 +293,9 @@ class Driver:
             usage,
             spec.side_effects,
             more=nxt is not None,
+            fingerprint=spec.fingerprint,
+            keys_read=read,
+            directive=directive,
         )
         if trigger is not None:
             await self._save(trigger)

@@ -22,9 +22,12 @@ from .routing import Directive
 __all__ = ("Outcome", "execute_node")
 
 
-Outcome: TypeAlias = tuple[Directive | None, list[tuple[str, Any]], _Usage | None]
-"""What one execution produced: the routing directive, the changes, and the tokens and side
-effects the node reported through its context (if it had one). A plain tuple: built per step."""
+Outcome: TypeAlias = tuple[
+    Directive | None, list[tuple[str, Any]], _Usage | None, "set[str] | frozenset[str] | None"
+]
+"""What one execution produced: the routing directive, the changes, the tokens and side
+effects the node reported through its context (if it had one), and the state keys it read
+(None: unknown, typed state). A plain tuple: built per step."""
 
 
 async def execute_node(
@@ -49,20 +52,22 @@ async def execute_node(
             else:
                 result = await call.fn(view) if call.is_async else await invoke(call, (view,))
                 usage = None
+            read = view.keys_read if graph.state_type is None else None
             if result is None:
-                return None, [], usage
+                return None, [], usage, read
             if isinstance(result, Goto | End | Fallback):
-                return result, changes_of(result.update, node=name), usage
-            return None, changes_of(result, node=name), usage
+                return result, changes_of(result.update, node=name), usage, read
+            return None, changes_of(result, node=name), usage, read
         if kind == "parallel":
             usage = _Usage()
-            changes = await run_parallel(
-                rec, usage, graph.reducers, spec, step, span, graph.spec.view(state)
-            )
-            return None, changes, usage
+            view = graph.spec.view(state)  # one view for every branch: keys_read is their union
+            changes = await run_parallel(rec, usage, graph.reducers, spec, step, span, view)
+            return None, changes, usage, view.keys_read if graph.state_type is None else None
         if kind == "map":
             usage = _Usage()
-            return None, await run_map(rec, usage, spec, step, span, state), usage
+            assert spec.over is not None
+            changes = await run_map(rec, usage, spec, step, span, state)
+            return None, changes, usage, frozenset((spec.over,))
         if kind == "barrier":
             raise AssertionError(f"barrier {name!r} is resolved by the loop, not executed")
         assert_never(kind)

@@ -28,6 +28,7 @@ __all__ = (
     "Lease",
     "ParentRef",
     "PendingBarrier",
+    "RecordedRoute",
     "RunInfo",
     "StepRecord",
     "StoredCheckpoint",
@@ -45,13 +46,37 @@ FORMAT_VERSION = 1
 CheckpointKind: TypeAlias = Literal["base", "delta"]
 
 
+class RecordedRoute(msgspec.Struct, frozen=True, array_like=True):
+    """A routing directive a node returned (``Goto``, ``End``, ``Fallback``), kept so that a
+    re-run that reuses the execution routes the way the node asked."""
+
+    kind: Literal["goto", "end", "fallback"]
+    target: str | None = None
+    """``goto``: the node to continue at."""
+    reason: str = ""
+    """``fallback``: the reason given."""
+
+
 class StepRecord(msgspec.Struct, frozen=True, array_like=True):
-    """The deltas one node execution produced, in the order they were applied."""
+    """One node execution: the deltas it produced, in the order they were applied, and what a
+    re-run needs to decide whether it can be reused.
+
+    Encoded as an array; fields after ``deltas`` are appended with defaults, so records
+    written before them still decode (an unset field costs one byte).
+    """
 
     step: int
     node: str
     deltas: list[StateDelta]
     fingerprint: str | None = None
+    """The node's fingerprint when it ran (None: the node had none)."""
+    keys_read: list[str] | None = None
+    """The state keys the execution read, sorted; None: unknown, counted as every key (typed
+    state, barriers, records written before keys were recorded)."""
+    route: RecordedRoute | None = None
+    """The directive the node returned, if any."""
+    reused_from: int | None = None
+    """In a re-run: the step of the source trace whose recorded output this step replayed."""
 
 
 class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -65,10 +90,13 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
 
 
 class ParentRef(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """Where a forked run came from."""
+    """Where a forked or re-run trace came from."""
 
     trace_id: str
     seq: int
+    kind: Literal["fork", "rerun"] = "fork"
+    """``fork``: ``ex.fork`` from checkpoint ``seq``; ``rerun``: ``ex.rerun`` of the trace as
+    it stood at checkpoint ``seq`` (appended with a default: older records decode as forks)."""
 
 
 class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -159,6 +187,12 @@ class RunInfo(msgspec.Struct, kw_only=True):
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Names of the graph's barrier nodes, so the store can refuse a decision for another node."""
     parent: ParentRef | None = None
+
+    @property
+    def rerun_of(self) -> str | None:
+        """The trace this one re-runs (``ex.rerun``), or None."""
+        parent = self.parent
+        return parent.trace_id if parent is not None and parent.kind == "rerun" else None
 
 
 class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):
