@@ -35,6 +35,7 @@ from ._events import (
 from ._executor import GraphExecutor, RunState
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
+from ._rerun.plan import PlanReason, PlanRow, RerunPlan
 from ._run import GraphResult, Run, RunHandle
 from .checkpoint import (
     CheckpointStore,
@@ -53,6 +54,7 @@ from .exceptions import (
     MissingEdge,
     NodeExecutionFailed,
     NodeNotFound,
+    PlanStale,
     RunFinished,
     RunLocked,
     RunNotFound,
@@ -114,7 +116,12 @@ __all__ = (
     "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
+    # Re-runs
+    "PlanReason",
+    "PlanRow",
+    "PlanStale",
     "Reject",
+    "RerunPlan",
     "Run",
     "RunFinished",
     "RunHandle",

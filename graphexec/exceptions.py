@@ -16,7 +16,8 @@
     ├── RunLocked                   another driver holds the run's lease
     ├── RunNotFound (LookupError)   no run with this trace id in the store
     ├── RunFinished                 the run already completed: nothing to resume or decide
-    └── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    └── PlanStale                   a re-run plan made before its source or graph changed
 
 A typical caller::
 
@@ -47,6 +48,7 @@ __all__ = (
     "MissingEdge",
     "NodeExecutionFailed",
     "NodeNotFound",
+    "PlanStale",
     "RunFinished",
     "RunLocked",
     "RunNotFound",
@@ -204,6 +206,11 @@ class RunFinished(GraphError):
 
 class InvalidDecision(GraphError, ValueError):
     """Raised when a barrier decision cannot be accepted: not a barrier, already resolved, bad id."""
+
+
+class PlanStale(GraphError):
+    """Raised when ``ex.rerun(..., plan=plan)`` is given a plan made before its source trace
+    got another checkpoint, or with another graph or other node fingerprints: plan again."""
 
 
 class GraphChangedWarning(UserWarning):

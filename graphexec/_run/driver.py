@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -50,6 +50,9 @@ from .recorder import Recorder, error_info
 from .result import GraphResult
 from .routing import route
 from .step import execute_node
+
+if TYPE_CHECKING:
+    from .._rerun.reuse import Reuse
 
 __all__ = ("Driver",)
 
@@ -90,6 +93,9 @@ class Driver:
         self.parent = parent
         self.must_be_decided = must_be_decided
         self.result: GraphResult | None = None
+        self.reuse: Reuse | None = None
+        """A re-run (``ex.rerun``): decides which executions replay their source's output."""
+        self.reused = 0
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._torn = False
@@ -249,6 +255,9 @@ class Driver:
         # await of a coroutine that returns at once still costs its creation, per step).
         name = spec.name
         pos = self.pos
+        reuse = self.reuse
+        if reuse is not None and await self._reused(spec, reuse):
+            return
         step = pos.step + 1
         if step > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
@@ -303,6 +312,61 @@ class Driver:
             # is raised here, before the next node starts.
             await anyio.lowlevel.checkpoint_if_cancelled()
 
+    async def _reused(self, spec: NodeSpec, reuse: Reuse) -> bool:
+        """A re-run's step: apply its update before the target's first execution; replay a
+        reusable execution of the source (its deltas and directive; no node is called and no
+        node event is sent) and return True, or return False: the node runs."""
+        name = spec.name
+        pos = self.pos
+        update = reuse.take_update(name)
+        if update:
+            try:
+                changes = apply_changes(
+                    self.graph.spec, self.state, update, node=None, writer="the re-run update"
+                )
+            except TornUpdate as torn:
+                self._torn = True
+                raise torn.error from torn.error.__cause__
+            self.ckpt.note_step(pos.step, reuse.update_node, changes)
+        found = reuse.match(spec, self.state)
+        if found is None:
+            return False
+        step = self._next_step(name, spec.kind)
+        changes, directive = reuse.replay(found)
+        try:
+            if changes:
+                changes = self._apply_now(changes, name)
+            pos.step = step
+            pos.next_node = None
+            if spec.kind == "barrier":
+                pos.barrier_counts[name] = pos.barrier_counts.get(name, 0) + 1
+            nxt = route(self.graph, self.state, name, directive)
+        except GraphError as exc:
+            _fill(exc, self.trace_id, name, step)
+            raise
+        pos.next_node = nxt
+        self.reused += 1
+        self.ckpt.note_step(
+            step,
+            name,
+            changes,
+            fingerprint=found.fingerprint,
+            keys_read=found.keys_read,
+            directive=directive,
+            reused_from=found.step,
+        )
+        if nxt is not None:
+            # A barrier's reused decision is marked in the history: a checkpoint "historical".
+            trigger = (
+                "historical"
+                if spec.kind == "barrier" and self.ckpt.on_barrier
+                else self.ckpt.trigger_after_step(False)
+            )
+            if trigger is not None:
+                await self._save(trigger)
+                await anyio.lowlevel.checkpoint_if_cancelled()
+        return True
+
     def _apply_now(self, changes: list[tuple[str, Any]], node: str) -> list[tuple[str, Any]]:
         """Apply a step's changes to the state; the checked changes."""
         try:
@@ -328,6 +392,9 @@ class Driver:
     # -- barriers ----------------------------------------------------------------------------
 
     async def _barrier(self, spec: NodeSpec) -> None:
+        reuse = self.reuse
+        if reuse is not None and await self._reused(spec, reuse):
+            return  # a re-run keeps this decision (out of the re-run's scope)
         name = spec.name
         step = self._next_step(name, "barrier")
         span = f"{name}@{step}"
@@ -559,6 +626,7 @@ class Driver:
             duration=time.perf_counter() - self._t0,
             execution_log=entries if entries is not None else [],
             error=error,
+            reused=self.reused,
         )
         return self.result
 

@@ -1,0 +1,85 @@
+"""The reuse rule of a re-run, asked by the run loop before every node execution.
+
+The nth execution of a node in the re-run is matched with the nth execution of that node in the
+source trace. It is reused (its recorded deltas and directive replayed instead of calling the
+node) when all of these hold:
+
+- it is not the target of the re-run (every execution of the target runs);
+- the node's fingerprint is the one recorded (no fingerprint on either side counts as equal:
+  such a node is known by its name only);
+- the state keys it read hold the values they held when it ran (compared as encoded bytes;
+  unknown keys, as for typed state and barriers, mean the whole state).
+
+This holds anywhere in the re-run, downstream of the target too: an execution whose inputs come
+out unchanged is reused (early cut-off), and so is a loop's iteration until the first one whose
+inputs differ. Nodes are assumed deterministic in the state they read (what a cache assumes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._directives import End, Fallback, Goto, Overwrite
+from .._graph import NodeSpec
+from ..checkpoint._record import RecordedRoute
+from .source import UPDATE_NODE, Source, SourceExec, encode_inputs
+
+__all__ = ("Reuse", "directive_of", "replayed_changes")
+
+
+class Reuse:
+    """One re-run's matching state: occurrences seen so far, the update still to apply."""
+
+    __slots__ = ("counts", "source", "target", "update")
+
+    update_node = UPDATE_NODE
+    """The node name the update is recorded under."""
+
+    def __init__(self, source: Source, target: str, update: list[tuple[str, Any]] | None) -> None:
+        self.source = source
+        self.target = target
+        self.update = update
+        """The re-run's ``update=``, applied just before the target's first execution."""
+        self.counts: dict[str, int] = {}
+
+    def take_update(self, node: str) -> list[tuple[str, Any]] | None:
+        """The update to apply now, if ``node`` is the target reached for the first time."""
+        if node != self.target or not self.update:
+            return None
+        update, self.update = self.update, None
+        return update
+
+    def match(self, spec: NodeSpec, state: dict[str, Any]) -> SourceExec | None:
+        """The source execution to replay for this execution of ``spec``, or None (run it)."""
+        name = spec.name
+        occurrence = self.counts[name] = self.counts.get(name, 0) + 1
+        if name == self.target:
+            return None
+        found = self.source.by_occurrence.get((name, occurrence))
+        if found is None or found.fingerprint != spec.fingerprint:
+            return None
+        if encode_inputs(state, found.keys_read) != found.inputs:
+            return None
+        return found
+
+    @staticmethod
+    def replay(found: SourceExec) -> tuple[list[tuple[str, Any]], Goto | End | Fallback | None]:
+        """A reused execution's changes and directive."""
+        return replayed_changes(found), directive_of(found.route)
+
+
+def replayed_changes(found: SourceExec) -> list[tuple[str, Any]]:
+    """A reused execution's recorded deltas as changes (an overwrite stays one)."""
+    return [(d.key, Overwrite(d.value) if d.overwrite else d.value) for d in found.deltas]
+
+
+def directive_of(route: RecordedRoute | None) -> Goto | End | Fallback | None:
+    """The directive a reused execution returned, rebuilt from its record."""
+    if route is None:
+        return None
+    if route.kind == "goto":
+        assert route.target is not None
+        return Goto(route.target)
+    if route.kind == "end":
+        return End()
+    return Fallback(route.reason)
