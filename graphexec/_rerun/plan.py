@@ -191,6 +191,7 @@ def make_plan(
     state: dict[str, Any] = msgspec.msgpack.decode(msgspec.msgpack.encode(source.initial))
     typed = graph.state_type is not None
     dirty: dict[str, str] = {}  # key -> the execution label (or "update") that makes it differ
+    unknown: set[str] = set()  # keys written by executions that run again: values not known yet
     roots: dict[str, str] = {}  # execution label -> its root cause
     update_changes = list(update.items()) if update else []
     update_keys = sorted({k for k, _ in update_changes})
@@ -287,8 +288,10 @@ def make_plan(
         for d in e.deltas:
             if action == "run":
                 dirty[d.key] = label
+                unknown.add(d.key)
             elif d.overwrite or replayer.reducer(d.key, e.seq) is None:
                 dirty.pop(d.key, None)  # the recorded value again, as in the source
+                unknown.discard(d.key)
         # Routing, evaluated again: certain only where the conditions read clean keys.
         if action == "run" and e.route is not None:
             continue  # the node decides its route again when it runs
@@ -299,7 +302,7 @@ def make_plan(
         except GraphError:
             nxt = None
         reads = set(view.keys_read) if view is not None else set(state)
-        if any(k in dirty for k in reads) or nxt == expected:
+        if any(k in unknown for k in reads) or nxt == expected:
             continue
         diverged = label
         if nxt is not None:

@@ -43,11 +43,20 @@ class Reuse:
         self.counts: dict[str, int] = {}
 
     def take_update(self, node: str) -> list[tuple[str, Any]] | None:
-        """The update to apply now, if ``node`` is the target reached for the first time."""
-        if node != self.target or not self.update:
-            return None
-        update, self.update = self.update, None
-        return update
+        """Changes to apply before this arrival at ``node``: the updates the source recorded
+        just before its matching execution (when re-running a re-run), then this re-run's
+        ``update=`` when ``node`` is the target reached for the first time."""
+        out: list[tuple[str, Any]] = []
+        found = self.source.by_occurrence.get((node, self.counts.get(node, 0) + 1))
+        if found is not None:
+            for record in found.updates_before:
+                out.extend(
+                    (d.key, Overwrite(d.value) if d.overwrite else d.value) for d in record.deltas
+                )
+        if node == self.target and self.update:
+            out.extend(self.update)
+            self.update = None
+        return out or None
 
     def match(self, spec: NodeSpec, state: dict[str, Any]) -> SourceExec | None:
         """The source execution to replay for this execution of ``spec``, or None (run it)."""
