@@ -144,7 +144,7 @@ def test_bad_fingerprint_options_are_build_errors() -> None:
         return None
 
     with pytest.raises(gx.InvalidGraph, match="node 'a'.*must return a non-empty str"):
-        gx.GraphBuilder("x").node("a", node, fingerprint=lambda: 3).start("a").end("a").build()  # type: ignore[arg-type, return-value]
+        gx.GraphBuilder("x").node("a", node, fingerprint=lambda: 3).start("a").end("a").build()  # type: ignore[arg-type]
     with pytest.raises(gx.InvalidGraph, match="node 'a'.*deps= only counts"):
         gx.GraphBuilder("x").node("a", node, deps=[len]).start("a").end("a").build()
     with pytest.raises(gx.InvalidGraph, match="node 'a'.*needs Python source"):

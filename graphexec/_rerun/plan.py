@@ -11,9 +11,10 @@ so the keys it overwrites become clean again (a key it extends through a reducer
 A plan is an upper bound along the source's path: an execution marked ``run`` because it read
 what an upstream execution writes is still reused at execution time when the upstream output
 comes out unchanged (early cut-off). Routing is evaluated again on the replayed state: where an
-edge condition reads only clean keys and now picks another node than the source took, the path
-diverges and the rest of the source is ``not_reached``; where it reads a dirty key, the path is
-only known when the re-run runs.
+edge condition reads only known values and now picks another node than the source took, the
+path diverges and the rest of the source is ``not_reached``; where it reads an output still to
+be computed (or the node that runs again returned a directive), the path is only known when the
+re-run runs, so every later execution is planned to ``run`` (``routing_changed``).
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ def make_plan(
     update_keys = sorted({k for k, _ in update_changes})
     rows: list[PlanRow] = []
     diverged: str | None = None
+    uncertain: str | None = None  # the first execution after which the path is not known
     seen: set[str] = set()
 
     def apply_update() -> None:
@@ -266,6 +268,11 @@ def make_plan(
         for up, keys in upstream.items():
             reasons.append(PlanReason(kind="downstream_of", upstream=up, keys=keys))
             root = root or roots.get(up)
+        if not reasons and uncertain is not None:
+            # The path after ``uncertain`` depends on an output still to be computed: this
+            # execution may not be reached, or see other inputs (written on another path).
+            reasons.append(PlanReason(kind="routing_changed", upstream=uncertain))
+            root = roots.get(uncertain)
         if reasons and spec.kind == "barrier":
             reasons.append(PlanReason(kind="barrier_needs_decision"))
         action: PlanAction = "run" if reasons else "reuse"
@@ -294,7 +301,8 @@ def make_plan(
                 unknown.discard(d.key)
         # Routing, evaluated again: certain only where the conditions read clean keys.
         if action == "run" and e.route is not None:
-            continue  # the node decides its route again when it runs
+            uncertain = uncertain or label  # the node decides its route again when it runs
+            continue
         expected = execs[i + 1].node if i + 1 < len(execs) else stopped_at
         view = None if typed else StateView(state)
         try:
@@ -302,7 +310,10 @@ def make_plan(
         except GraphError:
             nxt = None
         reads = set(view.keys_read) if view is not None else set(state)
-        if any(k in unknown for k in reads) or nxt == expected:
+        if any(k in unknown for k in reads):
+            uncertain = uncertain or label
+            continue
+        if nxt == expected:
             continue
         diverged = label
         if nxt is not None:
