@@ -28,6 +28,7 @@ from ._policy import CheckpointPolicy
 from .checkpoint._base import CheckpointStore
 from .checkpoint._record import (
     CheckpointBody,
+    Invalidation,
     Lease,
     ParentRef,
     RecordedRoute,
@@ -104,6 +105,9 @@ class Checkpointer:
         self.created_at = now()
         self.keeper = LeaseKeeper(store, trace_id, lease_ttl)
         self.explicit_requested = False
+        self.rewind: list[Invalidation] | None = None
+        """Set by a resume that invalidates executions: the next checkpoint is a base (the
+        trace's state starts over from its first one) recording these invalidations."""
         # compaction bookkeeping
         self._steps: list[StepRecord] = []
         self._deltas_since_base = 0
@@ -278,8 +282,10 @@ class Checkpointer:
             # replaying the deltas would cost more than loading a fresh base. Below
             # MIN_BASE_WEIGHT, replaying is cheap whatever the ratio, and a base is not worth
             # its write (it also demotes the previous one).
+            rewind = self.rewind
             base = allow_base and (
                 seq == 1
+                or rewind is not None
                 or self._deltas_since_base + 1 >= self.policy.compact_every
                 or self._delta_bytes_since_base + len(steps)
                 > max(self._base_bytes, MIN_BASE_WEIGHT)
@@ -310,6 +316,7 @@ class Checkpointer:
                 parent=self.parent if base else None,
                 reducers=self.reducers if base else {},
                 barrier_nodes=self.barrier_nodes if base else [],
+                invalidated=(rewind or []) if base else [],
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -329,10 +336,12 @@ class Checkpointer:
             self._base_bytes,
             self._deltas_since_base,
             self._delta_bytes_since_base,
+            self.rewind,
         )
         self._steps = []
         self._score = 0.0
         if base:
+            self.rewind = None
             assert snapshot is not None
             self.base_graph_hash = self.graph_hash
             self._base_bytes = len(snapshot)
@@ -389,6 +398,7 @@ class Checkpointer:
                 self._base_bytes,
                 self._deltas_since_base,
                 self._delta_bytes_since_base,
+                self.rewind,
             ) = undo
             raise
         return found

@@ -24,6 +24,7 @@ __all__ = (
     "GraphStart",
     "LogEntry",
     "NodeEnd",
+    "NodeInvalidated",
     "NodeStart",
     "ObservedError",
     "ParallelCompleted",
@@ -167,6 +168,17 @@ class ObservedError(_Event, frozen=True, kw_only=True, tag=True):
     branch: str | None = None
 
 
+class NodeInvalidated(_Event, frozen=True, kw_only=True, tag=True):
+    """A completed execution whose node's fingerprint changed since it ran: a resume with
+    ``GraphExecutor(invalidate_on_resume=True)`` runs it again (and what depends on it)."""
+
+    node: str
+    span_id: str
+    """The invalidated execution (``"<node>@<step>"`` as it ran)."""
+    old_fingerprint: str | None
+    new_fingerprint: str | None
+
+
 class LogEntry(msgspec.Struct, frozen=True, array_like=True):
     """One line of ``GraphResult.execution_log``."""
 
@@ -208,6 +220,7 @@ GraphEvent: TypeAlias = (
     | BarrierResolved
     | CheckpointSaved
     | ObservedError
+    | NodeInvalidated
     | GraphComplete
     | GraphFailed
 )

@@ -77,6 +77,9 @@ class GraphExecutor:
         execution_log: keep ``GraphResult.execution_log`` (default True).
         on_graph_change: ``"warn"`` (default) or ``"fail"`` when a resumed run's graph differs
             structurally from the checkpointed one (a missing next node always fails).
+        invalidate_on_resume: on resume, run again every completed execution whose node's
+            fingerprint changed since it ran, and what depends on it (default False: a resume
+            continues where the run stopped).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class GraphExecutor:
         event_buffer: int = 64,
         execution_log: bool = True,
         on_graph_change: Literal["warn", "fail"] = "warn",
+        invalidate_on_resume: bool = False,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -105,6 +109,7 @@ class GraphExecutor:
         self.event_buffer = event_buffer
         self.execution_log = execution_log
         self.on_graph_change = on_graph_change
+        self.invalidate_on_resume = invalidate_on_resume
 
     # -- starting runs -----------------------------------------------------------------------
 
@@ -224,6 +229,8 @@ class GraphExecutor:
                 resumed=True,
                 parent=info.parent.trace_id if info.parent else None,
             )
+            if self.invalidate_on_resume:
+                await self._invalidate(driver, store, graph, trace_id, body, ckpt)
         except BaseException:
             send.close()
             recv.close()
@@ -505,6 +512,42 @@ class GraphExecutor:
             resumed=resumed,
             parent=parent,
         )
+
+    @staticmethod
+    async def _invalidate(
+        driver: Driver,
+        store: CheckpointStore,
+        graph: Graph,
+        trace_id: str,
+        body: Any,
+        ckpt: Checkpointer,
+    ) -> None:
+        """invalidate_on_resume: when completed executions' fingerprints changed, the resume
+        starts over from the trace's first checkpoint, reusing every execution whose
+        fingerprint and read values are unchanged (a re-run in place)."""
+        from ._rerun.reuse import Reuse
+        from ._rerun.source import load_source
+        from .checkpoint._record import Invalidation
+
+        source = await load_source(store, trace_id, graph, inputs=True)
+        changed = [
+            Invalidation(e.step, e.node, e.fingerprint, graph.nodes[e.node].fingerprint)
+            for e in source.execs
+            if e.node in graph.nodes and e.fingerprint != graph.nodes[e.node].fingerprint
+        ]
+        if not changed:
+            return
+        state: dict[str, Any] = msgspec.msgpack.decode(msgspec.msgpack.encode(source.initial))
+        if graph.state_type is not None:
+            state = graph.spec.restored(state)
+        driver.state = state
+        driver.pos = Position.of(
+            source.first, decisions=dict(body.decisions), decision_cursor=body.decision_cursor
+        )
+        driver.start_trigger = "invalidated"
+        driver.reuse = Reuse(source, None, None)
+        driver.invalidated = changed
+        ckpt.rewind = changed
 
     @staticmethod
     def _prime(ckpt: Checkpointer, restored: Restored) -> None:

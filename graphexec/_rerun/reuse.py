@@ -35,9 +35,12 @@ class Reuse:
     update_node = UPDATE_NODE
     """The node name the update is recorded under."""
 
-    def __init__(self, source: Source, target: str, update: list[tuple[str, Any]] | None) -> None:
+    def __init__(
+        self, source: Source, target: str | None, update: list[tuple[str, Any]] | None
+    ) -> None:
         self.source = source
         self.target = target
+        """The node every execution of which runs; None: a resume that invalidates."""
         self.update = update
         """The re-run's ``update=``, applied just before the target's first execution."""
         self.counts: dict[str, int] = {}

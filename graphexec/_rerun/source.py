@@ -6,7 +6,8 @@ before), so the whole chain is read, from seq 1: the latest base and the deltas 
 the records before that base, back to the first one (which keeps its snapshot: the state the
 trace started from). Replaying the records in order gives the state before every execution;
 the values of the keys an execution read are encoded right then (``inputs``), so the reuse test
-of a re-run is one byte comparison.
+of a re-run is one byte comparison. A base recording invalidations (a resume with
+``invalidate_on_resume`` started the trace over there) supersedes everything before it.
 """
 
 from __future__ import annotations
@@ -176,6 +177,12 @@ async def load_source(
         body = last = decode_body(row)
         if body.reducers:
             replayer.names.update(body.reducers)
+        if body.invalidated:
+            # A resume that invalidated executions started the trace over from this base:
+            # what ran before it is superseded by what runs after.
+            first, initial = body, decode_snapshot(row)
+            state = decode_snapshot(row) if inputs else {}
+            execs, counts, pending_updates = [], {}, []
         for record in body.steps:
             if record.node == UPDATE_NODE:
                 pending_updates.append(record)

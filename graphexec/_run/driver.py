@@ -30,10 +30,11 @@ from .._events import (
     GraphComplete,
     GraphFailed,
     GraphStart,
+    NodeInvalidated,
 )
 from .._graph import Graph, NodeSpec
 from ..checkpoint._base import CheckpointStore
-from ..checkpoint._record import PendingBarrier, now
+from ..checkpoint._record import Invalidation, PendingBarrier, now
 from ..exceptions import (
     Cancelled,
     GraphError,
@@ -96,6 +97,9 @@ class Driver:
         self.reuse: Reuse | None = None
         """A re-run (``ex.rerun``): decides which executions replay their source's output."""
         self.reused = 0
+        self.invalidated: list[Invalidation] = []
+        """A resume with ``invalidate_on_resume``: the executions it runs again (announced
+        with NodeInvalidated events)."""
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._torn = False
@@ -218,6 +222,25 @@ class Driver:
                     parent=self.parent,
                 )
             )
+        for inv in self.invalidated:
+            self.log.warning(
+                "node invalidated",
+                node=inv.node,
+                step=inv.step,
+                old_fingerprint=inv.old,
+                new_fingerprint=inv.new,
+            )
+            if self.rec.emitter is not None:
+                await self.rec.send(
+                    NodeInvalidated(
+                        trace_id=self.trace_id,
+                        step=inv.step,
+                        node=inv.node,
+                        span_id=f"{inv.node}@{inv.step}",
+                        old_fingerprint=inv.old,
+                        new_fingerprint=inv.new,
+                    )
+                )
         if self.start_trigger is not None:
             await self._save(self.start_trigger)
             await anyio.lowlevel.checkpoint_if_cancelled()

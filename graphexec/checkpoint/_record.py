@@ -25,6 +25,7 @@ __all__ = (
     "CheckpointBody",
     "CheckpointKind",
     "CheckpointSummary",
+    "Invalidation",
     "Lease",
     "ParentRef",
     "PendingBarrier",
@@ -89,6 +90,15 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     """Wall-clock time (``time.time()``) at which the default action applies; None: never."""
 
 
+class Invalidation(msgspec.Struct, frozen=True, array_like=True):
+    """One execution invalidated on resume: its step and node, old and new fingerprint."""
+
+    step: int
+    node: str
+    old: str | None
+    new: str | None
+
+
 class ParentRef(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Where a forked or re-run trace came from."""
 
@@ -131,6 +141,9 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     a state can be restored without the graph when only built-ins are involved."""
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Base records: the graph's barrier nodes (copied to the runs index)."""
+    invalidated: list[Invalidation] = msgspec.field(default_factory=list)
+    """The audit trail of a resume with ``invalidate_on_resume``: the executions it ran again
+    because their node's fingerprint changed (recorded in the resume's first checkpoint)."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):

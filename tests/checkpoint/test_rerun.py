@@ -559,3 +559,62 @@ async def test_store_type_checks(store: CheckpointStore) -> None:
     await ex.plan_rerun(graph, "src", "b")
     assert before == (await store.get_run("src"), await store.history("src"))
     assert await store.runs() == [before[0]]
+
+
+async def test_invalidate_on_resume_runs_changed_nodes_and_their_dependents(stores: Any) -> None:
+    """A waiting run resumed after b's code changed: NodeInvalidated names b with its old and
+    new fingerprint, b and what reads b run again, a is reused, and the history keeps the
+    audit trail. Without invalidate_on_resume the resume just continues."""
+    calls = Calls()
+
+    def graph(k_b: int) -> gx.Graph:
+        return (
+            gx.GraphBuilder("inv", fingerprint="auto")
+            .node("a", _adder("a", "x", "a", 1, calls))
+            .node("b", _adder("b", "a", "b", k_b, calls))
+            .barrier("ok")
+            .node("c", _adder("c", "b", "c", 1, calls))
+            .edge("a", "b")
+            .edge("b", "ok")
+            .edge("ok", "c")
+            .start("a")
+            .end("c")
+            .build()
+        )
+
+    ex = gx.GraphExecutor(store=stores.store, invalidate_on_resume=True)
+    for trace in ("plain", "inv"):
+        async with ex.execute_stream(graph(1), {"x": 1}, trace_id=trace) as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    break
+        await stores.store.submit_decision(trace, "ok#1", gx.Approve())
+    calls.clear()
+    plain = gx.GraphExecutor(store=stores.store)
+    async with plain.resume_from(graph(5), "plain") as run:
+        async for _ in run:
+            pass
+    assert calls == ["c"]
+    assert run.result is not None and run.result.state["b"] == 3
+
+    calls.clear()
+    old_b, new_b = graph(1).nodes["b"].fingerprint, graph(5).nodes["b"].fingerprint
+    invalidated: list[gx.NodeInvalidated] = []
+    async with ex.resume_from(graph(5), "inv") as run:
+        async for event in run:
+            if isinstance(event, gx.NodeInvalidated):
+                invalidated.append(event)
+    assert [(e.node, e.span_id, e.old_fingerprint, e.new_fingerprint) for e in invalidated] == [
+        ("b", "b@2", old_b, new_b)
+    ]
+    assert calls == ["b", "c"]
+    assert run.result is not None and run.result.status == "completed"
+    assert run.result.state == {"x": 1, "a": 2, "b": 7, "c": 8, "ok": run.result.state["ok"]}
+    assert run.result.state["ok"]["decision"] == "approve"
+    history = await ex.history("inv")
+    assert "invalidated" in [h.trigger for h in history]
+    assert (await ex.get_state("inv")).state == run.result.state
+    # The trace read back starts over at the invalidation: a re-run of it sees one b.
+    plan = await ex.plan_rerun(graph(5), "inv", "c")
+    assert [r.node for r in plan.rows] == ["a", "b", "ok", "c"]
+    assert [r.action for r in plan.rows] == ["reuse", "reuse", "reuse", "run"]
