@@ -17,6 +17,7 @@
     ├── RunNotFound (LookupError)   no run with this trace id in the store
     ├── RunFinished                 the run already completed: nothing to resume or decide
     ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    ├── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
     └── PlanStale                   a re-run plan made before its source or graph changed
 
 A typical caller::
@@ -45,6 +46,7 @@ __all__ = (
     "GraphError",
     "InvalidDecision",
     "InvalidGraph",
+    "InvalidTraceId",
     "MissingEdge",
     "NodeExecutionFailed",
     "NodeNotFound",
@@ -206,6 +208,14 @@ class RunFinished(GraphError):
 
 class InvalidDecision(GraphError, ValueError):
     """Raised when a barrier decision cannot be accepted: not a barrier, already resolved, bad id."""
+
+
+class InvalidTraceId(GraphError, ValueError):
+    """Raised when a trace id is not a str of 1 to 256 characters without NUL or lone surrogates.
+
+    Trace ids are keys in the store, read back by other processes: an int or a name SQLite
+    cannot store as UTF-8 text would run and then never load.
+    """
 
 
 class PlanStale(GraphError):

@@ -12,14 +12,13 @@ of a re-run is one byte comparison. A base recording invalidations (a resume wit
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import msgspec
 
 from .._apply import replay_delta
 from .._graph import Graph
-from .._restore import _reducer_for
+from .._restore import _check_chain, _reducer_for
 from ..checkpoint._base import CheckpointStore
 from ..checkpoint._record import (
     CheckpointBody,
@@ -146,14 +145,7 @@ async def _whole_chain(store: CheckpointStore, trace_id: str) -> list[StoredChec
                 seq=before,
             )
         chain = earlier + chain
-    for prev, row in itertools.pairwise(chain):
-        if row.seq != prev.seq + 1:
-            raise CheckpointError(
-                f"trace {trace_id!r}: checkpoint seq {prev.seq + 1} is missing (found "
-                f"{row.seq} after {prev.seq})",
-                trace_id=trace_id,
-                seq=prev.seq + 1,
-            )
+    _check_chain(chain, trace_id)  # a base first, every seq after it, all of this trace
     return chain
 
 
