@@ -359,7 +359,7 @@ class GraphExecutor:
         trigger is ``"rerun"``). With ``plan``, PlanStale if the source or the graph changed
         since it was made. The source is only read: completed, failed, waiting or cancelled.
         """
-        from ._rerun.plan import make_plan
+        from ._rerun.plan import check_target, make_plan
         from ._rerun.reuse import Reuse
         from ._rerun.source import load_source
 
@@ -369,9 +369,13 @@ class GraphExecutor:
             check_trace_id(new_trace_id)
         changes = dict(update) if update else None
         source = await load_source(store, trace_id, graph, inputs=True)
-        fresh = make_plan(source, graph, from_node, changes)
         if plan is not None:
-            _check_plan(plan, fresh)
+            _check_plan(plan, make_plan(source, graph, from_node, changes))
+        else:
+            check_target(source, graph, from_node)
+            if changes and graph.spec.checks is not None:
+                for key, value in changes.items():  # typed state: refuse a bad update now
+                    graph.spec.check(key, value, node=None)
         state: dict[str, Any] = msgspec.msgpack.decode(msgspec.msgpack.encode(source.initial))
         if graph.state_type is not None:
             state = graph.spec.restored(state)

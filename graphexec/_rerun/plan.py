@@ -38,6 +38,7 @@ __all__ = (
     "PlanRow",
     "ReasonKind",
     "RerunPlan",
+    "check_target",
     "fingerprints_digest",
     "make_plan",
 )
@@ -167,27 +168,33 @@ def fingerprints_digest(graph: Graph) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
-def make_plan(
-    source: Source, graph: Graph, target: str, update: dict[str, Any] | None
-) -> RerunPlan:
-    """Plan a re-run of ``source`` from ``target`` on ``graph``; NodeNotFound when the target is
-    not a node of the graph or never ran in the source (and is not where it stopped)."""
+def check_target(source: Source, graph: Graph, target: str) -> None:
+    """NodeNotFound unless ``target`` is a node of ``graph`` that ran in the source (or is
+    where the source stopped: a failed node, a waiting barrier)."""
     if target not in graph.nodes:
         raise NodeNotFound(
             f"cannot re-run from {target!r}: graph {graph.name!r} has no such node",
             node=target,
             trace_id=source.trace_id,
         )
-    execs = source.execs
-    stopped_at = source.stopped_at
-    if target != stopped_at and not any(e.node == target for e in execs):
-        ran = sorted({e.node for e in execs})
+    if target != source.stopped_at and (target, 1) not in source.by_occurrence:
+        ran = sorted({e.node for e in source.execs})
         raise NodeNotFound(
             f"cannot re-run trace {source.trace_id!r} from {target!r}: it never ran there "
             f"(nodes it ran: {', '.join(ran) or 'none'})",
             node=target,
             trace_id=source.trace_id,
         )
+
+
+def make_plan(
+    source: Source, graph: Graph, target: str, update: dict[str, Any] | None
+) -> RerunPlan:
+    """Plan a re-run of ``source`` from ``target`` on ``graph``; NodeNotFound when the target is
+    not a node of the graph or never ran in the source (and is not where it stopped)."""
+    check_target(source, graph, target)
+    execs = source.execs
+    stopped_at = source.stopped_at
     replayer = source.replayer
     state: dict[str, Any] = msgspec.msgpack.decode(msgspec.msgpack.encode(source.initial))
     typed = graph.state_type is not None
