@@ -17,7 +17,10 @@ inputs differ. Nodes are assumed deterministic in the state they read (what a ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from .._directives import End, Fallback, Goto, Overwrite
 from .._graph import NodeSpec
@@ -73,6 +76,40 @@ class Reuse:
         if encode_inputs(state, found.keys_read) != found.inputs:
             return None
         return found
+
+    def map_items(self, spec: NodeSpec) -> Callable[[Any], tuple[bool, Any]] | None:
+        """For a map node that runs again (its items changed): the per-item results of the
+        matching source execution, to reuse for the items it already mapped (an item's result
+        depends on the item alone). None for the target, a changed fingerprint, or a source
+        execution whose results do not line up with its items (some failed)."""
+        name = spec.name
+        if name == self.target:
+            return None
+        found = self.source.by_occurrence.get((name, self.counts.get(name, 0)))
+        if found is None or found.fingerprint != spec.fingerprint or not found.inputs:
+            return None
+        items = msgspec.msgpack.decode(found.inputs)
+        if len(items) != 1 or not isinstance(items[0], list):
+            return None
+        deltas = found.deltas
+        if len(deltas) != 1 or deltas[0].key != spec.into or not isinstance(deltas[0].value, list):
+            return None
+        results = deltas[0].value
+        if len(results) != len(items[0]):
+            return None
+        encode = msgspec.msgpack.encode
+        table = {encode(item): result for item, result in zip(items[0], results, strict=True)}
+
+        def known(item: Any) -> tuple[bool, Any]:
+            try:
+                key = encode(item)
+            except (TypeError, ValueError):
+                return False, None
+            if key in table:
+                return True, table[key]
+            return False, None
+
+        return known
 
     @staticmethod
     def replay(found: SourceExec) -> tuple[list[tuple[str, Any]], Goto | End | Fallback | None]:

@@ -280,8 +280,12 @@ class Driver:
         name = spec.name
         pos = self.pos
         reuse = self.reuse
-        if reuse is not None and await self._reused(spec, reuse):
-            return
+        known = None
+        if reuse is not None:
+            if await self._reused(spec, reuse):
+                return
+            if spec.kind == "map":
+                known = reuse.map_items(spec)
         step = pos.step + 1
         if step > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
@@ -293,7 +297,7 @@ class Driver:
         t0 = time.perf_counter()
         try:
             directive, changes, usage, read = await execute_node(
-                self.graph, self.state, spec, step, span, rec
+                self.graph, self.state, spec, step, span, rec, known
             )
             if changes:
                 try:

@@ -8,7 +8,7 @@ mode): the failure policy is then decided in one place, ``_outcome`` below.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -180,9 +180,18 @@ async def run_parallel(
 
 
 async def run_map(
-    rec: Recorder, usage: _Usage, spec: NodeSpec, step: int, span: str, state: dict[str, Any]
+    rec: Recorder,
+    usage: _Usage,
+    spec: NodeSpec,
+    step: int,
+    span: str,
+    state: dict[str, Any],
+    known: Callable[[Any], tuple[bool, Any]] | None = None,
 ) -> list[tuple[str, Any]]:
-    """Run a map node over ``state[over]``; one delta appending the results to ``into``."""
+    """Run a map node over ``state[over]``; one delta appending the results to ``into``.
+
+    ``known`` (a re-run): ``known(item)`` is ``(True, result)`` for an item whose result the
+    source trace recorded, which is then not run again."""
     assert spec.call is not None and spec.over is not None and spec.into is not None
     items = state.get(spec.over)
     if items is None:
@@ -195,7 +204,28 @@ async def run_map(
             node=spec.name,
         )
     # Each item is a copy (fresh): a map function mutating its item cannot change the state.
-    jobs = [(f"{spec.name}[{i}]", spec.call, fresh(item)) for i, item in enumerate(items)]
+    reused: dict[int, Any] = {}
+    if known is not None:
+        for i, item in enumerate(items):
+            found, result = known(item)
+            if found:
+                reused[i] = result
+    jobs = [
+        (f"{spec.name}[{i}]", spec.call, fresh(item))
+        for i, item in enumerate(items)
+        if i not in reused
+    ]
     results, failures = await _fan_out(rec, usage, spec, step, span, jobs, spec.max_concurrency)
-    kept = [r for (bname, _c, _a), r in zip(jobs, results, strict=True) if bname not in failures]
+    if not reused:
+        kept = [
+            r for (bname, _c, _a), r in zip(jobs, results, strict=True) if bname not in failures
+        ]
+        return [(spec.into, kept)]
+    ran = {bname: r for (bname, _c, _a), r in zip(jobs, results, strict=True)}
+    kept = []
+    for i in range(len(items)):
+        if i in reused:
+            kept.append(reused[i])
+        elif (bname := f"{spec.name}[{i}]") not in failures:
+            kept.append(ran[bname])
     return [(spec.into, kept)]

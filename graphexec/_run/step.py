@@ -7,6 +7,7 @@ the execution has succeeded).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeAlias, assert_never
 
 from .._context import NodeContext, _Usage
@@ -31,9 +32,18 @@ effects the node reported through its context (if it had one), and the state key
 
 
 async def execute_node(
-    graph: Graph, state: dict[str, Any], spec: NodeSpec, step: int, span: str, rec: Recorder
+    graph: Graph,
+    state: dict[str, Any],
+    spec: NodeSpec,
+    step: int,
+    span: str,
+    rec: Recorder,
+    known: Callable[[Any], tuple[bool, Any]] | None = None,
 ) -> Outcome:
     """Run node ``spec`` once against ``state`` (not changed here).
+
+    ``known``: in a re-run, the results the source recorded for a map node's items (items
+    found there are not run again).
 
     A GraphError passes through; any other exception becomes NodeExecutionFailed naming the
     node. Barriers are not executed here: the loop resolves them with a decision.
@@ -66,7 +76,7 @@ async def execute_node(
         if kind == "map":
             usage = _Usage()
             assert spec.over is not None
-            changes = await run_map(rec, usage, spec, step, span, state)
+            changes = await run_map(rec, usage, spec, step, span, state, known)
             return None, changes, usage, frozenset((spec.over,))
         if kind == "barrier":
             raise AssertionError(f"barrier {name!r} is resolved by the loop, not executed")

@@ -618,3 +618,35 @@ async def test_invalidate_on_resume_runs_changed_nodes_and_their_dependents(stor
     plan = await ex.plan_rerun(graph(5), "inv", "c")
     assert [r.node for r in plan.rows] == ["a", "b", "ok", "c"]
     assert [r.action for r in plan.rows] == ["reuse", "reuse", "reuse", "run"]
+
+
+async def test_a_map_node_runs_only_its_new_items(stores: Any) -> None:
+    """A map node whose list changed runs only the items the source did not map; the others'
+    results come from the source, in item order."""
+    calls = Calls()
+
+    async def double(item: Any) -> Any:
+        calls.append(f"item{item}")
+        return item * 2
+
+    async def pick(state: Any) -> dict[str, Any]:
+        calls.append("pick")
+        return {"items": [i for i in state["pool"] if i % 2 == 0]}
+
+    graph = (
+        gx.GraphBuilder("map", fingerprint="auto")
+        .node("pick", pick)
+        .map("m", double, over="items", into="out")
+        .edge("pick", "m")
+        .start("pick")
+        .end("m")
+        .build()
+    )
+    ex = gx.GraphExecutor(store=stores.store)
+    await ex.execute(graph, {"pool": [2, 4, 6]}, trace_id="src")
+    calls.clear()
+    result = await _drain(ex, graph, "src", "pick", update={"pool": [2, 8, 6, 10]})
+    assert calls.sorted() == ["item10", "item8", "pick"]
+    assert result.state["out"] == [4, 16, 12, 20]
+    fresh = await gx.GraphExecutor().execute(graph, {"pool": [2, 8, 6, 10]})
+    assert fresh.state == result.state
