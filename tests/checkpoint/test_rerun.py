@@ -650,3 +650,79 @@ async def test_a_map_node_runs_only_its_new_items(stores: Any) -> None:
     assert result.state["out"] == [4, 16, 12, 20]
     fresh = await gx.GraphExecutor().execute(graph, {"pool": [2, 8, 6, 10]})
     assert fresh.state == result.state
+
+
+async def test_a_damaged_source_is_a_checkpoint_error_naming_trace_and_seq(
+    tmp_path: Path,
+) -> None:
+    """A source record damaged on disk: plan_rerun and rerun raise CheckpointError with the
+    trace and seq, and no re-run trace is created."""
+    import contextlib
+    import sqlite3
+
+    calls = Calls()
+    graph = _chain(calls)
+    path = tmp_path / "runs.db"
+    async with gx.SQLiteStore(path) as store:
+        ex = gx.GraphExecutor(store=store, policy=gx.CheckpointPolicy(every_step=True))
+        await ex.execute(graph, {"x": 1}, trace_id="src")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE checkpoints SET body = ? WHERE trace_id = 'src' AND seq = 3", (b"x",))
+    async with gx.SQLiteStore(path) as store:
+        ex = gx.GraphExecutor(store=store)
+        with pytest.raises(gx.CheckpointError) as caught:
+            await ex.plan_rerun(graph, "src", "b")
+        assert (caught.value.trace_id, caught.value.seq) == ("src", 3)
+        with pytest.raises(gx.CheckpointError, match="src"):
+            async with ex.rerun(graph, "src", "b", new_trace_id="re"):
+                pass
+        assert await store.get_run("re") is None
+
+
+async def test_typed_state_reruns_compare_the_whole_state(stores: Any) -> None:
+    """With typed state the keys a node read are unknown: an execution is reused only while the
+    whole state is the source's, and the re-run still reaches a fresh run's state."""
+    calls = Calls()
+
+    class S(msgspec.Struct):
+        x: int = 0
+        a: int = 0
+        b: int = 0
+
+    async def a(s: S) -> dict[str, Any]:
+        calls.append("a")
+        return {"a": s.x + 1}
+
+    async def b(s: S) -> dict[str, Any]:
+        calls.append("b")
+        return {"b": s.a + 1}
+
+    graph = (
+        gx.GraphBuilder("typed", state=S, fingerprint="auto")
+        .node("a", a)
+        .node("b", b)
+        .edge("a", "b")
+        .start("a")
+        .end("b")
+        .build()
+    )
+    ex = gx.GraphExecutor(store=stores.store)
+    await ex.execute(graph, S(x=1), trace_id="src")
+    calls.clear()
+    result = await _drain(ex, graph, "src", "b")
+    assert calls == ["b"] and result.reused == 1
+    assert result.state == S(x=1, a=2, b=3)
+    with pytest.raises(gx.StateError, match="'x'"):
+        async with ex.rerun(graph, "src", "a", update={"x": "not an int"}):
+            pass
+    calls.clear()
+    result = await _drain(ex, graph, "src", "a", update={"x": 5})
+    assert calls == ["a", "b"]
+    assert result.state == S(x=5, a=6, b=7)
+
+
+async def test_plan_and_rerun_need_a_store() -> None:
+    """Without a store there is no trace to re-run: the error says what to pass."""
+    calls = Calls()
+    with pytest.raises(gx.InvalidGraph, match="plan_rerun\\(\\) needs a store"):
+        await gx.GraphExecutor().plan_rerun(_chain(calls), "t", "a")
