@@ -27,6 +27,7 @@ from ._lease import LeaseKeeper
 from ._policy import CheckpointPolicy
 from .checkpoint._base import CheckpointStore
 from .checkpoint._record import (
+    BranchRecord,
     CheckpointBody,
     Invalidation,
     Lease,
@@ -165,6 +166,7 @@ class Checkpointer:
         keys_read: Collection[str] | None = None,
         directive: Any = None,
         reused_from: int | None = None,
+        branches: list[BranchRecord] | None = None,
     ) -> None:
         """Buffer one node execution's record (its deltas, fingerprint, the keys it read, the
         directive it returned), and add its work to the adaptive score."""
@@ -177,6 +179,7 @@ class Checkpointer:
                 sorted(keys_read) if keys_read is not None else None,
                 None if directive is None else recorded_route(directive),
                 reused_from,
+                branches,
             )
         )
         self._score += self.policy.score.score(seconds, tokens)
@@ -194,6 +197,7 @@ class Checkpointer:
         fingerprint: str | None = None,
         keys_read: Collection[str] | None = None,
         directive: Any = None,
+        branches: list[BranchRecord] | None = None,
     ) -> str | None:
         """Note a node execution (note_step); the trigger of a checkpoint due now, if ``more``
         steps follow (the run's end writes its own)."""
@@ -206,6 +210,7 @@ class Checkpointer:
             fingerprint=fingerprint,
             keys_read=keys_read,
             directive=directive,
+            branches=branches,
         )
         if not more:
             return None
@@ -525,6 +530,7 @@ class NullCheckpointer:
         keys_read: Collection[str] | None = None,
         directive: Any = None,
         reused_from: int | None = None,
+        branches: list[BranchRecord] | None = None,
     ) -> None:
         """Steps are not buffered: nothing would write them."""
 
@@ -541,6 +547,7 @@ class NullCheckpointer:
         fingerprint: str | None = None,
         keys_read: Collection[str] | None = None,
         directive: Any = None,
+        branches: list[BranchRecord] | None = None,
     ) -> str | None:
         """Nothing to note, no checkpoint ever due."""
         return None

@@ -292,11 +292,22 @@ class GraphBuilder:
             if not isinstance(branches, Mapping) or not branches:
                 raise ValueError(f"parallel node {name!r} needs a non-empty mapping of branches")
             _check_on_error(name, on_error)
+            chosen = self.fingerprint if fingerprint == "default" else fingerprint
             return NodeSpec(
                 name=name,
                 kind="parallel",
                 branches=tuple(
-                    Branch(b, classify(fn, what=f"branch {b!r} of node {name!r}", inline=inline))
+                    Branch(
+                        b,
+                        classify(fn, what=f"branch {b!r} of node {name!r}", inline=inline),
+                        node_fingerprint(
+                            chosen,
+                            [fn],
+                            config={"kind": "branch", "name": b, "inline": inline},
+                            deps=list(deps),
+                            what=f"branch {b!r} of node {name!r}",
+                        ),
+                    )
                     for b, fn in branches.items()
                 ),
                 on_error=on_error,

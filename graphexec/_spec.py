@@ -38,6 +38,8 @@ class Branch(msgspec.Struct, frozen=True):
 
     name: str
     call: UserFn
+    fingerprint: str | None = None
+    """The branch's own fingerprint (a re-run runs only the branches that changed)."""
 
 
 class NodeSpec(msgspec.Struct, frozen=True):

@@ -111,6 +111,35 @@ class Reuse:
 
         return known
 
+    def parallel_branches(
+        self, spec: NodeSpec, state: dict[str, Any]
+    ) -> Callable[[str], tuple[list[tuple[str, Any]], list[str] | None] | None] | None:
+        """For a parallel node that runs again: the branches of the matching source execution
+        whose own fingerprint and read values are unchanged, with their recorded changes. None
+        for the target or a source execution that has no branch records."""
+        name = spec.name
+        if name == self.target:
+            return None
+        found = self.source.by_occurrence.get((name, self.counts.get(name, 0)))
+        if found is None or not found.branches or not found.branch_inputs:
+            return None
+        fingerprints = {b.name: b.fingerprint for b in spec.branches}
+        table: dict[str, tuple[list[tuple[str, Any]], list[str] | None]] = {}
+        start = 0
+        for record, recorded_inputs in zip(found.branches, found.branch_inputs, strict=True):
+            deltas = found.deltas[start : start + record.deltas]
+            start += record.deltas
+            if record.name not in fingerprints or fingerprints[record.name] != record.fingerprint:
+                continue
+            keys = tuple(record.keys_read) if record.keys_read is not None else None
+            if encode_inputs(state, keys) != recorded_inputs:
+                continue
+            table[record.name] = (
+                [(d.key, Overwrite(d.value) if d.overwrite else d.value) for d in deltas],
+                record.keys_read,
+            )
+        return table.get
+
     @staticmethod
     def replay(found: SourceExec) -> tuple[list[tuple[str, Any]], Goto | End | Fallback | None]:
         """A reused execution's changes and directive."""

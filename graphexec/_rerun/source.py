@@ -21,6 +21,7 @@ from .._graph import Graph
 from .._restore import _check_chain, _reducer_for
 from ..checkpoint._base import CheckpointStore
 from ..checkpoint._record import (
+    BranchRecord,
     CheckpointBody,
     RecordedRoute,
     RunInfo,
@@ -66,6 +67,10 @@ class SourceExec(msgspec.Struct):
     """The encoded values of ``keys_read`` before it ran (filled when asked for)."""
     updates_before: list[StepRecord] = msgspec.field(default_factory=list)
     """Pseudo steps (a re-run's update) recorded just before this execution."""
+    branches: list[BranchRecord] | None = None
+    """A parallel node: what each branch that succeeded read and wrote."""
+    branch_inputs: list[bytes] = msgspec.field(default_factory=list)
+    """The encoded values each of ``branches`` read (filled with ``inputs``)."""
 
     @property
     def label(self) -> str:
@@ -195,6 +200,15 @@ async def load_source(
                     seq=row.seq,
                     inputs=encode_inputs(state, keys) if inputs else b"",
                     updates_before=pending_updates,
+                    branches=record.branches,
+                    branch_inputs=[
+                        encode_inputs(
+                            state, tuple(b.keys_read) if b.keys_read is not None else None
+                        )
+                        for b in record.branches
+                    ]
+                    if inputs and record.branches
+                    else [],
                 )
             )
             pending_updates = []

@@ -285,12 +285,14 @@ class Driver:
         name = spec.name
         pos = self.pos
         reuse = self.reuse
-        known = None
+        known = known_branches = None
         if reuse is not None:
             if await self._reused(spec, reuse):
                 return
             if spec.kind == "map":
                 known = reuse.map_items(spec)
+            elif spec.kind == "parallel":
+                known_branches = reuse.parallel_branches(spec, self.state)
         step = pos.step + 1
         if step > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
@@ -301,8 +303,8 @@ class Driver:
             await rec.node_start(step, name, span, spec.kind)
         t0 = time.perf_counter()
         try:
-            directive, changes, usage, read = await execute_node(
-                self.graph, self.state, spec, step, span, rec, known
+            directive, changes, usage, read, branches = await execute_node(
+                self.graph, self.state, spec, step, span, rec, known, known_branches
             )
             if changes:
                 try:
@@ -338,6 +340,7 @@ class Driver:
             fingerprint=spec.fingerprint,
             keys_read=read,
             directive=directive,
+            branches=branches,
         )
         if trigger is not None:
             await self._save(trigger)

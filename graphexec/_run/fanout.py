@@ -20,6 +20,7 @@ from .._events import BranchCompleted, ParallelCompleted, ParallelStarted
 from .._graph import NodeSpec
 from .._state import changes_of
 from .._view import fresh
+from ..checkpoint._record import BranchRecord
 from ..exceptions import NodeExecutionFailed, StateError
 from .invoke import invoke
 from .recorder import Recorder, error_info
@@ -147,25 +148,57 @@ async def run_parallel(
     spec: NodeSpec,
     step: int,
     span: str,
-    view: Any,
-) -> list[tuple[str, Any]]:
-    """Run a static parallel node; merged deltas in branch declaration order."""
-    jobs = [(b.name, b.call, view) for b in spec.branches]
+    view: Callable[[], Any],
+    known: Callable[[str], tuple[list[tuple[str, Any]], list[str] | None] | None] | None = None,
+) -> tuple[list[tuple[str, Any]], list[BranchRecord], set[str] | None]:
+    """Run a static parallel node; merged deltas in branch declaration order, per branch that
+    succeeded what it read and how many of the deltas it wrote, and the keys all branches read
+    (None: unknown, typed state).
+
+    Each branch gets its own view (``view()``), so the keys each one reads are known.
+    ``known`` (a re-run): ``known(branch)`` is the changes and read keys the source recorded
+    for a branch that need not run again, or None."""
+    reused: dict[str, tuple[list[tuple[str, Any]], list[str] | None]] = {}
+    if known is not None:
+        for b in spec.branches:
+            found = known(b.name)
+            if found is not None:
+                reused[b.name] = found
+    views = {b.name: view() for b in spec.branches if b.name not in reused}
+    jobs = [(b.name, b.call, views[b.name]) for b in spec.branches if b.name not in reused]
     results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None)
+    outs = {bname: out for (bname, _c, _a), out in zip(jobs, results, strict=True)}
     writers: dict[str, list[str]] = {}
     merged: list[tuple[str, Any]] = []
-    for (bname, _call, _arg), out in zip(jobs, results, strict=True):
+    records: list[BranchRecord] = []
+    for b in spec.branches:
+        bname = b.name
         if bname in failures:
             continue
-        if isinstance(out, Goto | End | Fallback):
-            raise StateError(
-                f"branch {bname!r} of parallel node {spec.name!r} returned "
-                f"{type(out).__name__}; branches return None or a mapping of updates",
-                node=spec.name,
-            )
-        for key, value in changes_of(out, node=f"{spec.name}.{bname}"):
+        keys: Any
+        if bname in reused:
+            changes, keys = reused[bname]
+        else:
+            out = outs[bname]
+            if isinstance(out, Goto | End | Fallback):
+                raise StateError(
+                    f"branch {bname!r} of parallel node {spec.name!r} returned "
+                    f"{type(out).__name__}; branches return None or a mapping of updates",
+                    node=spec.name,
+                )
+            changes = changes_of(out, node=f"{spec.name}.{bname}")
+            keys = getattr(views[bname], "keys_read", None)
+        for key, value in changes:
             writers.setdefault(key, []).append(bname)
             merged.append((key, value))
+        records.append(
+            BranchRecord(
+                bname,
+                sorted(keys) if keys is not None else None,
+                len(changes),
+                b.fingerprint,
+            )
+        )
     for key, names in writers.items():
         if len(set(names)) > 1 and key not in reducers:  # one branch may write a key twice
             raise StateError(
@@ -176,7 +209,22 @@ async def run_parallel(
                 branches=names,
                 node=spec.name,
             )
-    return merged
+    return merged, records, _union(records, views.values())
+
+
+def _union(records: list[BranchRecord], views: Any) -> set[str] | None:
+    """The keys the node read: every branch's, the failed ones' included (None: typed)."""
+    read: set[str] = set()
+    for r in records:
+        if r.keys_read is None:
+            return None
+        read.update(r.keys_read)
+    for v in views:
+        keys = getattr(v, "keys_read", None)
+        if keys is None:
+            return None
+        read.update(keys)
+    return read
 
 
 async def run_map(

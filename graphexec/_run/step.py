@@ -14,6 +14,7 @@ from .._context import NodeContext, _Usage
 from .._directives import End, Fallback, Goto
 from .._graph import Graph, NodeSpec
 from .._state import changes_of
+from ..checkpoint._record import BranchRecord
 from ..exceptions import GraphError, NodeExecutionFailed
 from .fanout import run_map, run_parallel
 from .invoke import invoke
@@ -24,11 +25,16 @@ __all__ = ("Outcome", "execute_node")
 
 
 Outcome: TypeAlias = tuple[
-    Directive | None, list[tuple[str, Any]], _Usage | None, "set[str] | frozenset[str] | None"
+    Directive | None,
+    list[tuple[str, Any]],
+    _Usage | None,
+    "set[str] | frozenset[str] | None",
+    "list[BranchRecord] | None",
 ]
 """What one execution produced: the routing directive, the changes, the tokens and side
-effects the node reported through its context (if it had one), and the state keys it read
-(None: unknown, typed state). A plain tuple: built per step."""
+effects the node reported through its context (if it had one), the state keys it read (None:
+unknown, typed state), and for a parallel node what each branch read and wrote. A plain tuple:
+built per step."""
 
 
 async def execute_node(
@@ -39,11 +45,12 @@ async def execute_node(
     span: str,
     rec: Recorder,
     known: Callable[[Any], tuple[bool, Any]] | None = None,
+    known_branches: Callable[[str], Any] | None = None,
 ) -> Outcome:
     """Run node ``spec`` once against ``state`` (not changed here).
 
-    ``known``: in a re-run, the results the source recorded for a map node's items (items
-    found there are not run again).
+    ``known``/``known_branches``: in a re-run, the results the source recorded for a map node's
+    items, or a parallel node's branches, that need not run again.
 
     A GraphError passes through; any other exception becomes NodeExecutionFailed naming the
     node. Barriers are not executed here: the loop resolves them with a decision.
@@ -64,20 +71,28 @@ async def execute_node(
                 usage = None
             read = view.keys_read if graph.state_type is None else None
             if result is None:
-                return None, [], usage, read
+                return None, [], usage, read, None
             if isinstance(result, Goto | End | Fallback):
-                return result, changes_of(result.update, node=name), usage, read
-            return None, changes_of(result, node=name), usage, read
+                return result, changes_of(result.update, node=name), usage, read, None
+            return None, changes_of(result, node=name), usage, read, None
         if kind == "parallel":
             usage = _Usage()
-            view = graph.spec.view(state)  # one view for every branch: keys_read is their union
-            changes = await run_parallel(rec, usage, graph.reducers, spec, step, span, view)
-            return None, changes, usage, view.keys_read if graph.state_type is None else None
+            changes, branches, union = await run_parallel(
+                rec,
+                usage,
+                graph.reducers,
+                spec,
+                step,
+                span,
+                lambda: graph.spec.view(state),
+                known_branches,
+            )
+            return None, changes, usage, union, branches
         if kind == "map":
             usage = _Usage()
             assert spec.over is not None
             changes = await run_map(rec, usage, spec, step, span, state, known)
-            return None, changes, usage, frozenset((spec.over,))
+            return None, changes, usage, frozenset((spec.over,)), None
         if kind == "barrier":
             raise AssertionError(f"barrier {name!r} is resolved by the loop, not executed")
         assert_never(kind)

@@ -22,6 +22,7 @@ from ..exceptions import CheckpointError
 
 __all__ = (
     "FORMAT_VERSION",
+    "BranchRecord",
     "CheckpointBody",
     "CheckpointKind",
     "CheckpointSummary",
@@ -78,6 +79,19 @@ class StepRecord(msgspec.Struct, frozen=True, array_like=True):
     """The directive the node returned, if any."""
     reused_from: int | None = None
     """In a re-run: the step of the source trace whose recorded output this step replayed."""
+    branches: list[BranchRecord] | None = None
+    """A parallel node: per branch that succeeded, in declaration order, what it read and how
+    many of ``deltas`` (which follow in the same order) it wrote."""
+
+
+class BranchRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One branch of a parallel node execution."""
+
+    name: str
+    keys_read: list[str] | None
+    deltas: int
+    """How many of the step's deltas are this branch's (they are contiguous)."""
+    fingerprint: str | None = None
 
 
 class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
