@@ -1,8 +1,11 @@
 """One node execution: call the node (or fan it out), and collect what it returned as deltas.
 
-This is the seam where a node's execution is wrapped: retry, timeout and fingerprint checks go
-around :func:`execute_node`, which neither applies deltas nor routes (the loop does both once
-the execution has succeeded).
+This is the seam where a node's execution is wrapped: retry and timeout go around
+:func:`execute_node`, which neither applies deltas nor routes (the loop does both once the
+execution has succeeded). A re-run asks its reuse rule (``graphexec/_rerun/reuse.py``) before
+calling it (``Driver._reused``: a reused execution is replayed, never retried or timed); what
+it returns also records the keys the node read, and, for a re-run's map and parallel nodes,
+``known``/``known_branches`` leave out the items and branches whose recorded output stands.
 """
 
 from __future__ import annotations
