@@ -777,3 +777,20 @@ async def test_a_parallel_node_runs_only_its_affected_branches(stores: Any) -> N
     again = await _drain(ex, graph(3), result.trace_id, "a", update={"x": 2})
     assert calls.sorted() == ["a", "left", "mid", "sum"]
     assert again.state["left"] == 3
+
+
+async def test_a_fork_can_be_the_source_and_starts_where_it_forked(stores: Any) -> None:
+    """A forked trace is re-run from its own start (the fork point, with the fork's update)."""
+    calls = Calls()
+    graph = _chain(calls)
+    ex = gx.GraphExecutor(store=stores.store, policy=gx.CheckpointPolicy(every_step=True))
+    await ex.execute(graph, {"x": 1}, trace_id="src")
+    async with ex.fork(graph, "src", 2, update={"a": 10}, new_trace_id="fk") as run:
+        async for _ in run:
+            pass
+    assert run.result is not None
+    calls.clear()
+    result = await _drain(ex, graph, "fk", "c")
+    assert calls == ["c"]
+    assert result.state == run.result.state
+    assert result.steps == run.result.steps
