@@ -33,7 +33,7 @@ __all__ = ("Reuse", "directive_of", "replayed_changes")
 class Reuse:
     """One re-run's matching state: occurrences seen so far, the update still to apply."""
 
-    __slots__ = ("counts", "source", "target", "update")
+    __slots__ = ("counts", "replays_updates", "source", "target", "update")
 
     update_node = UPDATE_NODE
     """The node name the update is recorded under."""
@@ -47,11 +47,15 @@ class Reuse:
         self.update = update
         """The re-run's ``update=``, applied just before the target's first execution."""
         self.counts: dict[str, int] = {}
+        self.replays_updates = any(e.updates_before for e in source.execs)
+        """The source is itself a re-run with an update to replay."""
 
     def take_update(self, node: str) -> list[tuple[str, Any]] | None:
         """Changes to apply before this arrival at ``node``: the updates the source recorded
         just before its matching execution (when re-running a re-run), then this re-run's
         ``update=`` when ``node`` is the target reached for the first time."""
+        if not self.replays_updates and (node != self.target or not self.update):
+            return None  # the common case, asked at every step: nothing to apply
         out: list[tuple[str, Any]] = []
         found = self.source.by_occurrence.get((node, self.counts.get(node, 0) + 1))
         if found is not None:
