@@ -794,3 +794,29 @@ async def test_a_fork_can_be_the_source_and_starts_where_it_forked(stores: Any) 
     assert calls == ["c"]
     assert result.state == run.result.state
     assert result.steps == run.result.steps
+
+
+def test_records_written_before_the_new_fields_still_decode() -> None:
+    """A step record of four elements and a parent of two (older files) decode: unknown keys
+    read (counted as every key), no route, a fork."""
+    from graphexec.checkpoint._record import ParentRef, StepRecord
+
+    old_step = msgspec.msgpack.encode([3, "a", [["k", 1]], None])
+    assert msgspec.msgpack.decode(old_step, type=StepRecord) == StepRecord(
+        3, "a", [gx.StateDelta("k", 1)]
+    )
+    assert msgspec.msgpack.decode(old_step, type=StepRecord).keys_read is None
+    assert msgspec.json.decode(b'["t", 2]', type=ParentRef) == ParentRef(trace_id="t", seq=2)
+    info = gx.RunInfo(
+        trace_id="x",
+        graph_name="g",
+        graph_hash="h",
+        status="completed",
+        step=1,
+        next_node=None,
+        last_seq=1,
+        created_at=0.0,
+        updated_at=0.0,
+        parent=ParentRef(trace_id="t", seq=2),
+    )
+    assert info.rerun_of is None
