@@ -17,14 +17,13 @@ inputs differ. Nodes are assumed deterministic in the state they read (what a ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from .._directives import End, Fallback, Goto, Overwrite
 from .._graph import NodeSpec
-from ..checkpoint._record import RecordedRoute
+from ..checkpoint._record import KeptOutputs, RecordedRoute
 from .source import UPDATE_NODE, Source, SourceExec, encode_inputs
 
 __all__ = ("Reuse", "directive_of", "replayed_changes")
@@ -81,68 +80,88 @@ class Reuse:
             return None
         return found
 
-    def map_items(self, spec: NodeSpec) -> Callable[[Any], tuple[bool, Any]] | None:
-        """For a map node that runs again (its items changed): the per-item results of the
-        matching source execution, to reuse for the items it already mapped (an item's result
-        depends on the item alone). None for the target, a changed fingerprint, or a source
-        execution whose results do not line up with its items (some failed)."""
+    def kept_for(
+        self, spec: NodeSpec, state: dict[str, Any], step: int
+    ) -> tuple[KeptOutputs, dict[str, list[str] | None]] | None:
+        """For a fan-out node that runs again: the outputs of the matching source execution
+        that still stand, as kept outputs (the fan-out then runs only the other branches or
+        items), with the recorded reads of those branches. None when nothing can be kept: the
+        target, no matching execution, or nothing unchanged."""
         name = spec.name
         if name == self.target:
             return None
         found = self.source.by_occurrence.get((name, self.counts.get(name, 0)))
-        if found is None or found.fingerprint != spec.fingerprint or not found.inputs:
+        if found is None:
             return None
-        items = msgspec.msgpack.decode(found.inputs)
-        if len(items) != 1 or not isinstance(items[0], list):
+        if spec.kind == "map":
+            results = self._map_results(spec, found, state)
+            reads: dict[str, list[str] | None] = {}
+        else:
+            results, reads = self._branch_results(spec, found, state)
+        if not results:
             return None
-        deltas = found.deltas
-        if len(deltas) != 1 or deltas[0].key != spec.into or not isinstance(deltas[0].value, list):
-            return None
-        results = deltas[0].value
-        if len(results) != len(items[0]):
-            return None
-        encode = msgspec.msgpack.encode
-        table = {encode(item): result for item, result in zip(items[0], results, strict=True)}
+        return KeptOutputs(node=name, step=step, results=results), reads
 
-        def known(item: Any) -> tuple[bool, Any]:
+    @staticmethod
+    def _map_results(spec: NodeSpec, found: SourceExec, state: dict[str, Any]) -> dict[str, Any]:
+        """Map items: an item the source mapped keeps its result (a result depends on the item
+        alone), found by the item's encoded value; not when the function changed, or when the
+        source's results do not line up with its items (some failed)."""
+        if found.fingerprint != spec.fingerprint or not found.inputs:
+            return {}
+        recorded = msgspec.msgpack.decode(found.inputs)
+        deltas = found.deltas
+        if (
+            len(recorded) != 1
+            or not isinstance(recorded[0], list)
+            or not deltas
+            or deltas[0].key != spec.into
+            or not isinstance(deltas[0].value, list)
+            or len(deltas[0].value) != len(recorded[0])
+        ):
+            return {}
+        encode = msgspec.msgpack.encode
+        table = {encode(item): r for item, r in zip(recorded[0], deltas[0].value, strict=True)}
+        items = state.get(spec.over) if spec.over is not None else None
+        if not isinstance(items, list):
+            return {}
+        out: dict[str, Any] = {}
+        for i, item in enumerate(items):
             try:
                 key = encode(item)
             except (TypeError, ValueError):
-                return False, None
+                continue
             if key in table:
-                return True, table[key]
-            return False, None
+                out[f"{spec.name}[{i}]"] = table[key]
+        return out
 
-        return known
-
-    def parallel_branches(
-        self, spec: NodeSpec, state: dict[str, Any]
-    ) -> Callable[[str], tuple[list[tuple[str, Any]], list[str] | None] | None] | None:
-        """For a parallel node that runs again: the branches of the matching source execution
-        whose own fingerprint and read values are unchanged, with their recorded changes. None
-        for the target or a source execution that has no branch records."""
-        name = spec.name
-        if name == self.target:
-            return None
-        found = self.source.by_occurrence.get((name, self.counts.get(name, 0)))
-        if found is None or not found.branches or not found.branch_inputs:
-            return None
+    @staticmethod
+    def _branch_results(
+        spec: NodeSpec, found: SourceExec, state: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, list[str] | None]]:
+        """Parallel branches whose own fingerprint and read values are unchanged keep their
+        recorded deltas, handed back as the mapping a branch returns (a branch that wrote a key
+        twice or through ``gx.Overwrite`` runs again: kept outputs are checkpointed as plain
+        data when the node fails, and must read back the same)."""
+        if not found.branches or not found.branch_inputs:
+            return {}, {}
         fingerprints = {b.name: b.fingerprint for b in spec.branches}
-        table: dict[str, tuple[list[tuple[str, Any]], list[str] | None]] = {}
+        results: dict[str, Any] = {}
+        reads: dict[str, list[str] | None] = {}
         start = 0
-        for record, recorded_inputs in zip(found.branches, found.branch_inputs, strict=True):
+        for record, recorded in zip(found.branches, found.branch_inputs, strict=True):
             deltas = found.deltas[start : start + record.deltas]
             start += record.deltas
             if record.name not in fingerprints or fingerprints[record.name] != record.fingerprint:
                 continue
             keys = tuple(record.keys_read) if record.keys_read is not None else None
-            if encode_inputs(state, keys) != recorded_inputs:
+            if encode_inputs(state, keys) != recorded:
                 continue
-            table[record.name] = (
-                [(d.key, Overwrite(d.value) if d.overwrite else d.value) for d in deltas],
-                record.keys_read,
-            )
-        return table.get
+            if len({d.key for d in deltas}) != len(deltas) or any(d.overwrite for d in deltas):
+                continue  # only a plain mapping survives a checkpoint of kept outputs as it is
+            results[record.name] = {d.key: d.value for d in deltas}
+            reads[record.name] = record.keys_read
+        return results, reads
 
     @staticmethod
     def replay(found: SourceExec) -> tuple[list[tuple[str, Any]], Goto | End | Fallback | None]:
