@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 __all__ = ("AttributeValue", "RunSegment", "SegmentKind", "SpanKind", "Telemetry")
 
 AttributeValue: TypeAlias = str | int | float | bool
-SegmentKind: TypeAlias = Literal["start", "resume", "fork"]
+SegmentKind: TypeAlias = Literal["start", "resume", "fork", "rerun"]
 """How a run segment (one driver of a trace in one process) began."""
 SpanKind: TypeAlias = Literal["node", "branch", "barrier"]
 """A node attempt (parallel and map nodes: their one execution), a branch or map item
@@ -44,8 +44,8 @@ class Telemetry(Protocol):
             step: the steps the run had taken before this segment.
             stored_context: the W3C ``traceparent`` recorded by the run's first traced
                 segment (a resume): the new segment joins that trace.
-            linked_context: the ``traceparent`` of another run this one relates to (a fork's
-                source): linked, not joined.
+            linked_context: the ``traceparent`` of another run this one relates to (the
+                source of a fork or a re-run): linked, not joined.
         """
         ...
 

@@ -384,6 +384,26 @@ class TestAcrossSegments:
             (tid(source), sid(source))
         ]
 
+    async def test_a_rerun_links_its_source_and_spans_only_the_nodes_it_runs(
+        self, spans: Spans
+    ) -> None:
+        store = gx.MemoryStore()
+        ex = gx.GraphExecutor(store=store, telemetry=spans.telemetry)
+        await ex.execute(chain(), {"n": 0}, trace_id="rerun-source")
+        source = spans.one("graphexec.run otel-chain")
+        async with ex.rerun(chain(), "rerun-source", "b", new_trace_id="rerun-new") as run:
+            async for _ in run:
+                pass
+        assert run.result is not None and run.result.status == "completed"
+        rerun = next(s for s in spans.named("graphexec.run otel-chain") if s is not source)
+        assert attrs(rerun)["graphexec.segment"] == "rerun"
+        assert [(link.context.trace_id, link.context.span_id) for link in rerun.links] == [
+            (tid(source), sid(source))
+        ]
+        # "a" was reused (replayed, not called): no attempt, no span
+        ran = [s for s in spans.finished() if tid(s) == tid(rerun) and s is not rerun]
+        assert [s.name for s in ran] == ["graphexec.node b"]
+
     async def test_a_resume_under_a_callers_span_links_it(self, spans: Spans) -> None:
         store = gx.MemoryStore()
         ex = gx.GraphExecutor(store=store, telemetry=spans.telemetry)

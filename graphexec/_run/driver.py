@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -31,12 +31,13 @@ from .._events import (
     GraphComplete,
     GraphFailed,
     GraphStart,
+    NodeInvalidated,
 )
 from .._graph import Graph, NodeSpec
 from .._spec import ERRORS_KEY
 from .._telemetry import SegmentKind, SpanKind, Telemetry
 from ..checkpoint._base import CheckpointStore
-from ..checkpoint._record import KeptOutputs, PendingBarrier, now
+from ..checkpoint._record import Invalidation, KeptOutputs, PendingBarrier, now
 from ..checkpoint._retry import decisions_after
 from ..exceptions import (
     Cancelled,
@@ -57,7 +58,10 @@ from .position import Position
 from .recorder import Recorder, error_info
 from .result import GraphResult
 from .routing import route
-from .step import Outcome, execute_node, run_attempts
+from .step import Outcome, Reads, execute_node, run_attempts
+
+if TYPE_CHECKING:
+    from .._rerun.reuse import Reuse
 
 __all__ = ("Driver",)
 
@@ -107,8 +111,16 @@ class Driver:
         self.must_be_decided = must_be_decided
         self.telemetry = telemetry
         self.linked_context = linked_context
-        """A fork's source run's trace context: the fork's segment span links to it."""
+        """The trace context of a fork's (re-run's) source: its segment span links to it."""
         self.result: GraphResult | None = None
+        self.reuse: Reuse | None = None
+        """A re-run (``ex.rerun``): decides which executions replay their source's output."""
+        self.reused = 0
+        self.invalidated: list[Invalidation] = []
+        """A resume with ``invalidate_on_resume``: the executions it runs again (announced
+        with NodeInvalidated events)."""
+        self._reads = Reads()
+        """What the current node execution read (recorded with its step)."""
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._torn = False
@@ -164,8 +176,15 @@ class Driver:
     # -- telemetry: one span per segment (this driver), a child span per node attempt --------
 
     def _open_segment(self, telemetry: Telemetry) -> None:
+        trigger = self.start_trigger
         kind: SegmentKind = (
-            "resume" if self.resumed else "fork" if self.start_trigger == "fork" else "start"
+            "resume"
+            if self.resumed
+            else "fork"
+            if trigger == "fork"
+            else "rerun"
+            if trigger == "rerun"
+            else "start"
         )
         seg = telemetry.segment(
             trace_id=self.trace_id,
@@ -287,6 +306,25 @@ class Driver:
                     parent=self.parent,
                 )
             )
+        for inv in self.invalidated:
+            self.log.warning(
+                "node invalidated",
+                node=inv.node,
+                step=inv.step,
+                old_fingerprint=inv.old,
+                new_fingerprint=inv.new,
+            )
+            if self.rec.emitter is not None:
+                await self.rec.send(
+                    NodeInvalidated(
+                        trace_id=self.trace_id,
+                        step=inv.step,
+                        node=inv.node,
+                        span_id=f"{inv.node}@{inv.step}",
+                        old_fingerprint=inv.old,
+                        new_fingerprint=inv.new,
+                    )
+                )
         if self.start_trigger is not None:
             await self._save(self.start_trigger)
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -324,6 +362,16 @@ class Driver:
         # await of a coroutine that returns at once still costs its creation, per step).
         name = spec.name
         pos = self.pos
+        reads = self._reads
+        reads.reset()
+        reuse = self.reuse
+        if reuse is not None:
+            if await self._reused(spec, reuse):
+                return
+            if spec.kind != "node" and pos.kept is None:
+                found = reuse.kept_for(spec, self.state, pos.step + 1)
+                if found is not None:
+                    pos.kept, reads.known = found
         step = pos.step + 1
         if step > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
@@ -352,7 +400,7 @@ class Driver:
                     # call, and the retry loop is entered only once it failed.
                     try:
                         directive, changes, usage = await execute_node(
-                            self.graph, self.state, spec, step, span, rec
+                            self.graph, self.state, spec, step, span, rec, reads=reads
                         )
                     except (NodeExecutionFailed, NodeTimeout) as first:
                         if spec.retry is None:
@@ -404,12 +452,72 @@ class Driver:
             usage,
             spec.side_effects,
             more=nxt is not None,
+            fingerprint=spec.fingerprint,
+            keys_read=reads.keys,
+            directive=directive,
+            branches=reads.branches,
         )
         if trigger is not None:
             await self._save(trigger)
             # The commit is shielded: a cancel from an outer scope that came meanwhile
             # is raised here, before the next node starts.
             await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def _reused(self, spec: NodeSpec, reuse: Reuse) -> bool:
+        """A re-run's step: apply its update before the target's first execution; replay a
+        reusable execution of the source (its deltas and directive; no node is called and no
+        node event is sent) and return True, or return False: the node runs."""
+        name = spec.name
+        pos = self.pos
+        update = reuse.take_update(name)
+        if update:
+            try:
+                changes = apply_changes(
+                    self.graph.spec, self.state, update, node=None, writer="the re-run update"
+                )
+            except TornUpdate as torn:
+                self._torn = True
+                raise torn.error from torn.error.__cause__
+            self.ckpt.note_step(pos.step, reuse.update_node, changes)
+        found = reuse.match(spec, self.state)
+        if found is None:
+            return False
+        step = self._next_step(name, spec.kind)
+        changes, directive = reuse.replay(found)
+        try:
+            if changes:
+                changes = self._apply_now(changes, name)
+            pos.step = step
+            pos.next_node = None
+            if spec.kind == "barrier":
+                pos.barrier_counts[name] = pos.barrier_counts.get(name, 0) + 1
+            nxt = route(self.graph, self.state, name, directive)
+        except GraphError as exc:
+            _fill(exc, self.trace_id, name, step)
+            raise
+        pos.next_node = nxt
+        self.reused += 1
+        self.ckpt.note_step(
+            step,
+            name,
+            changes,
+            fingerprint=found.fingerprint,
+            keys_read=found.keys_read,
+            directive=directive,
+            reused_from=found.step,
+            branches=found.branches,
+        )
+        if nxt is not None:
+            # A barrier's reused decision is marked in the history: a checkpoint "historical".
+            trigger = (
+                "historical"
+                if spec.kind == "barrier" and self.ckpt.on_barrier
+                else self.ckpt.trigger_after_step(False)
+            )
+            if trigger is not None:
+                await self._save(trigger)
+                await anyio.lowlevel.checkpoint_if_cancelled()
+        return True
 
     # -- resilience: attempts and what a failure does ----------------------------------------
 
@@ -434,6 +542,7 @@ class Driver:
             first,
             first_t0,
             self._branch_backoff if self.store is not None else None,
+            self._reads,
         )
 
     async def _before_backoff(self) -> None:
@@ -661,6 +770,9 @@ class Driver:
     # -- barriers ----------------------------------------------------------------------------
 
     async def _barrier(self, spec: NodeSpec) -> None:
+        reuse = self.reuse
+        if reuse is not None and await self._reused(spec, reuse):
+            return  # a re-run keeps this decision (out of the re-run's scope)
         name = spec.name
         step = self._next_step(name, "barrier")
         occurrence = self.pos.barrier_counts.get(name, 0) + 1
@@ -935,6 +1047,7 @@ class Driver:
             duration=time.perf_counter() - self._t0,
             execution_log=entries if entries is not None else [],
             error=error,
+            reused=self.reused,
         )
         return self.result
 
