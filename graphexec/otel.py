@@ -24,8 +24,6 @@ another trace, the segment links to it. A fork starts its own trace, linked to i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import Token
 
 import anyio
@@ -145,7 +143,6 @@ class _Segment:
     def begin(self) -> None:
         self._token = otel_context.attach(trace.set_span_in_context(self._run_span))
 
-    @contextmanager
     def span(
         self,
         kind: SpanKind,
@@ -156,7 +153,7 @@ class _Segment:
         attempt: int = 1,
         branch: str | None = None,
         barrier_id: str | None = None,
-    ) -> Iterator[Span]:
+    ) -> _Scope:
         attributes: dict[str, AttributeValue] = {
             "graphexec.trace_id": self._trace_id,
             "graphexec.node": node,
@@ -169,21 +166,7 @@ class _Segment:
             attributes["graphexec.branch"] = branch
         if barrier_id is not None:
             attributes["graphexec.barrier_id"] = barrier_id
-        span = self._tracer.start_span(f"graphexec.{kind} {node}", attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield span
-        except anyio.get_cancelled_exc_class():
-            span.set_attribute("graphexec.status", "cancelled")
-            raise
-        except BaseException as exc:
-            _failed(span, exc)
-            raise
-        else:
-            span.set_attribute("graphexec.status", "ok")
-        finally:
-            otel_context.detach(token)
-            span.end()
+        return _Scope(self._tracer, f"graphexec.{kind} {node}", attributes)
 
     def event(self, name: str, attributes: dict[str, AttributeValue]) -> None:
         trace.get_current_span().add_event(name, attributes)
@@ -208,6 +191,42 @@ class _Segment:
         if self._token is not None:
             otel_context.detach(self._token)
             self._token = None
+        span.end()
+
+
+class _Scope:
+    """A child span, current while its ``with`` block runs (a class, not a generator: one is
+    entered per node attempt)."""
+
+    __slots__ = ("_attributes", "_name", "_span", "_token", "_tracer")
+
+    def __init__(
+        self, tracer: trace.Tracer, name: str, attributes: dict[str, AttributeValue]
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._attributes = attributes
+        self._token: Token[Context] | None = None
+
+    def __enter__(self) -> Span:
+        span = self._span = self._tracer.start_span(self._name, attributes=self._attributes)
+        # A span without a valid context (a no-op provider) has nothing to hand to children.
+        if span.get_span_context().is_valid:
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        span = self._span
+        if self._token is not None:
+            otel_context.detach(self._token)
+        if exc is None:
+            span.set_attribute("graphexec.status", "ok")
+        elif isinstance(exc, anyio.get_cancelled_exc_class()):
+            span.set_attribute("graphexec.status", "cancelled")
+        else:
+            _failed(span, exc)
         span.end()
 
 
