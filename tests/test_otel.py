@@ -277,6 +277,56 @@ class TestOneSegment:
         assert resolved["graphexec.by"] == "human"
         assert attrs(barrier)["graphexec.barrier_id"] == "approve#1"
 
+    async def test_a_cancel_is_not_an_error(self, spans: Spans) -> None:
+        async def hangs(state: Any) -> None:
+            await anyio.sleep_forever()
+
+        g = gx.GraphBuilder("otel-cancel").node("hangs", hangs).start("hangs").end("hangs")
+        ex = gx.GraphExecutor(telemetry=spans.telemetry)
+        async with ex.execute_stream(g.build(), {}) as run:
+            async for event in run:
+                if isinstance(event, gx.NodeStart):
+                    await run.handle.cancel()
+        assert run.result is not None and run.result.status == "cancelled"
+        node = spans.one("graphexec.node hangs")
+        segment = spans.one("graphexec.run otel-cancel")
+        assert attrs(node)["graphexec.status"] == "cancelled"
+        assert attrs(segment)["graphexec.status"] == "cancelled"
+        assert node.status.status_code is StatusCode.UNSET
+        assert segment.status.status_code is StatusCode.UNSET
+
+    async def test_a_paused_node_has_its_wait_and_decision_on_the_segment(
+        self, spans: Spans
+    ) -> None:
+        async def fails_once(state: Any, ctx: gx.NodeContext) -> dict[str, Any]:
+            if not state.get("fixed"):
+                raise RuntimeError("ledger locked")
+            return {"done": True}
+
+        g = (
+            gx.GraphBuilder("otel-pause")
+            .node("ship", fails_once, on_failure="pause")
+            .start("ship")
+            .end("ship")
+            .build()
+        )
+        ex = gx.GraphExecutor(telemetry=spans.telemetry)
+        async with ex.execute_stream(g, {}) as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    await run.handle.decide(event.barrier_id, gx.Edit({"fixed": True}))
+        assert run.result is not None and run.result.status == "completed"
+        attempts = spans.named("graphexec.node ship")
+        assert [a.status.status_code for a in attempts] == [StatusCode.ERROR, StatusCode.UNSET]
+        segment = spans.one("graphexec.run otel-pause")
+        events = [(e.name, dict(e.attributes or {})) for e in segment.events]
+        assert [name for name, _ in events] == [
+            "graphexec.barrier.waiting",
+            "graphexec.barrier.resolved",
+        ]
+        assert events[1][1]["graphexec.barrier_id"] == "ship#1"
+        assert events[1][1]["graphexec.edited"] is True
+
     async def test_without_telemetry_no_span_is_started(self, spans: Spans) -> None:
         trace_provider_spans = spans.finished()
         await gx.GraphExecutor().execute(chain(), {})

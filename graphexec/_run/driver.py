@@ -163,6 +163,8 @@ class Driver:
                             self.log.error("final checkpoint flush failed", error=str(exc))
                     tg.cancel_scope.cancel()
         finally:
+            if self.rec.tel is not None:  # the run's span, not the consumer's reading
+                self._close_segment()
             self._wake_send.close()
             self._wake_recv.close()
             emitter = self.rec.emitter
@@ -170,8 +172,6 @@ class Driver:
                 with anyio.CancelScope(shield=True):
                     await emitter.flush()
                 emitter.close()
-            if self.rec.tel is not None:
-                self._close_segment()
 
     # -- telemetry: one span per segment (this driver), a child span per node attempt --------
 
