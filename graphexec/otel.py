@@ -109,7 +109,7 @@ class OpenTelemetry:
                 links.append(Link(caller, {"graphexec.link": "caller"}))
         source = _parse(linked_context)
         if source is not None:
-            links.append(Link(source, {"graphexec.link": "fork_source"}))
+            links.append(Link(source, {"graphexec.link": "source"}))
         span = self._tracer.start_span(
             f"graphexec.run {graph}",
             context=parent,
