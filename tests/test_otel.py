@@ -327,10 +327,24 @@ class TestOneSegment:
         assert events[1][1]["graphexec.barrier_id"] == "ship#1"
         assert events[1][1]["graphexec.edited"] is True
 
-    async def test_without_telemetry_no_span_is_started(self, spans: Spans) -> None:
-        trace_provider_spans = spans.finished()
-        await gx.GraphExecutor().execute(chain(), {})
-        assert trace_provider_spans == spans.finished() == []
+    async def test_without_telemetry_a_node_sees_the_callers_span(self, spans: Spans) -> None:
+        seen: list[trace.Span] = []
+
+        async def look(state: Any) -> None:
+            seen.append(trace.get_current_span())
+
+        g = gx.GraphBuilder("otel-off").node("look", look).start("look").end("look").build()
+        tracer = spans.provider.get_tracer("app")
+        with tracer.start_as_current_span("request") as request:
+            await gx.GraphExecutor().execute(g, {})
+            await gx.GraphExecutor(telemetry=spans.telemetry).execute(g, {})
+        assert seen[0] is request
+        assert seen[1] is not request
+        assert [s.name for s in spans.finished()] == [
+            "graphexec.node look",
+            "graphexec.run otel-off",
+            "request",
+        ]
 
 
 class TestAcrossSegments:
