@@ -217,7 +217,7 @@ class Driver:
     def _span(
         self, kind: SpanKind, node: str, step: int, barrier_id: str | None = None
     ) -> AbstractContextManager[Any]:
-        """A barrier's (or compensation's) span, or nothing without telemetry."""
+        """A barrier step's span, or nothing without telemetry."""
         tel = self.rec.tel
         if tel is None:
             return nullcontext()
