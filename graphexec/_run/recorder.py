@@ -13,15 +13,18 @@ from typing import Any
 
 from .._emit import Emitter
 from .._events import (
+    CircuitChanged,
     ErrorInfo,
     GraphEvent,
     LogEntry,
     NodeEnd,
+    NodeRetry,
     NodeStart,
     ObservedError,
     StateChanged,
 )
 from .._log import get_logger
+from .._telemetry import RunSegment
 
 __all__ = ("Recorder", "error_info")
 
@@ -34,7 +37,7 @@ def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
 class Recorder:
     """Events, execution-log lines and log lines of one run."""
 
-    __slots__ = ("emitter", "entries", "log", "trace_id")
+    __slots__ = ("emitter", "entries", "log", "tel", "trace_id")
 
     def __init__(
         self, trace_id: str, graph_name: str, emitter: Emitter | None, *, keep_log: bool
@@ -44,6 +47,8 @@ class Recorder:
         """The consumer's stream; None for execute() (then no event is built)."""
         self.entries: list[LogEntry] | None = [] if keep_log else None
         self.log = get_logger(trace_id=trace_id, graph=graph_name)
+        self.tel: RunSegment | None = None
+        """The run segment's spans (telemetry); None: none, and no span is started."""
 
     async def send(self, event: GraphEvent) -> None:
         """Deliver a built event (callers build it only under ``if rec.emitter``)."""
@@ -65,13 +70,80 @@ class Recorder:
             await self.send_end(node, step, span, t1 - t0, ok=ok, next_node=next_node)
         return t1
 
-    def log_line(self, node: str, step: int, t0: float, *, ok: bool) -> float:
+    def log_line(self, node: str, step: int, t0: float, *, ok: bool, attempt: int = 1) -> float:
         """The execution-log line of a node execution that ends now; returns the end time.
         (node_end without the event: the loop's hot path awaits send_end only if listened to.)"""
         t1 = time.perf_counter()
         if self.entries is not None:
-            self.entries.append(LogEntry(step, node, t0, t1, ok))
+            self.entries.append(
+                LogEntry(step, node, t0, t1, ok)
+                if attempt == 1
+                else LogEntry(step, node, t0, t1, ok, attempt)
+            )
         return t1
+
+    async def retry(
+        self,
+        step: int,
+        node: str,
+        span: str,
+        attempt: int,
+        exc: BaseException,
+        wait: float,
+        branch: str | None = None,
+    ) -> None:
+        """An attempt failed and will be retried: a log line and a NodeRetry event."""
+        self.log.warning(
+            "node attempt failed; retrying",
+            node=node,
+            step=step,
+            span_id=span,
+            branch=branch,
+            attempt=attempt,
+            wait=wait,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        if self.tel is not None:
+            attrs: dict[str, str | int | float | bool] = {
+                "graphexec.node": node,
+                "graphexec.step": step,
+                "graphexec.attempt": attempt,
+                "graphexec.retry.wait": wait,
+                "error.type": type(exc).__qualname__,
+            }
+            if branch is not None:
+                attrs["graphexec.branch"] = branch
+            self.tel.event("graphexec.retry", attrs)
+        if self.emitter is not None:
+            await self.emitter.send(
+                NodeRetry(
+                    trace_id=self.trace_id,
+                    step=step,
+                    node=node,
+                    span_id=span,
+                    attempt=attempt,
+                    error=error_info(exc, node),
+                    wait=wait,
+                    branch=branch,
+                )
+            )
+
+    def circuit(self, step: int, node: str, state: str, failures: int, until: float | None) -> None:
+        """A breaker changed state: a log line, and a CircuitChanged event (sent without
+        waiting: the change may happen inside a branch)."""
+        log = self.log.warning if state == "open" else self.log.info
+        log("circuit breaker " + state.replace("_", "-"), node=node, step=step, failures=failures)
+        if self.emitter is not None:
+            self.emitter.send_soon(
+                CircuitChanged(
+                    trace_id=self.trace_id,
+                    step=step,
+                    node=node,
+                    state=state,  # type: ignore[arg-type]
+                    failures=failures,
+                    until=until,
+                )
+            )
 
     async def send_end(
         self, node: str, step: int, span: str, duration: float, *, ok: bool, next_node: str | None
