@@ -218,6 +218,20 @@ def describe_event(event: ev.GraphEvent) -> str:
             return f"{head} seq {event.seq} ({event.kind}, {event.bytes} B, {event.trigger})"
         case ev.ObservedError():
             return f"{head} {event.node}: {event.error.type}: {event.error.message}"
+        case ev.NodeRetry():
+            branch = f"[{event.branch}]" if event.branch else ""
+            return (
+                f"{head} {event.node}{branch} attempt {event.attempt} failed "
+                f"({event.error.type}: {event.error.message}); again in {event.wait:.2f} s"
+            )
+        case ev.CircuitChanged():
+            until = f" until {_when(event.until)}" if event.until else ""
+            return f"{head} {event.node}: {event.state} after {event.failures} failures{until}"
+        case ev.NodeInvalidated():
+            return (
+                f"{head} {event.node}: fingerprint {event.old_fingerprint} -> "
+                f"{event.new_fingerprint}"
+            )
         case ev.GraphComplete():
             return f"{head} completed in {event.steps} steps, {event.duration:.3f} s"
         case ev.GraphFailed():

@@ -90,3 +90,28 @@ def test_plain_turns_array_records_into_objects() -> None:
     assert {"barrier_id": "a#1", "node": "a", "prompt": {"q": 1}, "deadline": None} == pending
     assert {"type": "reject", "reason": "no"} == plain(gx.Reject("no"))
     assert [{"type": "approve"}] == plain([gx.Approve()])
+
+
+def test_event_lines_for_resilience_events() -> None:
+    """Retries, breaker changes and invalidations each print one line naming the node."""
+    import graphexec as gx
+    from graphexec.cli._output import describe_event
+
+    error = gx.ErrorInfo(type="TimeoutError", message="slow")
+    retry = gx.NodeRetry(
+        trace_id="t", step=2, node="call", span_id="call@2", attempt=1, error=error, wait=0.5
+    )
+    assert describe_event(retry).endswith(
+        "call attempt 1 failed (TimeoutError: slow); again in 0.50 s"
+    )
+    breaker = gx.CircuitChanged(trace_id="t", step=2, node="call", state="open", failures=5)
+    assert describe_event(breaker).endswith("call: open after 5 failures")
+    changed = gx.NodeInvalidated(
+        trace_id="t",
+        step=2,
+        node="call",
+        span_id="call@2",
+        old_fingerprint="a",
+        new_fingerprint="b",
+    )
+    assert describe_event(changed).endswith("call: fingerprint a -> b")
