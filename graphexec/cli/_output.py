@@ -100,7 +100,7 @@ def print_runs(runs: Sequence[RunInfo]) -> None:
         table.add_column(column, no_wrap=True)
     forked = any(r.parent is not None for r in runs)
     if forked:
-        table.add_column("FORKED FROM", no_wrap=True)
+        table.add_column("FROM", no_wrap=True)
     for r in runs:
         row = [
             r.trace_id,
@@ -112,7 +112,9 @@ def print_runs(runs: Sequence[RunInfo]) -> None:
             _when(r.updated_at),
         ]
         if forked:
-            row.append(f"{r.parent.trace_id}@{r.parent.seq}" if r.parent else "-")
+            row.append(
+                f"{r.parent.kind} of {r.parent.trace_id}@{r.parent.seq}" if r.parent else "-"
+            )
         table.add_row(*row)
     _console().print(table)
 
@@ -138,7 +140,8 @@ def print_state(state: RunState) -> None:
     if state.error:
         grid.add_row("error", state.error)
     if state.parent is not None:
-        grid.add_row("forked from", f"{state.parent.trace_id} at seq {state.parent.seq}")
+        label = "re-run of" if state.parent.kind == "rerun" else "forked from"
+        grid.add_row(label, f"{state.parent.trace_id} at seq {state.parent.seq}")
     grid.add_row("checkpoint", f"seq {state.seq}, {_when(state.updated_at)}")
     console = _console()
     console.print(grid)

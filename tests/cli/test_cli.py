@@ -305,7 +305,9 @@ class TestFork:
         )
         assert {"n": 60} == events[-1]["state"]
         assert {"n": 20} == cli("show", "done-1", "--json").json()["state"]
-        assert {"trace_id": "done-1", "seq": 1} == cli("show", "f-1", "--json").json()["parent"]
+        parent = cli("show", "f-1", "--json").json()["parent"]
+        assert ("done-1", 1, "fork") == (parent["trace_id"], parent["seq"], parent["kind"])
+        assert "forked from  done-1 at seq 1" in cli("show", "f-1").out
 
     def test_unknown_seq_is_not_found(self, cli: Cli) -> None:
         """A seq the run does not have exits 3."""
