@@ -19,8 +19,9 @@ exporter = InMemorySpanExporter()  # in an app: an OTLP exporter behind a BatchS
 provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(exporter))
 
+store = gx.SQLiteStore("traced.db")
 ex = gx.GraphExecutor(
-    store=gx.SQLiteStore("traced.db"),
+    store=store,
     telemetry=OpenTelemetry(tracer_provider=provider),  # None: the global provider
 )
 # --8<-- [end:setup]
@@ -56,7 +57,7 @@ async def main() -> None:
                 break
 
     # Later, maybe in another process: the decision arrives and the run is resumed.
-    await ex.store.submit_decision("refund-1", "approve#1", gx.Approve())
+    await store.submit_decision("refund-1", "approve#1", gx.Approve())
     async with ex.resume_from(graph, "refund-1") as run:
         async for _event in run:
             pass

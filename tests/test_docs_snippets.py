@@ -1,0 +1,131 @@
+"""The code the documentation shows runs: every docs/snippets script, in a fresh directory.
+
+Pages include sections of these scripts (``--8<-- "docs/snippets/NAME.py:section"``); each
+script asserts what it demonstrates, and the tests below check what it prints, the part the
+pages quote as output.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SNIPPETS = ROOT / "docs" / "snippets"
+INCLUDE = re.compile(r'--8<-- "docs/snippets/([\w.]+\.py)(?::(\w+))?"')
+
+# What each script must print (lines, in order, among its output; log lines may come between).
+EXPECTED: dict[str, list[str]] = {
+    "retry_flaky_model.py": [
+        "completed answer to 'What is 2 + 2?'",
+        "ask_model gave up after 4 attempts: model API answered 503",
+        "ask_model failed at once: model refused the prompt: model API answered 400",
+    ],
+    "rerun_after_prompt_fix.py": [
+        "retrieve@1: reuse ",
+        "draft@2: run target, fingerprint_changed ",
+        "publish@3: run downstream_of draft@2 (draft)",
+        "completed 1 reused: WRITE ABOUT OTTERS, CITING 1 SOURCES.",
+        "post-1b is a re-run of post-1",
+        "WRITE ABOUT SEA OTTERS, CITING 1 SOURCES.",
+    ],
+    "trace_with_otel.py": [
+        "graphexec.node draft               ok",
+        "graphexec.run refund       start   waiting",
+        "graphexec.run refund       resume  completed",
+        "traces: {'",
+    ],
+    "failure_strategies.py": [
+        "completed {'notify': {'type': 'OSError', 'message': 'mail server unreachable'}}",
+        "charge failed; ran: ['reserve', 'charge', 'release']",
+        "ship#1 {'error': {'type': 'RuntimeError', 'message': 'warehouse API down'},",
+        "completed {'shipped': True}",
+        "breaker open after 2 failures",
+        "failed CircuitOpen",
+    ],
+    "values_and_damage.py": [
+        "node 'locate' wrote key 'point' with a value of type tuple ((3, 4)):",
+        "trace id 'conv\\x0042' contains a NUL character",
+        "checkpoint body is damaged (checksum mismatch) (trace 'geo-1') [seq 2]",
+    ],
+}
+
+
+def _run(script: Path, cwd: Path) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == proc.returncode, f"{script.name} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_snippet_runs_and_prints_what_the_page_says(name: str, tmp_path: Path) -> None:
+    """The script exits 0 in an empty directory and prints the expected lines in order."""
+    lines = _run(SNIPPETS / name, tmp_path)
+    at = 0
+    for expected in EXPECTED[name]:
+        found = [i for i in range(at, len(lines)) if lines[i].startswith(expected)]
+        assert found, f"{name}: {expected!r} not printed after line {at}:\n" + "\n".join(lines)
+        at = found[0] + 1
+
+
+def test_every_snippet_is_run_and_shown() -> None:
+    """Each script in docs/snippets is checked above and included by some page, and every
+    include names a script and a section that exist."""
+    scripts = {p.name for p in SNIPPETS.glob("*.py")}
+    assert scripts == set(EXPECTED)
+    shown: set[str] = set()
+    for page in (ROOT / "docs").rglob("*.md"):
+        for name, section in INCLUDE.findall(page.read_text()):
+            assert name in scripts, f"{page.name} includes a missing {name}"
+            if section:
+                text = (SNIPPETS / name).read_text()
+                assert f"[start:{section}]" in text, f"{page.name}: {name} has no {section}"
+                assert f"[end:{section}]" in text, f"{page.name}: {name} has no end of {section}"
+            shown.add(name)
+    assert scripts == shown
+
+
+# Pages written since the snippet rule: their Python code comes from docs/snippets only.
+SNIPPET_ONLY_PAGES = [
+    "concepts/resilience.md",
+    "concepts/reruns.md",
+    "concepts/telemetry.md",
+    "concepts/values-and-damage.md",
+    "how-to/retry.md",
+    "how-to/rerun.md",
+    "how-to/telemetry.md",
+]
+
+
+@pytest.mark.parametrize("page", SNIPPET_ONLY_PAGES)
+def test_page_shows_only_python_that_is_run(page: str) -> None:
+    """Every ``python`` code block of the page (if any) is one include of a snippet section."""
+    text = (ROOT / "docs" / page).read_text()
+    blocks = re.findall(r"^( *)```python\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL)
+    for _indent, body in blocks:
+        assert INCLUDE.fullmatch(body.strip()), (
+            f"{page}: a python block not from a snippet:\n{body}"
+        )
+
+
+def test_snippets_pass_the_linter() -> None:
+    """The scripts follow the project's ruff rules and formatting, as the package does."""
+    ruff = Path(sys.executable).parent / "ruff"
+    if not ruff.exists():
+        pytest.skip(f"ruff is not installed next to {sys.executable}")
+    for args in (["check"], ["format", "--check"]):
+        proc = subprocess.run(
+            [str(ruff), *args, str(SNIPPETS)], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        assert 0 == proc.returncode, proc.stdout + proc.stderr
