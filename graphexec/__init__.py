@@ -32,10 +32,11 @@ from ._events import (
     ParallelStarted,
     StateChanged,
 )
-from ._executor import GraphExecutor, RunState
+from ._executor import GraphExecutor
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
 from ._run import GraphResult, Run, RunHandle
+from ._runstate import BarrierInfo, RunState
 from .checkpoint import (
     CheckpointStore,
     CheckpointSummary,
@@ -50,15 +51,21 @@ from .exceptions import (
     GraphError,
     InvalidDecision,
     InvalidGraph,
+    LeaseLost,
     MissingEdge,
     NodeExecutionFailed,
     NodeNotFound,
+    RunError,
+    RunExists,
     RunFinished,
     RunLocked,
     RunNotFound,
     StateError,
     StepsExceeded,
+    StoreError,
+    StoreRequired,
     Unrouted,
+    UsageError,
 )
 
 __version__ = "0.1.0"
@@ -67,6 +74,7 @@ __all__ = (
     # Barriers
     "Approve",
     # Events
+    "BarrierInfo",
     "BarrierResolved",
     "BarrierWaiting",
     "BranchCompleted",
@@ -102,6 +110,7 @@ __all__ = (
     "GraphStart",
     "InvalidDecision",
     "InvalidGraph",
+    "LeaseLost",
     "LogEntry",
     "MemoryStore",
     "MissingEdge",
@@ -116,6 +125,8 @@ __all__ = (
     "ParallelStarted",
     "Reject",
     "Run",
+    "RunError",
+    "RunExists",
     "RunFinished",
     "RunHandle",
     "RunInfo",
@@ -128,7 +139,10 @@ __all__ = (
     "StateDelta",
     "StateError",
     "StepsExceeded",
+    "StoreError",
+    "StoreRequired",
     "Unrouted",
+    "UsageError",
     "reducers",
     "testing",
 )

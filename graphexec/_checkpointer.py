@@ -22,7 +22,7 @@ from . import reducers as _reducers
 from ._callables import describe
 from ._context import _Usage
 from ._directives import StateDelta
-from ._events import CheckpointSaved
+from ._events import CheckpointSaved, ErrorInfo
 from ._lease import LeaseKeeper
 from ._policy import CheckpointPolicy
 from .checkpoint._base import CheckpointStore
@@ -200,6 +200,7 @@ class Checkpointer:
         trigger: str,
         *,
         error: str | None = None,
+        failure: ErrorInfo | None = None,
         final: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
@@ -266,6 +267,9 @@ class Checkpointer:
                 parent=self.parent if base else None,
                 reducers=self.reducers if base else {},
                 barrier_nodes=self.barrier_nodes if base else [],
+                failure=failure,
+                turn=run.turn,
+                turn_start=run.turn_start,
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -494,6 +498,7 @@ class NullCheckpointer:
         trigger: str,
         *,
         error: str | None = None,
+        failure: ErrorInfo | None = None,
         final: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,

@@ -49,6 +49,10 @@ class GraphStart(_Event, frozen=True, kw_only=True, tag=True):
     resumed: bool = False
     parent: str | None = None
     """For a fork: the trace it was forked from."""
+    input: Any = None
+    """What the caller passed to start this run (or this turn); None for a resume or a fork."""
+    turn: int = 1
+    """The conversation turn: 1 for a trace's first run, then one more for each next turn."""
 
 
 class NodeStart(_Event, frozen=True, kw_only=True, tag=True):
@@ -78,6 +82,9 @@ class StateChanged(_Event, frozen=True, kw_only=True, tag=True):
     key: str
     delta: Any
     """The value handed to the key's reducer (not the whole new value)."""
+    reducer: str = "overwrite"
+    """How ``delta`` was applied: the key's reducer by name (``"append"``, a registered name,
+    ``"custom:<qualname>"``), or ``"overwrite"`` (no reducer, or a ``gx.Overwrite`` value)."""
 
 
 class ParallelStarted(_Event, frozen=True, kw_only=True, tag=True):
@@ -167,14 +174,15 @@ class ObservedError(_Event, frozen=True, kw_only=True, tag=True):
     branch: str | None = None
 
 
-class LogEntry(msgspec.Struct, frozen=True, array_like=True):
-    """One line of ``GraphResult.execution_log``."""
+class LogEntry(msgspec.Struct, frozen=True):
+    """One line of ``GraphResult.execution_log`` (a JSON object)."""
 
     step: int
     node: str
     start: float
-    """``time.perf_counter()`` at the node's start."""
+    """Wall-clock time (``time.time()`` seconds) at the node's start."""
     end: float
+    """Wall-clock time at the node's end (measured with the monotonic clock from ``start``)."""
     success: bool
 
 

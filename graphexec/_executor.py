@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
-import msgspec
 
 from ._apply import TornUpdate, apply_changes
 from ._checkpointer import Checkpointer, NullCheckpointer, reducer_names
@@ -22,6 +21,7 @@ from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
 from ._run import Driver, GraphResult, Position, Run
 from ._run.decisions import initial_decisions
+from ._runstate import RunState, barrier_info, failure_of
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
     CheckpointSummary,
@@ -36,26 +36,10 @@ from .exceptions import (
     InvalidGraph,
     RunFinished,
     RunNotFound,
+    StoreRequired,
 )
 
 __all__ = ("GraphExecutor", "RunState")
-
-
-class RunState(msgspec.Struct, frozen=True):
-    """A run as last checkpointed (what ``ex.get_state`` returns)."""
-
-    trace_id: str
-    state: Any
-    status: str
-    step: int
-    next_node: str | None
-    pending_barrier: PendingBarrier | None
-    seq: int
-    graph_name: str
-    graph_hash: str
-    updated_at: float
-    error: str | None = None
-    parent: ParentRef | None = None
 
 
 class GraphExecutor:
@@ -320,16 +304,17 @@ class GraphExecutor:
         return RunState(
             trace_id=trace_id,
             state=state,
-            status=body.status,
+            status=body.status,  # type: ignore[arg-type]  # a RunStatus, stored as text
             step=body.step,
             next_node=body.next_node,
-            pending_barrier=body.pending_barrier,
+            pending_barrier=barrier_info(body.pending_barrier),
             seq=body.seq,
             graph_name=restored.graph_name,
             graph_hash=restored.graph_hash,
             updated_at=body.created_at,
-            error=body.error,
+            error=failure_of(body),
             parent=restored.parent,
+            turn=body.turn,
         )
 
     async def history(
@@ -363,7 +348,9 @@ class GraphExecutor:
 
     def _need_store(self, what: str) -> CheckpointStore:
         if self.store is None:
-            raise InvalidGraph(f"{what}() needs a store: GraphExecutor(store=gx.SQLiteStore(...))")
+            raise StoreRequired(
+                f"{what}() needs a checkpoint store: GraphExecutor(store=gx.SQLiteStore(path))"
+            )
         return self.store
 
     def _checkpointer(
@@ -455,6 +442,7 @@ class GraphExecutor:
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
+            input=state,
         )
 
     def _check_graph(

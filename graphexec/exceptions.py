@@ -2,21 +2,27 @@
 
 ::
 
-    GraphError                      base of everything below; catch this to catch them all
-    ├── InvalidGraph (ValueError)   build() found problems, or the graph cannot run this way
-    ├── NodeNotFound (LookupError)  a name that is not a node of the graph
-    ├── MissingEdge                 Goto/Fallback to a target with no declared edge
-    ├── Unrouted                    no edge matched after a node; lists every condition tried
-    ├── StepsExceeded               the run reached max_steps
-    ├── NodeExecutionFailed         a node (or a parallel branch) raised; .cause holds it
-    ├── StateError                  a delta or initial state that does not fit; merge conflicts
-    ├── Cancelled                   the run was cancelled (handle.cancel(), early exit)
-    ├── CheckpointError             a checkpoint could not be written, read or trusted
-    ├── GraphChanged                the graph no longer matches the checkpointed run
-    ├── RunLocked                   another driver holds the run's lease
-    ├── RunNotFound (LookupError)   no run with this trace id in the store
-    ├── RunFinished                 the run already completed: nothing to resume or decide
-    └── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    GraphError                        base of everything below; catch this to catch them all
+    ├── UsageError                    the call cannot be done as asked; fix the call
+    │   ├── InvalidGraph (ValueError) build() found problems, or the graph cannot run this way
+    │   ├── NodeNotFound (LookupError) a name that is not a node of the graph
+    │   ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    │   ├── GraphChanged              the graph no longer matches the checkpointed run
+    │   ├── RunNotFound (LookupError) no run with this trace id in the store
+    │   ├── RunFinished               the run already completed: nothing to resume or decide
+    │   ├── RunExists                 the trace is not finished: resume it or decide its barrier
+    │   └── StoreRequired             the call needs GraphExecutor(store=...)
+    ├── RunError                      the run itself failed (run.result.error, GraphFailed)
+    │   ├── MissingEdge               Goto/Fallback to a target with no declared edge
+    │   ├── Unrouted                  no edge matched after a node; lists every condition tried
+    │   ├── StepsExceeded             the run (this turn) reached max_steps
+    │   ├── NodeExecutionFailed       a node (or a parallel branch) raised; .cause holds it
+    │   ├── StateError                a delta or initial state that does not fit; merge conflicts
+    │   └── Cancelled                 the run was cancelled (handle.cancel(), early exit)
+    └── StoreError                    the store, or who may write to it
+        ├── CheckpointError           a checkpoint could not be written, read or trusted
+        ├── RunLocked                 another live driver holds the run's lease
+        └── LeaseLost                 this driver's lease was taken over: it must stop writing
 
 A typical caller::
 
@@ -44,15 +50,21 @@ __all__ = (
     "GraphError",
     "InvalidDecision",
     "InvalidGraph",
+    "LeaseLost",
     "MissingEdge",
     "NodeExecutionFailed",
     "NodeNotFound",
+    "RunError",
+    "RunExists",
     "RunFinished",
     "RunLocked",
     "RunNotFound",
     "StateError",
     "StepsExceeded",
+    "StoreError",
+    "StoreRequired",
     "Unrouted",
+    "UsageError",
 )
 
 
@@ -86,7 +98,19 @@ class GraphError(Exception):
         return f"{self.message} ({', '.join(where)})" if where else self.message
 
 
-class InvalidGraph(GraphError, ValueError):
+class UsageError(GraphError):
+    """The group of errors raised at a call that cannot be done as asked (fix the call)."""
+
+
+class RunError(GraphError):
+    """The group of errors that end a run (``run.result.error``, the ``GraphFailed`` event)."""
+
+
+class StoreError(GraphError):
+    """The group of errors about the store: records, and who may write a trace (leases)."""
+
+
+class InvalidGraph(UsageError, ValueError):
     """Raised when a graph fails validation, or cannot be run the way it was asked to."""
 
     def __init__(self, message: str, *, problems: Sequence[str] = (), **kw: Any) -> None:
@@ -94,11 +118,11 @@ class InvalidGraph(GraphError, ValueError):
         super().__init__(message, **kw)
 
 
-class NodeNotFound(GraphError, LookupError):
+class NodeNotFound(UsageError, LookupError):
     """Raised when a name does not refer to a node of the graph."""
 
 
-class MissingEdge(GraphError):
+class MissingEdge(RunError):
     """Raised when a node returns Goto or Fallback toward a target it has no edge to."""
 
     def __init__(self, message: str, *, target: str | None = None, **kw: Any) -> None:
@@ -106,7 +130,7 @@ class MissingEdge(GraphError):
         self.target = target
 
 
-class Unrouted(GraphError):
+class Unrouted(RunError):
     """Raised when no edge out of a node matched; ``conditions`` lists every one tried."""
 
     def __init__(self, message: str, *, conditions: Sequence[str] = (), **kw: Any) -> None:
@@ -114,7 +138,7 @@ class Unrouted(GraphError):
         self.conditions = list(conditions)
 
 
-class StepsExceeded(GraphError):
+class StepsExceeded(RunError):
     """Raised when a run would take more than ``max_steps`` steps."""
 
     def __init__(self, message: str, *, max_steps: int, **kw: Any) -> None:
@@ -122,7 +146,7 @@ class StepsExceeded(GraphError):
         self.max_steps = max_steps
 
 
-class NodeExecutionFailed(GraphError):
+class NodeExecutionFailed(RunError):
     """Raised when a node raised; ``cause`` is the original exception.
 
     For a parallel node, ``failures`` maps each failed branch to its exception, and ``cause`` is
@@ -144,7 +168,7 @@ class NodeExecutionFailed(GraphError):
         self.__cause__ = cause
 
 
-class StateError(GraphError):
+class StateError(RunError):
     """Raised when a state value or delta does not fit, or parallel branches conflict."""
 
     def __init__(
@@ -160,11 +184,11 @@ class StateError(GraphError):
         self.branches = list(branches)
 
 
-class Cancelled(GraphError):
+class Cancelled(RunError):
     """Raised when a run was cancelled; its state was checkpointed first when a store is set."""
 
 
-class CheckpointError(GraphError):
+class CheckpointError(StoreError):
     """Raised when a checkpoint cannot be written, read or trusted (damaged, wrong format)."""
 
     def __init__(self, message: str, *, seq: int | None = None, **kw: Any) -> None:
@@ -176,33 +200,66 @@ class CheckpointError(GraphError):
         return base if self.seq is None else f"{base} [seq {self.seq}]"
 
 
-class GraphChanged(GraphError):
+class GraphChanged(UsageError):
     """Raised when a checkpointed run cannot continue on the graph it is resumed with."""
 
 
-class RunLocked(GraphError):
-    """Raised when another process or task holds the lease on a trace.
+class RunLocked(StoreError):
+    """Raised when another live driver holds the lease on a trace.
 
-    The lease expires ``lease_ttl`` seconds after its holder last renewed it.
+    ``owner`` describes the holder (host, pid, instance), ``expires_at`` is when its lease runs
+    out unless renewed (``time.time()`` seconds). A holder that is known to be dead (same host,
+    process gone) never blocks; ``resume_from(..., take_over=True)`` overrides a live-looking one.
     """
 
-    def __init__(self, message: str, *, expires_at: float | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        expires_at: float | None = None,
+        owner: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(message, **kw)
         self.expires_at = expires_at
+        self.owner = owner
 
 
-class RunNotFound(GraphError, LookupError):
+class LeaseLost(StoreError):
+    """Raised at the next write of a driver whose lease was taken over (its fencing token is
+    stale): it writes nothing more. Another process drives the trace now."""
+
+    def __init__(self, message: str, *, token: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.token = token
+
+
+class RunNotFound(UsageError, LookupError):
     """Raised when the store has no run with the given trace id."""
 
 
-class RunFinished(GraphError):
+class RunFinished(UsageError):
     """Raised when resuming, or deciding for, a run that has already completed.
 
     Use ``ex.fork(graph, trace_id, seq)`` to start a new run from one of its checkpoints.
     """
 
 
-class InvalidDecision(GraphError, ValueError):
+class RunExists(UsageError):
+    """Raised when starting a run (or a conversation's next turn) on a trace that is not
+    finished: ``status`` says where it stands; resume it (``resume_from``) or decide the barrier
+    it waits at instead."""
+
+    def __init__(self, message: str, *, status: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+
+
+class StoreRequired(UsageError):
+    """Raised by a call that needs a checkpoint store on an executor without one."""
+
+
+class InvalidDecision(UsageError, ValueError):
     """Raised when a barrier decision cannot be accepted: not a barrier, already resolved, bad id."""
 
 

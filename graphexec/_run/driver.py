@@ -19,7 +19,7 @@ from anyio.abc import TaskStatus
 
 from .._apply import TornUpdate, apply_changes
 from .._barrier_ids import barrier_id as _barrier_id
-from .._checkpointer import Checkpointer, NullCheckpointer
+from .._checkpointer import Checkpointer, NullCheckpointer, reducer_names
 from .._decisions import Decision, Edit, Reject, decision_name, default_decision
 from .._directives import Fallback
 from .._emit import Emitter
@@ -74,6 +74,7 @@ class Driver:
         resumed: bool = False,
         parent: str | None = None,
         must_be_decided: bool = False,
+        input: Any = None,
     ) -> None:
         self.graph = graph
         self.state = state
@@ -84,7 +85,15 @@ class Driver:
         self.store = store
         """Where decisions from other processes arrive (None: only the handle decides)."""
         self.poll_interval = poll_interval
-        self.rec = Recorder(trace_id, graph.name, emitter, keep_log=keep_log)
+        self.rec = Recorder(
+            trace_id,
+            graph.name,
+            emitter,
+            keep_log=keep_log,
+            reducers=reducer_names(dict(graph.reducers)) if emitter is not None else None,
+        )
+        self.input = input
+        """What the caller passed to start this run or turn (GraphStart.input)."""
         self.start_trigger = start_trigger
         self.resumed = resumed
         self.parent = parent
@@ -210,6 +219,8 @@ class Driver:
                     node=pos.pending.node if pos.pending else pos.next_node,
                     resumed=self.resumed,
                     parent=self.parent,
+                    input=self.input,
+                    turn=pos.turn,
                 )
             )
         if self.start_trigger is not None:
@@ -531,6 +542,7 @@ class Driver:
         trigger: str,
         error: str | None = None,
         *,
+        failure: ErrorInfo | None = None,
         final: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
@@ -540,6 +552,7 @@ class Driver:
             self.state,
             trigger,
             error=error,
+            failure=failure,
             final=final,
             decisions_after=decisions_after,
             allow_base=allow_base,
@@ -548,7 +561,7 @@ class Driver:
     def _finish(self, status: RunStatus, error: GraphError | None) -> GraphResult:
         self.pos.status = status
         entries = self.rec.entries
-        self.result = GraphResult(
+        self.result = GraphResult.of(
             trace_id=self.trace_id,
             state=self.graph.spec.public(self.state),
             status=status,
@@ -596,6 +609,7 @@ class Driver:
                 await self._save(
                     "failure",
                     error=f"{type(exc).__name__}: {exc}",
+                    failure=error_info(exc, exc.node),
                     final=True,
                     allow_base=not self._torn,
                 )
@@ -627,7 +641,11 @@ class Driver:
             )
         )
         try:
-            await self._save("cancel" if not waiting else "left", final=True)
+            await self._save(
+                "cancel" if not waiting else "left",
+                failure=None if error is None else error_info(error, None),
+                final=True,
+            )
             await self.ckpt.flush()
         except GraphError as exc:
             self.log.error("cancel checkpoint not written", error=str(exc))

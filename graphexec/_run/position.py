@@ -35,6 +35,10 @@ class Position(msgspec.Struct):
     """Decisions not used yet: exact (``"node#n"``, used once) or wildcard (node name)."""
     decision_cursor: int = 0
     """The id of the last decision read from the store's inbox."""
+    turn: int = 1
+    """The conversation turn (a completed trace's next run is the next turn)."""
+    turn_start: int = 0
+    """The step count when this turn started: ``max_steps`` counts the steps after it."""
 
     @classmethod
     def start(cls, node: str, decisions: dict[str, Decision] | None = None) -> Position:
@@ -62,4 +66,6 @@ class Position(msgspec.Struct):
             pending=body.pending_barrier,
             decisions=dict(body.decisions) if decisions is None else decisions,
             decision_cursor=body.decision_cursor if decision_cursor is None else decision_cursor,
+            turn=body.turn,
+            turn_start=body.turn_start,
         )

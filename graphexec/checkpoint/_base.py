@@ -29,6 +29,7 @@ from typing import Protocol, Self, runtime_checkable
 from .._barrier_ids import is_resolved, parse_barrier_id
 from .._decisions import Decision
 from ..exceptions import CheckpointError, InvalidDecision, RunFinished, RunNotFound
+from ..typing import RUN_STATUSES
 from ._record import CheckpointSummary, Lease, RunInfo, StoredCheckpoint, StoredDecision
 
 __all__ = (
@@ -36,6 +37,7 @@ __all__ = (
     "StoreBase",
     "check_decision_target",
     "check_rows",
+    "check_status",
     "is_resolved",
     "parse_barrier_id",
     "prunable_statuses",
@@ -196,6 +198,14 @@ def check_decision_target(
             "a later occurrence",
             trace_id=trace_id,
             node=node,
+        )
+
+
+def check_status(status: str | None) -> None:
+    """Refuse a ``runs(status=...)`` filter that no run can ever have."""
+    if status is not None and status not in RUN_STATUSES:
+        raise ValueError(
+            f"unknown run status {status!r}; a run is one of: {', '.join(RUN_STATUSES)}"
         )
 
 

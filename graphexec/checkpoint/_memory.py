@@ -9,7 +9,13 @@ import anyio
 
 from .._decisions import Decision
 from ..exceptions import RunLocked
-from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
+from ._base import (
+    StoreBase,
+    check_decision_target,
+    check_rows,
+    check_status,
+    prunable_statuses,
+)
 from ._record import (
     CheckpointSummary,
     Lease,
@@ -83,6 +89,7 @@ class MemoryStore(StoreBase):
     async def runs(
         self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
     ) -> list[RunInfo]:
+        check_status(status)
         found = [
             r
             for r in self._runs.values()

@@ -18,6 +18,7 @@ import msgspec
 
 from .._decisions import Decision
 from .._directives import StateDelta
+from .._events import ErrorInfo
 from ..exceptions import CheckpointError
 
 __all__ = (
@@ -103,6 +104,12 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     a state can be restored without the graph when only built-ins are involved."""
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Base records: the graph's barrier nodes (copied to the runs index)."""
+    failure: ErrorInfo | None = None
+    """A failed or cancelled run's error as data (type, message, node); ``error`` is its text."""
+    turn: int = 1
+    """The conversation turn the run is in (a completed trace's next run is turn + 1)."""
+    turn_start: int = 0
+    """The step count when this turn started (``max_steps`` counts the steps after it)."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,7 +25,13 @@ import msgspec
 
 from .._decisions import Decision
 from ..exceptions import CheckpointError, RunLocked
-from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
+from ._base import (
+    StoreBase,
+    check_decision_target,
+    check_rows,
+    check_status,
+    prunable_statuses,
+)
 from ._record import (
     CheckpointSummary,
     Lease,
@@ -340,6 +346,7 @@ class SQLiteStore(StoreBase):
     async def runs(
         self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
     ) -> list[RunInfo]:
+        check_status(status)
         where: list[str] = []
         args: list[Any] = []
         if status is not None:

@@ -238,7 +238,8 @@ class TestResume:
             {"log": ["a"]},
         )
         assert state.error is not None
-        assert "flaky API" in state.error
+        assert "flaky API" in state.error.message
+        assert (state.error.type, state.error.node) == ("NodeExecutionFailed", "b")
         broken["b"] = False
         async with stores.executor(await stores.reopen()).resume_from(graph, "t-flaky") as resumed:
             await consume(resumed)
