@@ -33,7 +33,7 @@ from .._events import (
 )
 from .._graph import Graph, NodeSpec
 from ..checkpoint._base import CheckpointStore
-from ..checkpoint._record import PendingBarrier, now
+from ..checkpoint._record import PendingBarrier, StoredDecision, now
 from ..exceptions import (
     Cancelled,
     GraphError,
@@ -401,7 +401,7 @@ class Driver:
             if found is None:
                 await self._pull_store_decisions()
             else:
-                merge_stored(self.graph, pos, found, self.log)
+                await self._merge_stored(found)
             decision = take_decision(pos, pending.barrier_id, spec.name)
         if decision is None:
             pos.status = "waiting"
@@ -472,7 +472,42 @@ class Driver:
         if self.store is None:
             return
         found = await self.store.decisions_after(self.trace_id, self.pos.decision_cursor)
-        merge_stored(self.graph, self.pos, found, self.log)
+        await self._merge_stored(found)
+
+    async def _merge_stored(self, found: list[StoredDecision]) -> None:
+        """Take the usable decisions read from the store; skip and report the others (an
+        ObservedError and a log line, and the row marked refused so a corrected decision can
+        be submitted): nothing written to the store fails the run or uses up an occurrence."""
+        if not found:
+            return
+        skipped = merge_stored(self.graph, self.pos, found, self.trace_id)
+        for bad in skipped:
+            self.log.warning(
+                "skipped a stored decision",
+                barrier_id=bad.barrier_id,
+                decision_id=bad.id,
+                reason=bad.reason,
+            )
+            await self.rec.observed(
+                self.pos.step,
+                bad.node,
+                "",
+                ErrorInfo(
+                    type="InvalidDecision",
+                    message=f"stored decision {bad.id} for {bad.barrier_id!r} skipped: "
+                    f"{bad.reason}",
+                    node=bad.node,
+                ),
+            )
+            if self.store is not None:
+                try:
+                    await self.store.refuse_decision(self.trace_id, bad.id, bad.reason)
+                except Exception as exc:  # noqa: BLE001 - reported; the run goes on
+                    self.log.warning(
+                        "could not mark a stored decision refused",
+                        decision_id=bad.id,
+                        error=repr(exc),
+                    )
 
     async def _resolve(
         self,

@@ -16,19 +16,26 @@ Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every s
   written and :class:`CheckpointError` is raised.
 - ``load_chain(trace_id, seq)`` returns the latest base at or before ``seq`` (default: the
   latest) and every row after it up to ``seq``, ordered by seq; ``[]`` for an unknown trace.
-- ``submit_decision`` checks the target with :func:`check_decision_target` in the same
-  transaction as the insert.
+- ``submit_decision`` checks the decision with :func:`check_decision_target` in the same
+  transaction as the insert (a refused decision is never stored); ``refuse_decision`` marks
+  one the run skipped, so it no longer blocks a corrected one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from .._barrier_ids import is_resolved, parse_barrier_id
+from .._barrier_ids import (
+    check_decision,
+    check_decision_value,
+    is_resolved,
+    parse_barrier_id,
+    stored_key,
+)
 from .._decisions import Decision
-from ..exceptions import CheckpointError, InvalidDecision, RunFinished, RunNotFound
+from ..exceptions import CheckpointError, RunFinished, RunNotFound
 from ..typing import RUN_STATUSES
 from ._record import CheckpointSummary, Lease, RunInfo, StoredCheckpoint, StoredDecision
 
@@ -92,8 +99,27 @@ class CheckpointStore(Protocol):
         with ``limit``, only the newest ``limit`` of those (the page just before ``before``)."""
         ...
 
-    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
-        """Queue a decision for a run (in this or another process); returns its inbox id."""
+    async def submit_decision(
+        self,
+        trace_id: str,
+        barrier_id: str,
+        decision: Decision,
+        *,
+        every_occurrence: bool = False,
+    ) -> int:
+        """Queue a decision for a run (in this or another process); returns its inbox id.
+
+        ``barrier_id`` names one occurrence (``"approve#2"``); with ``every_occurrence=True``
+        it is a barrier node name and the decision serves every occurrence (stored as
+        ``"approve#*"``). Checked in the insert's transaction (:func:`check_decision_target`):
+        InvalidDecision (not a decision, bad id, not a barrier, resolved, already decided),
+        RunNotFound, RunFinished; nothing is stored then.
+        """
+        ...
+
+    async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
+        """Mark an inbox decision the run could not use (it skipped it): it no longer counts
+        as the occurrence's decision, so a corrected one can be submitted."""
         ...
 
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
@@ -174,31 +200,36 @@ def check_decision_target(
     run: RunInfo | None,
     trace_id: str,
     barrier_id: str,
-) -> None:
-    """Refuse a decision the run can never use: unknown trace, finished run, resolved barrier."""
+    decision: object,
+    *,
+    every_occurrence: bool,
+    decided: Container[str],
+) -> str:
+    """The store's side of the one decision check: unknown trace, finished run, then
+    :func:`check_decision` against the runs row (barrier nodes, occurrences reached, the one
+    waiting) and the inbox (``decided``: ids that already hold an unrefused decision).
+    Returns the inbox key (``"node#3"``, or ``"node#*"`` for every occurrence)."""
+    check_decision_value(decision, trace_id=trace_id)
     if run is None:
         raise RunNotFound(f"no run with trace id {trace_id!r} in this store", trace_id=trace_id)
     if run.status in FINISHED_STATUSES:
         raise RunFinished(
-            f"run {trace_id!r} is {run.status}: it takes no more decisions", trace_id=trace_id
-        )
-    node, occurrence = parse_barrier_id(barrier_id)
-    if run.barrier_nodes and node not in run.barrier_nodes:
-        raise InvalidDecision(
-            f"{node!r} is not a barrier node of graph {run.graph_name!r} "
-            f"(barriers: {', '.join(sorted(run.barrier_nodes)) or 'none'})",
+            f"run {trace_id!r} is {run.status}: it takes no more decisions (its next turn "
+            "starts with execute/execute_stream on the same trace id)",
             trace_id=trace_id,
-            node=node,
         )
-    if occurrence is not None and is_resolved(
-        run.barrier_counts, run.pending_barrier, node, occurrence
-    ):
-        raise InvalidDecision(
-            f"barrier {barrier_id!r} was already resolved; a decision is never carried over to "
-            "a later occurrence",
-            trace_id=trace_id,
-            node=node,
-        )
+    node, occurrence = check_decision(
+        barrier_id,
+        decision,
+        every_occurrence=every_occurrence,
+        trace_id=trace_id,
+        barrier_nodes=run.barrier_nodes or None,
+        counts=run.barrier_counts,
+        pending=run.pending_barrier,
+        decided=decided,
+        graph_name=run.graph_name,
+    )
+    return stored_key(node, occurrence)
 
 
 def check_status(status: str | None) -> None:

@@ -38,6 +38,8 @@ class MemoryStore(StoreBase):
         """Per trace, the chain indexes of the rows that are still bases (first, latest)."""
         self._runs: dict[str, RunInfo] = {}
         self._decisions: dict[str, list[StoredDecision]] = {}
+        self._refused: dict[str, set[int]] = {}
+        """Per trace, the inbox ids a run skipped (refuse_decision)."""
         self._leases: dict[str, tuple[str, float]] = {}
         self._ids = itertools.count(1)
         self._lock = anyio.Lock()
@@ -109,14 +111,35 @@ class MemoryStore(StoreBase):
             rows = rows[max(len(rows) - limit, 0) :]
         return summarize(rows)
 
-    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+    async def submit_decision(
+        self,
+        trace_id: str,
+        barrier_id: str,
+        decision: Decision,
+        *,
+        every_occurrence: bool = False,
+    ) -> int:
         async with self._lock:
-            check_decision_target(self._runs.get(trace_id), trace_id, barrier_id)
+            refused = self._refused.get(trace_id, set())
+            key = check_decision_target(
+                self._runs.get(trace_id),
+                trace_id,
+                barrier_id,
+                decision,
+                every_occurrence=every_occurrence,
+                decided={
+                    d.barrier_id for d in self._decisions.get(trace_id, []) if d.id not in refused
+                },
+            )
             stored = StoredDecision(
-                id=next(self._ids), barrier_id=barrier_id, decision=decision, created_at=now()
+                id=next(self._ids), barrier_id=key, decision=decision, created_at=now()
             )
             self._decisions.setdefault(trace_id, []).append(stored)
             return stored.id
+
+    async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
+        async with self._lock:
+            self._refused.setdefault(trace_id, set()).add(decision_id)
 
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
         return [d for d in self._decisions.get(trace_id, []) if d.id > cursor]
@@ -160,6 +183,7 @@ class MemoryStore(StoreBase):
                 self._rows.pop(t, None)
                 self._bases.pop(t, None)
                 self._decisions.pop(t, None)
+                self._refused.pop(t, None)
                 self._leases.pop(t, None)
             return gone
 

@@ -173,8 +173,12 @@ class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):
 
     id: int
     barrier_id: str
-    decision: Decision
+    """``"node#3"`` for one occurrence, ``"node#*"`` for every occurrence (a bare node name is
+    a row from an older graphexec or written by hand: the run skips it)."""
+    decision: Decision | None
+    """None when the stored bytes are not a decision (``error`` says why): the run skips it."""
     created_at: float
+    error: str | None = None
 
 
 class Lease(msgspec.Struct, frozen=True):

@@ -23,8 +23,9 @@ import aiosqlite
 import anyio
 import msgspec
 
+from .._barrier_ids import check_decision_value
 from .._decisions import Decision
-from ..exceptions import CheckpointError, RunLocked
+from ..exceptions import CheckpointError, InvalidDecision, RunLocked
 from ._base import (
     StoreBase,
     check_decision_target,
@@ -112,6 +113,10 @@ _TAKE_LEASE = (
 _LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
 _LEASE_ROW = "SELECT owner, expires_at FROM leases WHERE trace_id = ?"
 _RELEASE_LEASE = "DELETE FROM leases WHERE trace_id = ? AND owner = ?"
+_HAS_DECISION = (
+    "SELECT 1 FROM decisions WHERE trace_id = ? AND barrier_id = ? AND refused IS NULL LIMIT 1"
+)
+_REFUSE_DECISION = "UPDATE decisions SET refused = ? WHERE trace_id = ? AND id = ?"
 _DECISIONS_AFTER = (
     "SELECT id, barrier_id, decision, created_at FROM decisions "
     "WHERE trace_id = ? AND id > ? ORDER BY id"
@@ -277,21 +282,48 @@ class SQLiteStore(StoreBase):
 
         return [_decision(r) for r in await self._run(tx, trace_id)]
 
-    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
-        blob = _decision_encoder.encode(decision)
+    async def submit_decision(
+        self,
+        trace_id: str,
+        barrier_id: str,
+        decision: Decision,
+        *,
+        every_occurrence: bool = False,
+    ) -> int:
+        check_decision_value(decision, trace_id=trace_id)
+        try:
+            blob = _decision_encoder.encode(decision)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidDecision(
+                f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
+            ) from exc
 
         def tx(db: sqlite3.Connection) -> int:
             with _write(db):
-                check_decision_target(_fetch_run(db, trace_id), trace_id, barrier_id)
+                decided = _Decided(db, trace_id)
+                key = check_decision_target(
+                    _fetch_run(db, trace_id),
+                    trace_id,
+                    barrier_id,
+                    decision,
+                    every_occurrence=every_occurrence,
+                    decided=decided,
+                )
                 cur = db.execute(
                     "INSERT INTO decisions (trace_id, barrier_id, decision, created_at) "
                     "VALUES (?, ?, ?, ?)",
-                    (trace_id, barrier_id, blob, now()),
+                    (trace_id, key, blob, now()),
                 )
             assert cur.lastrowid is not None
             return cur.lastrowid
 
         return await self._run(tx, trace_id)
+
+    async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute(_REFUSE_DECISION, (reason, trace_id, decision_id))
+
+        await self._run(tx, trace_id)
 
     async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
         def tx(db: sqlite3.Connection) -> RunInfo | None:
@@ -466,10 +498,28 @@ def _fetch_run(db: sqlite3.Connection, trace_id: str) -> RunInfo | None:
     return None if r is None else _run_info(r)
 
 
+class _Decided:
+    """``barrier_id in decided``: the inbox already holds an unrefused decision for it (one
+    indexed lookup, only for the id being submitted)."""
+
+    def __init__(self, db: sqlite3.Connection, trace_id: str) -> None:
+        self._db = db
+        self._trace_id = trace_id
+
+    def __contains__(self, barrier_id: object) -> bool:
+        row = self._db.execute(_HAS_DECISION, (self._trace_id, barrier_id)).fetchone()
+        return row is not None
+
+
 def _decision(r: tuple[Any, ...]) -> StoredDecision:
-    return StoredDecision(
-        id=r[0], barrier_id=r[1], decision=_decision_decoder.decode(r[2]), created_at=r[3]
-    )
+    """An inbox row; bytes that are not a decision (an older or hand-written row) come back
+    with ``decision=None`` and the reason, for the run to skip and report."""
+    try:
+        decision: Decision | None = _decision_decoder.decode(r[2])
+        error = None
+    except (msgspec.DecodeError, TypeError, ValueError) as exc:
+        decision, error = None, f"{type(exc).__name__}: {exc}"
+    return StoredDecision(id=r[0], barrier_id=r[1], decision=decision, created_at=r[3], error=error)
 
 
 def _row_params(r: StoredCheckpoint) -> tuple[Any, ...]:

@@ -112,7 +112,7 @@ class TestSchema:
         async with SQLiteStore(path) as store:
             assert await store.runs() == []
 
-        assert user_version(path) == LATEST == 1
+        assert user_version(path) == LATEST
         db = sqlite3.connect(path)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -129,11 +129,11 @@ class TestSchema:
             await save_kinds(store, "t1", "bd")
         async with SQLiteStore(path) as store:
             assert len(await store.load_chain("t1")) == 2
-        assert user_version(path) == 1
+        assert user_version(path) == LATEST
 
         extra = (
-            2,
-            "002_test.sql",
+            LATEST + 1,
+            f"{LATEST + 1:03d}_test.sql",
             "CREATE TABLE applied (n INTEGER); INSERT INTO applied VALUES (1);",
         )
         monkeypatch.setattr(sqlite_module, "_migrations", lambda: [*MIGRATIONS, extra])
@@ -144,7 +144,7 @@ class TestSchema:
         db = sqlite3.connect(path)
         assert db.execute("SELECT count(*) FROM applied").fetchone()[0] == 1
         db.close()
-        assert user_version(path) == 2
+        assert user_version(path) == LATEST + 1
 
     async def test_failed_migration_changes_nothing(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -153,15 +153,16 @@ class TestSchema:
         path = tmp_path / "x.db"
         async with SQLiteStore(path) as store:
             await save_kinds(store, "t1", "b")
-        bad = (2, "002_bad.sql", "CREATE TABLE half (n INTEGER); INSERT INTO missing VALUES (1);")
+        name = f"{LATEST + 1:03d}_bad.sql"
+        bad = (LATEST + 1, name, "CREATE TABLE half (n INTEGER); INSERT INTO missing VALUES (1);")
         monkeypatch.setattr(sqlite_module, "_migrations", lambda: [*MIGRATIONS, bad])
 
         store = SQLiteStore(path)
-        with pytest.raises(CheckpointError, match="migration 002_bad.sql failed"):
+        with pytest.raises(CheckpointError, match=f"migration {name} failed"):
             await store.runs()
         await store.aclose()
 
-        assert user_version(path) == 1
+        assert user_version(path) == LATEST
         db = sqlite3.connect(path)
         assert (
             db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
@@ -275,7 +276,7 @@ class TestLifecycle:
                     scope.cancel()
                     await store.save([make_row("t1", seq)], make_run("t1", last_seq=seq))
             await store.save([make_row("t1", 20)], make_run("t1", last_seq=20))
-            await store.submit_decision("t1", "review", Approve())
+            await store.submit_decision("t1", "review", Approve(), every_occurrence=True)
 
             chain = [r.seq for r in await store.load_chain("t1")]
             assert chain[0] == 0 and chain[-1] == 20 and chain == sorted(chain)

@@ -328,7 +328,7 @@ class TestDecisions:
         with pytest.raises(InvalidDecision, match="not a barrier node"):
             await store.submit_decision("t1", "work#1", Approve())
         with pytest.raises(InvalidDecision, match="not a barrier node"):
-            await store.submit_decision("t1", "work", Approve())
+            await store.submit_decision("t1", "work", Approve(), every_occurrence=True)
 
     async def test_bad_barrier_id(self, store: CheckpointStore) -> None:
         """A malformed barrier id is InvalidDecision."""
@@ -348,7 +348,7 @@ class TestDecisions:
         await self._waiting(store, barrier_counts={"review": 2}, pending_barrier="review#2")
 
         ids = [
-            await store.submit_decision("t1", "review", Approve()),
+            await store.submit_decision("t1", "review", Approve(), every_occurrence=True),
             await store.submit_decision("t1", "review#2", Reject("no")),
             await store.submit_decision("t1", "review#3", Edit({"x": 1})),
             await store.submit_decision("t1", "ship#1", Approve()),
@@ -357,7 +357,7 @@ class TestDecisions:
         assert ids == sorted(ids) and len(set(ids)) == 4
         got = await store.decisions_after("t1", 0)
         assert [(d.id, d.barrier_id, d.decision) for d in got] == [
-            (ids[0], "review", Approve()),
+            (ids[0], "review#*", Approve()),
             (ids[1], "review#2", Reject("no")),
             (ids[2], "review#3", Edit({"x": 1})),
             (ids[3], "ship#1", Approve()),
@@ -372,7 +372,7 @@ class TestDecisions:
         ids = []
         for i, decision in enumerate(decisions):
             ids.append(await store.submit_decision("t1", f"review#{i + 1}", decision))
-            await store.submit_decision("t2", "review", Approve())
+            await store.submit_decision("t2", "review", Approve(), every_occurrence=True)
 
         assert [d.id for d in await store.decisions_after("t1", 0)] == ids
         assert [d.decision for d in await store.decisions_after("t1", ids[0])] == decisions[1:]

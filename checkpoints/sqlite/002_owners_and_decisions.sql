@@ -1,0 +1,11 @@
+-- graphexec SQLite checkpoint store, schema version 2: lease owners with fencing tokens, and
+-- decisions a run refused.
+-- Applied by SQLiteStore in one transaction, followed by PRAGMA user_version = 2.
+
+-- A decision the run skipped (not a decision, a bare node name, an Edit the typed state
+-- refuses, ...): the reason. A refused row no longer counts as its occurrence's decision, so a
+-- corrected one can be submitted.
+ALTER TABLE decisions ADD COLUMN refused TEXT;
+
+-- Speeds up the one-decision-per-occurrence check of submit_decision.
+CREATE INDEX decisions_barrier ON decisions (trace_id, barrier_id);
