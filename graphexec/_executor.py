@@ -20,8 +20,9 @@ from ._history import history_page
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
 from ._run import Driver, GraphResult, Position, Run
-from ._run.decisions import initial_decisions
+from ._run.decisions import check_request, initial_decisions
 from ._runstate import RunState, barrier_info, failure_of
+from ._state import changes_of
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
     CheckpointSummary,
@@ -34,6 +35,7 @@ from .exceptions import (
     GraphChangedWarning,
     GraphError,
     InvalidGraph,
+    RunExists,
     RunFinished,
     RunNotFound,
     StoreRequired,
@@ -422,15 +424,35 @@ class GraphExecutor:
         if not isinstance(graph, Graph):
             raise InvalidGraph(f"expected a built gx.Graph, got {type(graph).__name__}")
         trace_id = trace_id or uuid.uuid4().hex
-        initial = graph.spec.initial(state, trace_id=trace_id)
-        early = initial_decisions(graph, decisions, trace_id)
-        ckpt: Checkpointer | NullCheckpointer = NullCheckpointer()
-        if self.store is not None:
-            ckpt = self._checkpointer(graph, trace_id, emitter, None)
-            if await self.store.acquire_lease(trace_id, ckpt.lease) is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.store.release_lease(trace_id, ckpt.owner)
-                raise _trace_taken(trace_id)
+        if self.store is None:
+            initial = graph.spec.initial(state, trace_id=trace_id)
+            early = initial_decisions(graph, decisions, trace_id)
+            return self._fresh_driver(
+                graph, initial, trace_id, early, emitter, NullCheckpointer(), state
+            )
+        ckpt = self._checkpointer(graph, trace_id, emitter, None)
+        info = await self.store.acquire_lease(trace_id, ckpt.lease)
+        try:
+            if info is not None:
+                return await self._next_turn(graph, state, trace_id, decisions, emitter, ckpt, info)
+            initial = graph.spec.initial(state, trace_id=trace_id)
+            early = initial_decisions(graph, decisions, trace_id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.store.release_lease(trace_id, ckpt.owner)
+            raise
+        return self._fresh_driver(graph, initial, trace_id, early, emitter, ckpt, state)
+
+    def _fresh_driver(
+        self,
+        graph: Graph,
+        initial: dict[str, Any],
+        trace_id: str,
+        early: dict[str, Decision],
+        emitter: Emitter | None,
+        ckpt: Checkpointer | NullCheckpointer,
+        state: Any,
+    ) -> Driver:
         return Driver(
             graph=graph,
             state=initial,
@@ -443,6 +465,82 @@ class GraphExecutor:
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
             input=state,
+        )
+
+    async def _next_turn(
+        self,
+        graph: Graph,
+        update: Any,
+        trace_id: str,
+        decisions: Mapping[str, Decision] | None,
+        emitter: Emitter | None,
+        ckpt: Checkpointer,
+        info: RunInfo,
+    ) -> Driver:
+        """A conversation's next turn on a completed trace: the input goes through the
+        reducers onto the last state, and the run starts again at the start node. Barrier
+        occurrences keep counting; ``max_steps`` counts this turn's steps."""
+        assert self.store is not None
+        if info.status not in FINISHED_STATUSES:
+            raise _not_finished(info)
+        restored = await restore(self.store, trace_id, graph=graph)
+        body = restored.body
+        if body.status not in FINISHED_STATUSES:  # the runs row and the chain disagree
+            raise _not_finished(info)
+        self._check_graph(
+            graph, restored.graph_hash, graph.start, None, trace_id, self.on_graph_change
+        )
+        turn = body.turn + 1
+        state = dict(restored.state)
+        writer = f"the input of turn {turn}"
+        changes = changes_of(update, node=writer)
+        if changes:
+            try:
+                changes = apply_changes(graph.spec, state, changes, node=None, writer=writer)
+            except TornUpdate as torn:
+                raise torn.error from torn.error.__cause__
+        early: dict[str, Decision] = {}
+        for key, decision in (decisions or {}).items():
+            check_request(
+                key,
+                decision,
+                every_occurrence=None,
+                trace_id=trace_id,
+                graph=graph,
+                counts=body.barrier_counts,
+                pending=None,
+                decided=early,
+            )
+            early[key] = decision
+        self._prime(ckpt, restored)
+        ckpt.parent = restored.parent
+        ckpt.created_at = info.created_at
+        if changes:
+            ckpt.note_step(body.step, "__input__", changes)
+        position = Position(
+            step=body.step,
+            next_node=graph.start,
+            barrier_counts=dict(body.barrier_counts),
+            # A turn starts with the decisions given to it; decisions left over from earlier
+            # turns (wildcards, early ones never used) do not carry over, nor does the inbox.
+            decisions=early,
+            decision_cursor=body.decision_cursor,
+            turn=turn,
+            turn_start=body.step,
+        )
+        return Driver(
+            graph=graph,
+            state=state,
+            trace_id=trace_id,
+            position=position,
+            max_steps=self.max_steps,
+            emitter=emitter,
+            checkpointer=ckpt,
+            store=self.store,
+            poll_interval=self.decision_poll_interval,
+            keep_log=self.execution_log,
+            start_trigger="turn",
+            input=update,
         )
 
     def _check_graph(
@@ -508,4 +606,24 @@ def _trace_taken(trace_id: str) -> GraphError:
         f"trace id {trace_id!r} already has checkpoints: continue it with resume_from(), or "
         "start this run with another trace id",
         trace_id=trace_id,
+    )
+
+
+def _not_finished(info: RunInfo) -> RunExists:
+    """A new run (or turn) on a trace that has not completed."""
+    trace_id = info.trace_id
+    if info.status == "waiting" and info.pending_barrier:
+        instead = (
+            f"decide barrier {info.pending_barrier!r} (handle, ex.decide or "
+            "store.submit_decision) and resume it with resume_from()"
+        )
+    elif info.status == "failed" and info.next_node is None:
+        instead = "fork it from an earlier checkpoint (ex.fork): it cannot be resumed"
+    else:
+        instead = "continue it with resume_from()"
+    return RunExists(
+        f"trace {trace_id!r} is {info.status}, not completed: a new turn starts only on a "
+        f"completed trace; {instead}",
+        trace_id=trace_id,
+        status=info.status,
     )

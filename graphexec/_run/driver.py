@@ -246,9 +246,10 @@ class Driver:
 
     def _next_step(self, name: str, what: str) -> int:
         step = self.pos.step + 1
-        if step > self.max_steps:
+        if step - self.pos.turn_start > self.max_steps:
+            turn = f" in turn {self.pos.turn}" if self.pos.turn > 1 else ""
             raise StepsExceeded(
-                f"the run reached max_steps={self.max_steps} before {what} {name!r}",
+                f"the run reached max_steps={self.max_steps}{turn} before {what} {name!r}",
                 max_steps=self.max_steps,
                 node=name,
                 step=self.pos.step,
@@ -261,7 +262,7 @@ class Driver:
         name = spec.name
         pos = self.pos
         step = pos.step + 1
-        if step > self.max_steps:
+        if step - pos.turn_start > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
         span = f"{name}@{step}"
         rec = self.rec
@@ -604,6 +605,7 @@ class Driver:
             duration=time.perf_counter() - self._t0,
             execution_log=entries if entries is not None else [],
             error=error,
+            turn=self.pos.turn,
         )
         return self.result
 
