@@ -11,7 +11,8 @@
     │   ├── RunNotFound (LookupError) no run with this trace id in the store
     │   ├── RunFinished               the run already completed: nothing to resume or decide
     │   ├── RunExists                 the trace is not finished: resume it or decide its barrier
-    │   └── StoreRequired             the call needs GraphExecutor(store=...)
+    │   ├── StoreRequired             the call needs GraphExecutor(store=...)
+    │   └── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
     ├── RunError                      the run itself failed (run.result.error, GraphFailed)
     │   ├── MissingEdge               Goto/Fallback to a target with no declared edge
     │   ├── Unrouted                  no edge matched after a node; lists every condition tried
@@ -50,6 +51,7 @@ __all__ = (
     "GraphError",
     "InvalidDecision",
     "InvalidGraph",
+    "InvalidTraceId",
     "LeaseLost",
     "MissingEdge",
     "NodeExecutionFailed",
@@ -261,6 +263,14 @@ class StoreRequired(UsageError):
 
 class InvalidDecision(UsageError, ValueError):
     """Raised when a barrier decision cannot be accepted: not a barrier, already resolved, bad id."""
+
+
+class InvalidTraceId(UsageError, ValueError):
+    """Raised when a trace id is not a str of 1 to 256 characters without NUL or lone surrogates.
+
+    Trace ids are keys in the store, read back by other processes: an int or a name SQLite
+    cannot store as UTF-8 text would run and then never load.
+    """
 
 
 class GraphChangedWarning(UserWarning):

@@ -35,6 +35,7 @@ from .._barrier_ids import (
     stored_key,
 )
 from .._decisions import Decision
+from .._values import check_trace_id
 from ..exceptions import CheckpointError, RunFinished, RunNotFound
 from ..typing import RUN_STATUSES
 from ._record import CheckpointSummary, Lease, RunInfo, StoredCheckpoint, StoredDecision
@@ -178,6 +179,7 @@ class StoreBase:
 
 def check_rows(rows: Sequence[StoredCheckpoint], run: RunInfo, last_seq: int | None) -> None:
     """Refuse rows of another trace, and seqs that do not increase past ``last_seq``."""
+    check_trace_id(run.trace_id)
     previous = last_seq
     for row in rows:
         if row.trace_id != run.trace_id:
@@ -210,6 +212,7 @@ def check_decision_target(
     waiting) and the inbox (``decided``: ids that already hold an unrefused decision).
     Returns the inbox key (``"node#3"``, or ``"node#*"`` for every occurrence)."""
     check_decision_value(decision, trace_id=trace_id)
+    check_trace_id(trace_id)
     if run is None:
         raise RunNotFound(f"no run with trace id {trace_id!r} in this store", trace_id=trace_id)
     if run.status in FINISHED_STATUSES:

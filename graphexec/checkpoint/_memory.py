@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import anyio
 
 from .._decisions import Decision
+from .._values import check_trace_id
 from ..exceptions import RunLocked
 from ._base import (
     StoreBase,
@@ -119,6 +120,7 @@ class MemoryStore(StoreBase):
         *,
         every_occurrence: bool = False,
     ) -> int:
+        check_trace_id(trace_id)
         async with self._lock:
             refused = self._refused.get(trace_id, set())
             key = check_decision_target(

@@ -25,7 +25,8 @@ import msgspec
 
 from .._barrier_ids import check_decision_value
 from .._decisions import Decision
-from ..exceptions import CheckpointError, InvalidDecision, RunLocked
+from .._values import check_trace_id
+from ..exceptions import CheckpointError, GraphError, InvalidDecision, RunLocked
 from ._base import (
     StoreBase,
     check_decision_target,
@@ -190,8 +191,21 @@ class SQLiteStore(StoreBase):
     async def _run(self, fn: Callable[[sqlite3.Connection], T], trace_id: str | None = None) -> T:
         try:
             return await _on_thread(await self._connection(), fn)
+        except GraphError:
+            raise
         except sqlite3.Error as exc:
             raise CheckpointError(f"SQLite store {self.path!r}: {exc}", trace_id=trace_id) from exc
+        except UnicodeEncodeError as exc:  # a str argument SQLite cannot store as UTF-8
+            raise CheckpointError(
+                f"SQLite store {self.path!r}: a value is not encodable as UTF-8 ({exc})"
+            ) from exc
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # Otherwise only a damaged file gets here: a column that no longer decodes (JSON
+            # or msgpack) or holds the wrong type. Nothing read may surface as anything but a
+            # graphexec error.
+            raise CheckpointError(
+                f"SQLite store {self.path!r} is damaged: {exc!r}", trace_id=trace_id
+            ) from exc
 
     def _setup(self, db: sqlite3.Connection) -> None:
         """Check the schema version, set WAL mode and apply pending migrations (on the thread)."""
@@ -260,7 +274,7 @@ class SQLiteStore(StoreBase):
         has_base = bases > 0
         run_params = _run_params(run)
 
-        def tx(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def tx(db: sqlite3.Connection) -> list[StoredDecision]:
             with _write(db):
                 t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
                 check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
@@ -278,9 +292,10 @@ class SQLiteStore(StoreBase):
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
                 if decisions_after is None:
                     return []
-                return db.execute(_DECISIONS_AFTER, (trace_id, decisions_after)).fetchall()
+                found = db.execute(_DECISIONS_AFTER, (trace_id, decisions_after)).fetchall()
+            return [_decision(r) for r in found]
 
-        return [_decision(r) for r in await self._run(tx, trace_id)]
+        return await self._run(tx, trace_id)
 
     async def submit_decision(
         self,
@@ -290,6 +305,7 @@ class SQLiteStore(StoreBase):
         *,
         every_occurrence: bool = False,
     ) -> int:
+        check_trace_id(trace_id)
         check_decision_value(decision, trace_id=trace_id)
         try:
             blob = _decision_encoder.encode(decision)
@@ -428,10 +444,10 @@ class SQLiteStore(StoreBase):
         return await self._run(read, trace_id)
 
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
-        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return db.execute(_DECISIONS_AFTER, (trace_id, cursor)).fetchall()
+        def read(db: sqlite3.Connection) -> list[StoredDecision]:
+            return [_decision(r) for r in db.execute(_DECISIONS_AFTER, (trace_id, cursor))]
 
-        return [_decision(r) for r in await self._run(read, trace_id)]
+        return await self._run(read, trace_id)
 
 
 # -- helpers (run on the connection thread) ----------------------------------------------------
@@ -512,14 +528,21 @@ class _Decided:
 
 
 def _decision(r: tuple[Any, ...]) -> StoredDecision:
-    """An inbox row; bytes that are not a decision (an older or hand-written row) come back
-    with ``decision=None`` and the reason, for the run to skip and report."""
+    """An inbox row; a decision column that is not a decision (an older or hand-written row)
+    comes back with ``decision=None`` and the reason, for the run to skip and report. Only a
+    row without an integer id (the run could not move past it) is damage."""
+    if type(r[0]) is not int:
+        raise ValueError(f"damaged decision row {r!r:.120}")  # _run makes it a CheckpointError
     try:
+        if type(r[2]) is not bytes:
+            raise TypeError(f"decision column holds {type(r[2]).__name__}, not msgpack bytes")
         decision: Decision | None = _decision_decoder.decode(r[2])
         error = None
     except (msgspec.DecodeError, TypeError, ValueError) as exc:
         decision, error = None, f"{type(exc).__name__}: {exc}"
-    return StoredDecision(id=r[0], barrier_id=r[1], decision=decision, created_at=r[3], error=error)
+    return StoredDecision(
+        id=r[0], barrier_id=str(r[1]), decision=decision, created_at=r[3], error=error
+    )
 
 
 def _row_params(r: StoredCheckpoint) -> tuple[Any, ...]:
