@@ -150,8 +150,13 @@ class GraphExecutor:
         trace_id: str,
         *,
         on_graph_change: Literal["warn", "fail"] | None = None,
+        take_over: bool = False,
     ) -> AsyncIterator[Run]:
         """Continue a checkpointed run by its trace id, streaming its events.
+
+        ``take_over=True`` takes the run's lease even from an owner that looks alive (an
+        operator who knows it is gone, say on another host before its lease expires); that
+        owner's next write fails with LeaseLost. A dead owner on this host never blocks.
 
         It continues at the saved next node with the same step count, barrier counters and
         unused decisions; a run that waited at a barrier waits again with the same barrier id.
@@ -163,7 +168,7 @@ class GraphExecutor:
         emitter = Emitter(send)
         ckpt = self._checkpointer(graph, trace_id, emitter, None)
         try:
-            info = await store.acquire_lease(trace_id, ckpt.lease)
+            info = await ckpt.keeper.acquire(take_over=take_over)
         except BaseException:
             send.close()
             recv.close()
@@ -269,7 +274,7 @@ class GraphExecutor:
         if changes:
             ckpt.note_step(body.step, "__fork__", changes)
         try:
-            if await store.acquire_lease(new_id, ckpt.lease) is not None:
+            if await ckpt.keeper.acquire() is not None:
                 with anyio.CancelScope(shield=True):
                     await store.release_lease(new_id, ckpt.owner)
                 raise _trace_taken(new_id)
@@ -415,6 +420,7 @@ class GraphExecutor:
         """Continue a trace's seq and compaction bookkeeping where its checkpoints stand."""
         rows = restored.rows
         ckpt.seq = rows[-1].seq
+        ckpt.keeper.committed_seq = rows[-1].seq
         ckpt._base_bytes = len(rows[0].snapshot or b"")
         ckpt.base_graph_hash = restored.graph_hash
         ckpt._deltas_since_base = len(rows) - 1
@@ -438,7 +444,7 @@ class GraphExecutor:
                 graph, initial, trace_id, early, emitter, NullCheckpointer(), state
             )
         ckpt = self._checkpointer(graph, trace_id, emitter, None)
-        info = await self.store.acquire_lease(trace_id, ckpt.lease)
+        info = await ckpt.keeper.acquire()
         try:
             if info is not None:
                 return await self._next_turn(graph, state, trace_id, decisions, emitter, ckpt, info)

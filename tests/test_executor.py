@@ -398,24 +398,22 @@ class TestErrors:
                 pass  # pragma: no cover - entering raises
 
     async def test_resume_while_another_driver_holds_the_run(self) -> None:
-        """resume_from() of a run another driver is driving is RunLocked on entry."""
+        """resume_from() of a run another driver is running is RunLocked on entry (a run
+        waiting at a barrier holds no lease: tests/checkpoint/test_leases.py)."""
         ex = gx.GraphExecutor(store=gx.MemoryStore())
-        graph = (
-            gx.GraphBuilder("g")
-            .barrier("approve")
-            .node("a", noop)
-            .edge("approve", "a")
-            .start("approve")
-            .end("a")
-            .build()
-        )
+        go = anyio.Event()
+
+        async def slow(s: State) -> None:
+            await go.wait()
+
+        graph = chain(("slow", slow), ("a", noop))
         async with ex.execute_stream(graph, trace_id="t") as run:
             async for event in run:
-                if isinstance(event, gx.BarrierWaiting):
-                    with pytest.raises(gx.RunLocked):
+                if isinstance(event, gx.NodeStart) and event.node == "slow":
+                    with pytest.raises(gx.RunLocked, match="is driven by pid"):
                         async with ex.resume_from(graph, "t"):
                             pass  # pragma: no cover - entering raises
-                    await run.handle.approve(event.barrier_id)
+                    go.set()
         assert "completed" == run.result.status
 
     async def test_resume_on_a_graph_without_the_waiting_barrier(self) -> None:

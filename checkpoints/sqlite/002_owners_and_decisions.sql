@@ -9,3 +9,11 @@ ALTER TABLE decisions ADD COLUMN refused TEXT;
 
 -- Speeds up the one-decision-per-occurrence check of submit_decision.
 CREATE INDEX decisions_barrier ON decisions (trace_id, barrier_id);
+
+-- Lease owners: who holds a trace (host, process id and start time, the random owner id per
+-- driver) and the fencing token, which grows with every change of owner. Releasing keeps the
+-- row (owner '' and expires_at 0) so the next owner's token still grows.
+ALTER TABLE leases ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE leases ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE leases ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE leases ADD COLUMN started TEXT NOT NULL DEFAULT '';

@@ -399,7 +399,11 @@ class Driver:
             pos.next_node = spec.name
             found = None
             if self.ckpt.on_barrier:
-                found = await self._save("barrier_waiting", decisions_after=pos.decision_cursor)
+                # The waiting checkpoint also gives the lease up: a waiting run holds none,
+                # so any process may resume it when its decision comes.
+                found = await self._save(
+                    "barrier_waiting", decisions_after=pos.decision_cursor, release=True
+                )
             if found is None:
                 await self._pull_store_decisions()
             else:
@@ -423,7 +427,11 @@ class Driver:
                         deadline=pending.deadline,
                     )
                 )
+            await self.ckpt.park()
             decision, by = await self._wait(spec, pending)
+        # Take the lease back before anything runs (LeaseLost if another process resumed the
+        # run meanwhile: then this driver stops and writes nothing).
+        await self.ckpt.unpark()
         await self._resolve(spec, step, span, pending.barrier_id, decision, by, t0)
 
     async def _wait(self, spec: NodeSpec, pending: PendingBarrier) -> tuple[Decision, str]:
@@ -581,6 +589,7 @@ class Driver:
         *,
         failure: ErrorInfo | None = None,
         final: bool = False,
+        release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
     ) -> Any:
@@ -591,6 +600,7 @@ class Driver:
             error=error,
             failure=failure,
             final=final,
+            release=release,
             decisions_after=decisions_after,
             allow_base=allow_base,
         )

@@ -10,8 +10,10 @@ Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every s
   commit together or not at all. Saving a ``base`` row at seq ``s`` demotes every earlier base of
   the trace except the first (its snapshot is dropped, kind becomes ``delta``): old bases are
   not needed to restore the latest state, and the deltas they carry keep older seqs restorable
-  from the first base. If ``lease`` is given and another owner holds an unexpired lease, nothing
-  is written and :class:`RunLocked` is raised. Every row belongs to ``run.trace_id`` and seqs
+  from the first base. If ``lease`` is given, the lease row must still hold its owner and
+  fencing token (``_leases.check_write``), else nothing is written and :class:`LeaseLost` is
+  raised (a lease with token 0 takes a free lease instead, RunLocked if held). Every row
+  belongs to ``run.trace_id`` and seqs
   strictly increase past the trace's last saved seq (:func:`check_rows`); otherwise nothing is
   written and :class:`CheckpointError` is raised.
 - ``load_chain(trace_id, seq)`` returns the latest base at or before ``seq`` (default: the
@@ -38,7 +40,14 @@ from .._decisions import Decision
 from .._values import check_trace_id
 from ..exceptions import CheckpointError, RunFinished, RunNotFound
 from ..typing import RUN_STATUSES
-from ._record import CheckpointSummary, Lease, RunInfo, StoredCheckpoint, StoredDecision
+from ._record import (
+    CheckpointSummary,
+    Lease,
+    LeaseGrant,
+    RunInfo,
+    StoredCheckpoint,
+    StoredDecision,
+)
 
 __all__ = (
     "CheckpointStore",
@@ -127,11 +136,22 @@ class CheckpointStore(Protocol):
         """Decisions submitted for a trace with an id greater than ``cursor``."""
         ...
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
-        """Take or renew the lease; RunLocked if another owner holds an unexpired one.
+    async def acquire_lease(
+        self,
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseGrant:
+        """Take or renew the lease (``_leases.grant``): RunLocked while another live owner
+        holds an unexpired one (a holder on this host whose process is gone never blocks);
+        ``take_over=True`` takes it anyway (the former owner's next write fails with
+        LeaseLost). ``expect_seq``: the last seq this driver committed; LeaseLost if the trace
+        has another (someone drove it meanwhile).
 
-        Returns the run's index row read in the same transaction (None for a new trace), so a
-        driver starting or resuming a run needs one round trip, not two.
+        Returns the fencing token granted and the run's index row read in the same transaction
+        (None for a new trace), so a driver starting or resuming a run needs one round trip.
         """
         ...
 

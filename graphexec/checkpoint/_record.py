@@ -27,6 +27,8 @@ __all__ = (
     "CheckpointKind",
     "CheckpointSummary",
     "Lease",
+    "LeaseGrant",
+    "LeaseInfo",
     "ParentRef",
     "PendingBarrier",
     "RunInfo",
@@ -166,6 +168,9 @@ class RunInfo(msgspec.Struct, kw_only=True):
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Names of the graph's barrier nodes, so the store can refuse a decision for another node."""
     parent: ParentRef | None = None
+    lease: LeaseInfo | None = None
+    """Who drives the run now, and until when; None when no one holds its lease (a run
+    waiting at a barrier holds none). Read from the leases table; ignored when saving."""
 
 
 class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,10 +187,41 @@ class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Lease(msgspec.Struct, frozen=True):
-    """Who drives a trace, and for how long after each renewal."""
+    """Who drives a trace, and for how long after each renewal.
+
+    ``owner`` is a random id per driver; ``token`` the fencing token its grant got (0: a writer
+    that never acquired); ``host``, ``pid`` and ``started`` (the process start time) let a
+    process on the same host tell that the owner is gone.
+    """
 
     owner: str
     ttl: float
+    token: int = 0
+    host: str = ""
+    pid: int = 0
+    started: str = ""
+
+
+class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Who holds a run's lease, and until when (``RunInfo.lease``; a JSON object)."""
+
+    owner: str
+    """The holder's random instance id."""
+    host: str
+    pid: int
+    started: str
+    """The holder process's start time (boot id and clock ticks), to tell a reused pid apart."""
+    expires_at: float
+    """Wall-clock time the lease runs out unless renewed."""
+    token: int
+    """The fencing token: grows with every change of owner."""
+
+
+class LeaseGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``acquire_lease`` returns: the fencing token granted, and the run's index row."""
+
+    token: int
+    run: RunInfo | None
 
 
 _body_encoder = msgspec.msgpack.Encoder()

@@ -26,7 +26,7 @@ import msgspec
 from .._barrier_ids import check_decision_value
 from .._decisions import Decision
 from .._values import check_trace_id
-from ..exceptions import CheckpointError, GraphError, InvalidDecision, RunLocked
+from ..exceptions import CheckpointError, GraphError, InvalidDecision
 from ._base import (
     StoreBase,
     check_decision_target,
@@ -34,9 +34,12 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
+from ._leases import LeaseRow, check_write, grant
 from ._record import (
     CheckpointSummary,
     Lease,
+    LeaseGrant,
+    LeaseInfo,
     ParentRef,
     RunInfo,
     StoredCheckpoint,
@@ -103,17 +106,24 @@ _UPSERT_RUN = (
     "pending_barrier = excluded.pending_barrier, barrier_counts = excluded.barrier_counts, "
     "barrier_nodes = excluded.barrier_nodes, parent = excluded.parent"
 )
-_GET_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE trace_id = ?"
-# Takes a free or expired lease, or renews our own; changes nothing if another owner holds it.
-_TAKE_LEASE = (
-    "INSERT INTO leases (trace_id, owner, expires_at) VALUES (?1, ?2, ?3) "
-    "ON CONFLICT (trace_id) DO UPDATE SET owner = excluded.owner, "
-    "expires_at = excluded.expires_at "
-    "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4"
+# The runs row with who holds its lease (LEFT JOIN: a run nobody drives has no holder).
+_RUN_SELECT = (
+    "SELECT "
+    + ", ".join(f"runs.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+    + ", leases.owner, leases.token, leases.expires_at, leases.host, leases.pid, leases.started"
+    " FROM runs LEFT JOIN leases ON leases.trace_id = runs.trace_id"
 )
-_LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
-_LEASE_ROW = "SELECT owner, expires_at FROM leases WHERE trace_id = ?"
-_RELEASE_LEASE = "DELETE FROM leases WHERE trace_id = ? AND owner = ?"
+_GET_RUN = f"{_RUN_SELECT} WHERE runs.trace_id = ?"
+_LEASE_ROW = "SELECT owner, token, expires_at, host, pid, started FROM leases WHERE trace_id = ?"
+_PUT_LEASE = (
+    "INSERT INTO leases (trace_id, owner, expires_at, token, host, pid, started) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (trace_id) DO UPDATE SET owner = excluded.owner, "
+    "expires_at = excluded.expires_at, token = excluded.token, host = excluded.host, "
+    "pid = excluded.pid, started = excluded.started"
+)
+_RENEW_LEASE = "UPDATE leases SET expires_at = ? WHERE trace_id = ? AND owner = ? AND token = ?"
+# Releasing keeps the row (and its token, so the next owner's grows).
+_RELEASE_LEASE = "UPDATE leases SET owner = '', expires_at = 0 WHERE trace_id = ? AND owner = ?"
 _HAS_DECISION = (
     "SELECT 1 FROM decisions WHERE trace_id = ? AND barrier_id = ? AND refused IS NULL LIMIT 1"
 )
@@ -277,9 +287,11 @@ class SQLiteStore(StoreBase):
         def tx(db: sqlite3.Connection) -> list[StoredDecision]:
             with _write(db):
                 t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
-                check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
+                # The lease first: a driver whose lease was taken over learns that (LeaseLost),
+                # not that its seqs no longer follow the new owner's.
                 if lease is not None:
                     _hold_lease(db, trace_id, lease, t)
+                check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
                 if has_base:
                     # Demote before inserting, so the pages the old bases' snapshots free are
                     # reused by the new base instead of the file growing by a state's size.
@@ -341,11 +353,31 @@ class SQLiteStore(StoreBase):
 
         await self._run(tx, trace_id)
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
-        def tx(db: sqlite3.Connection) -> RunInfo | None:
+    async def acquire_lease(
+        self,
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseGrant:
+        def tx(db: sqlite3.Connection) -> LeaseGrant:
             with _write(db):
-                _take_lease(db, trace_id, lease, now())
-                return _fetch_run(db, trace_id)
+                t = now()
+                last_seq = None
+                if expect_seq is not None:
+                    last_seq = db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0]
+                new = grant(
+                    _lease_row(db, trace_id),
+                    lease,
+                    t,
+                    trace_id=trace_id,
+                    take_over=take_over,
+                    last_seq=last_seq,
+                    expect_seq=expect_seq,
+                )
+                _put_lease(db, trace_id, new)
+                return LeaseGrant(token=new.token, run=_fetch_run(db, trace_id))
 
         return await self._run(tx, trace_id)
 
@@ -398,16 +430,16 @@ class SQLiteStore(StoreBase):
         where: list[str] = []
         args: list[Any] = []
         if status is not None:
-            where.append("status = ?")
+            where.append("runs.status = ?")
             args.append(status)
         if graph_name is not None:
-            where.append("graph_name = ?")
+            where.append("runs.graph_name = ?")
             args.append(graph_name)
         # rowid breaks ties in insertion order, as MemoryStore's stable sort does.
         sql = (
-            f"SELECT {_RUN_COLUMNS} FROM runs"
+            _RUN_SELECT
             + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY updated_at DESC, rowid LIMIT ?"
+            + " ORDER BY runs.updated_at DESC, runs.rowid LIMIT ?"
         )
         args.append(limit)
 
@@ -488,25 +520,30 @@ def _wal_checkpoint(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
+def _lease_row(db: sqlite3.Connection, trace_id: str) -> LeaseRow | None:
+    r = db.execute(_LEASE_ROW, (trace_id,)).fetchone()
+    if r is None:
+        return None
+    return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
+
+
+def _put_lease(db: sqlite3.Connection, trace_id: str, row: LeaseRow) -> None:
+    db.execute(
+        _PUT_LEASE,
+        (trace_id, row.owner, row.expires_at, row.token, row.host, row.pid, row.started),
+    )
+
+
 def _hold_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -> None:
-    """Check, on every save, that ``lease`` still holds the trace; renew it only once half its
-    ttl has gone by (a renewal is a page write, and most saves come well within the ttl)."""
-    row = db.execute(_LEASE_ROW, (trace_id,)).fetchone()
-    if row is not None and row[0] == lease.owner and row[1] - t > lease.ttl / 2:
-        return
-    _take_lease(db, trace_id, lease, t)
-
-
-def _take_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -> None:
-    cur = db.execute(_TAKE_LEASE, (trace_id, lease.owner, t + lease.ttl, t))
-    if cur.rowcount == 0:
-        expires_at: float = db.execute(_LEASE_EXPIRY, (trace_id,)).fetchone()[0]
-        raise RunLocked(
-            f"run {trace_id!r} is being driven elsewhere; its lease expires in "
-            f"{expires_at - t:.1f}s",
-            trace_id=trace_id,
-            expires_at=expires_at,
-        )
+    """The check every save makes (check_write: the owner and fencing token must still hold
+    the lease, else LeaseLost and nothing is written); renews it once half its ttl has gone by
+    (a renewal is a page write, and most saves come well within the ttl). A writer without a
+    token (0: it never acquired) takes the lease as acquire_lease would."""
+    row = _lease_row(db, trace_id)
+    if lease.token == 0:
+        _put_lease(db, trace_id, grant(row, lease, t, trace_id=trace_id))
+    elif check_write(row, lease, t, trace_id=trace_id):
+        db.execute(_RENEW_LEASE, (t + lease.ttl, trace_id, lease.owner, lease.token))
 
 
 def _fetch_run(db: sqlite3.Connection, trace_id: str) -> RunInfo | None:
@@ -612,6 +649,11 @@ def _run_info(r: tuple[Any, ...]) -> RunInfo:
         barrier_counts=_counts_decoder.decode(r[10]),
         barrier_nodes=_nodes_decoder.decode(r[11]),
         parent=None if r[12] is None else _parent_decoder.decode(r[12]),
+        lease=None
+        if len(r) < 19 or not r[13]
+        else LeaseInfo(
+            owner=r[13], token=r[14], expires_at=r[15], host=r[16], pid=r[17], started=r[18]
+        ),
     )
 
 
