@@ -113,3 +113,22 @@ async def test_a_former_owner_that_comes_back_writes_nothing(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_without_proc_a_dead_pid_is_found_with_kill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where /proc does not exist, a pid that is not alive is found with os.kill(pid, 0)."""
+    from graphexec.checkpoint import _leases
+
+    host, pid, _ = this_process()
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(done.stdout)
+    assert _leases.process_gone(host, dead, "x")
+    monkeypatch.setattr(_leases.os.path, "isdir", lambda path: False)
+    assert _leases.process_gone(host, dead, "")
+    assert not _leases.process_gone(host, pid, "")  # this process
+    assert not _leases.process_gone("another-host", dead, "")  # elsewhere: wait for expiry
