@@ -1,6 +1,6 @@
--- graphexec SQLite checkpoint store, schema version 2: lease owners with fencing tokens, and
+-- graphexec SQLite checkpoint store, schema version 3: lease owners with fencing tokens, and
 -- decisions a run refused.
--- Applied by SQLiteStore in one transaction, followed by PRAGMA user_version = 2.
+-- Applied by SQLiteStore in one transaction, followed by PRAGMA user_version = 3.
 
 -- A decision the run skipped (not a decision, a bare node name, an Edit the typed state
 -- refuses, ...): the reason. A refused row no longer counts as its occurrence's decision, so a
