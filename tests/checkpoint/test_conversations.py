@@ -120,10 +120,10 @@ class TestRunExists:
     async def test_a_cancelled_trace_says_to_resume(self, stores: Stores) -> None:
         """A cancelled trace: RunExists saying resume_from."""
         ex = stores.executor()
-        async with ex.execute_stream(chat(), {"messages": ["x"]}, trace_id="t-c") as run:
-            await run.handle.cancel()
-            async for _ in run:
-                pass
+        async with ex.execute_stream(chat(gate=True), {"messages": ["x"]}, trace_id="t-c") as run:
+            async for event in run:
+                if isinstance(event, gx.NodeStart) and event.node == "gate":
+                    await run.handle.cancel()
         assert run.result.status == "cancelled"
         with pytest.raises(gx.RunExists, match="cancelled, not completed.*resume_from"):
             async with ex.execute_stream(chat(), {"messages": ["y"]}, trace_id="t-c"):
