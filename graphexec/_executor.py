@@ -504,7 +504,7 @@ class GraphExecutor:
         assert self.store is not None
         if info.status not in FINISHED_STATUSES:
             raise _not_finished(info)
-        restored = await restore(self.store, trace_id, graph=graph)
+        restored = await restore(self.store, trace_id, graph=graph, run=info)
         body = restored.body
         if body.status not in FINISHED_STATUSES:  # the runs row and the chain disagree
             raise _not_finished(info)
