@@ -42,7 +42,7 @@ class TestGraphResult:
         )
         assert wire["state"] == {"done": True}
         assert [set(line) for line in wire["execution_log"]] == [
-            {"step", "node", "start", "end", "success"}
+            {"step", "node", "start", "end", "success", "attempt"}
         ]
 
     async def test_failed_result_carries_the_error_as_data(self) -> None:

@@ -55,9 +55,10 @@ def check_barrier_node(graph: Graph, node: str, *, trace_id: str | None) -> None
         raise NodeNotFound(
             f"graph {graph.name!r} has no node {node!r}", trace_id=trace_id, node=node
         )
-    if spec.kind != "barrier":
+    if node not in graph.decision_nodes:
         raise InvalidDecision(
-            f"node {node!r} is a {spec.kind} node, not a barrier: it takes no decisions",
+            f"node {node!r} is a {spec.kind} node, not a barrier (nor on_failure='pause'): "
+            "it takes no decisions",
             trace_id=trace_id,
             node=node,
         )
