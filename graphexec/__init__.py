@@ -28,6 +28,7 @@ from ._events import (
     GraphStart,
     LogEntry,
     NodeEnd,
+    NodeInvalidated,
     NodeRetry,
     NodeStart,
     ObservedError,
@@ -38,6 +39,7 @@ from ._events import (
 from ._executor import GraphExecutor
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
+from ._rerun.plan import PlanReason, PlanRow, RerunPlan
 from ._retry import Retry
 from ._run import GraphResult, Run, RunHandle
 from ._runstate import BarrierInfo, RunState
@@ -63,6 +65,7 @@ from .exceptions import (
     NodeNotFound,
     NodeTimeout,
     NonRetryable,
+    PlanStale,
     RetriesExhausted,
     RetryAfter,
     RunError,
@@ -132,6 +135,7 @@ __all__ = (
     "NodeContext",
     "NodeEnd",
     "NodeExecutionFailed",
+    "NodeInvalidated",
     "NodeNotFound",
     "NodeRetry",
     "NodeStart",
@@ -141,7 +145,12 @@ __all__ = (
     "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
+    # Re-runs
+    "PlanReason",
+    "PlanRow",
+    "PlanStale",
     "Reject",
+    "RerunPlan",
     "RetriesExhausted",
     "Retry",
     "RetryAfter",

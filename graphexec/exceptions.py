@@ -12,7 +12,8 @@
     │   ├── RunFinished               the run already completed: nothing to resume or decide
     │   ├── RunExists                 the trace is not finished: resume it or decide its barrier
     │   ├── StoreRequired             the call needs GraphExecutor(store=...)
-    │   └── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
+    │   ├── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
+    │   └── PlanStale                 a re-run plan made before its source or graph changed
     ├── RunError                      the run itself failed (run.result.error, GraphFailed)
     │   ├── MissingEdge               Goto/Fallback to a target with no declared edge
     │   ├── Unrouted                  no edge matched after a node; lists every condition tried
@@ -65,6 +66,7 @@ __all__ = (
     "NodeNotFound",
     "NodeTimeout",
     "NonRetryable",
+    "PlanStale",
     "RetriesExhausted",
     "RetryAfter",
     "RunError",
@@ -285,6 +287,11 @@ class InvalidTraceId(UsageError, ValueError):
     Trace ids are keys in the store, read back by other processes: an int or a name SQLite
     cannot store as UTF-8 text would run and then never load.
     """
+
+
+class PlanStale(UsageError):
+    """Raised when ``ex.rerun(..., plan=plan)`` is given a plan made before its source trace
+    got another checkpoint, or with another graph or other node fingerprints: plan again."""
 
 
 class GraphChangedWarning(UserWarning):

@@ -17,6 +17,7 @@ GROUPS: dict[type[gx.GraphError], list[type[gx.GraphError]]] = {
         gx.RunExists,
         gx.StoreRequired,
         gx.InvalidTraceId,
+        gx.PlanStale,
     ],
     gx.RunError: [
         gx.MissingEdge,
@@ -25,6 +26,9 @@ GROUPS: dict[type[gx.GraphError], list[type[gx.GraphError]]] = {
         gx.NodeExecutionFailed,
         gx.StateError,
         gx.Cancelled,
+        gx.NodeTimeout,
+        gx.CircuitOpen,
+        gx.RetriesExhausted,
     ],
     gx.StoreError: [gx.CheckpointError, gx.RunLocked, gx.LeaseLost],
 }

@@ -35,6 +35,9 @@ class GraphResult(msgspec.Struct, frozen=True, dict=True):
     """The error as data (the JSON ``error`` field): type, message, node."""
     turn: int = 1
     """The conversation turn this run was (1 for a trace's first run)."""
+    reused: int = 0
+    """A re-run (``ex.rerun``): the node executions it reused from its source trace instead of
+    running them (they are not in ``execution_log``, which lists what ran)."""
 
     @classmethod
     def of(
@@ -48,6 +51,7 @@ class GraphResult(msgspec.Struct, frozen=True, dict=True):
         execution_log: list[LogEntry],
         error: GraphError | None,
         turn: int = 1,
+        reused: int = 0,
     ) -> GraphResult:
         """A result holding ``error`` (the exception) and its data."""
         info = (
@@ -64,6 +68,7 @@ class GraphResult(msgspec.Struct, frozen=True, dict=True):
             execution_log=execution_log,
             error_info=info,
             turn=turn,
+            reused=reused,
         )
         result.__dict__["_error"] = error
         return result
