@@ -26,6 +26,7 @@ from ._run.attempts import Resilience
 from ._run.decisions import check_request, initial_decisions
 from ._runstate import RunState, barrier_info, failure_of
 from ._state import changes_of
+from ._telemetry import Telemetry
 from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
@@ -72,6 +73,9 @@ class GraphExecutor:
             continues where the run stopped).
         clock: the wall clock and sleep that retry backoffs and circuit-breaker cool-downs
             use (default: the real ones; ``gx.testing.FakeClock()`` in tests).
+        telemetry: spans for every run segment and node attempt, e.g.
+            ``graphexec.otel.OpenTelemetry(tracer_provider=...)`` (default None: none, at no
+            cost).
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class GraphExecutor:
         on_graph_change: Literal["warn", "fail"] = "warn",
         invalidate_on_resume: bool = False,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -105,6 +110,7 @@ class GraphExecutor:
         self.invalidate_on_resume = invalidate_on_resume
         self._resilience = Resilience(clock)
         """The clock and the circuit breakers, shared by every run of this executor."""
+        self.telemetry = telemetry
 
     # -- starting runs -----------------------------------------------------------------------
 
@@ -321,6 +327,7 @@ class GraphExecutor:
             start_trigger="fork",
             resumed=False,
             parent=trace_id,
+            linked_context=restored.trace_context,
         )
         async with self._running(driver, recv) as run:
             yield run
@@ -416,6 +423,7 @@ class GraphExecutor:
             start_trigger="rerun",
             resumed=False,
             parent=trace_id,
+            linked_context=source.first.trace_context,
         )
         driver.reuse = Reuse(source, from_node, list(changes.items()) if changes else None)
         async with self._running(driver, recv) as run:
@@ -519,6 +527,7 @@ class GraphExecutor:
         start_trigger: str | None,
         resumed: bool,
         parent: str | None,
+        linked_context: str | None = None,
     ) -> Driver:
         """A driver that continues from a checkpoint's position (resume_from and fork)."""
         assert self.store is not None
@@ -537,6 +546,8 @@ class GraphExecutor:
             start_trigger=start_trigger,
             resumed=resumed,
             parent=parent,
+            telemetry=self.telemetry,
+            linked_context=linked_context,
         )
 
     @staticmethod
@@ -583,6 +594,7 @@ class GraphExecutor:
         ckpt.keeper.committed_seq = rows[-1].seq
         ckpt._base_bytes = len(rows[0].snapshot or b"")
         ckpt.base_graph_hash = restored.graph_hash
+        ckpt.trace_context = restored.trace_context  # kept in later bases, telemetry or not
         ckpt._deltas_since_base = len(rows) - 1
         ckpt._delta_bytes_since_base = sum(len(r.body) for r in rows[1:])
 
@@ -639,6 +651,7 @@ class GraphExecutor:
             keep_log=self.execution_log,
             input=state,
             resilience=self._resilience,
+            telemetry=self.telemetry,
         )
 
     async def _next_turn(
@@ -716,6 +729,7 @@ class GraphExecutor:
             start_trigger="turn",
             input=update,
             resilience=self._resilience,
+            telemetry=self.telemetry,
         )
 
     def _check_graph(

@@ -25,6 +25,7 @@ from .._events import (
     StateChanged,
 )
 from .._log import get_logger
+from .._telemetry import RunSegment
 
 __all__ = ("Recorder", "error_info")
 
@@ -37,7 +38,7 @@ def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
 class Recorder:
     """Events, execution-log lines and log lines of one run."""
 
-    __slots__ = ("emitter", "entries", "log", "reducers", "trace_id", "wall")
+    __slots__ = ("emitter", "entries", "log", "reducers", "tel", "trace_id", "wall")
 
     def __init__(
         self,
@@ -53,6 +54,8 @@ class Recorder:
         """The consumer's stream; None for execute() (then no event is built)."""
         self.entries: list[LogEntry] | None = [] if keep_log else None
         self.log = get_logger(trace_id=trace_id, graph=graph_name)
+        self.tel: RunSegment | None = None
+        """The run segment's spans (telemetry); None: none, and no span is started."""
         self.reducers = reducers or {}
         """Each key's reducer by name, for StateChanged (keys not listed are overwritten)."""
         self.wall = time.time() - time.perf_counter()
@@ -113,6 +116,17 @@ class Recorder:
             wait=wait,
             error=f"{type(exc).__name__}: {exc}",
         )
+        if self.tel is not None:
+            attrs: dict[str, str | int | float | bool] = {
+                "graphexec.node": node,
+                "graphexec.step": step,
+                "graphexec.attempt": attempt,
+                "graphexec.retry.wait": wait,
+                "error.type": type(exc).__qualname__,
+            }
+            if branch is not None:
+                attrs["graphexec.branch"] = branch
+            self.tel.event("graphexec.retry", attrs)
         if self.emitter is not None:
             await self.emitter.send(
                 NodeRetry(
