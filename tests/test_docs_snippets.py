@@ -47,6 +47,12 @@ EXPECTED: dict[str, list[str]] = {
         "breaker open after 2 failures",
         "failed CircuitOpen",
     ],
+    "conversations.py": [
+        "1 ['hi', \"bot: you said 'hi' (1 messages so far)\"]",
+        "turn 3 waits at approve#3",
+        "RunExists: waiting",
+    ],
+    "wire_format.py": ['{"type":"approve"}', '{"type":"skip"}', "RunState: {", "GraphResult: {"],
     "values_and_damage.py": [
         "node 'locate' wrote key 'point' with a value of type tuple ((3, 4)):",
         "trace id 'conv\\x0042' contains a NUL character",
@@ -96,6 +102,23 @@ def test_every_snippet_is_run_and_shown() -> None:
     assert scripts == shown
 
 
+OUTPUT = re.compile(r"<!-- output of docs/snippets/([\w.]+\.py) -->\n```text\n(.*?)```", re.DOTALL)
+
+
+def test_quoted_output_is_what_the_script_prints(tmp_path: Path) -> None:
+    """A ``text`` block marked ``<!-- output of docs/snippets/X.py -->`` holds lines X prints,
+    in order (log lines may come between them)."""
+    quoted = [m for p in (ROOT / "docs").rglob("*.md") for m in OUTPUT.finditer(p.read_text())]
+    assert quoted, "some page quotes a script's output"
+    for match in quoted:
+        name, block = match.group(1), match.group(2)
+        run_dir = tmp_path / name
+        run_dir.mkdir(exist_ok=True)
+        lines = iter(_run(SNIPPETS / name, run_dir))
+        for expected in block.splitlines():
+            assert any(line == expected for line in lines), f"{name} does not print {expected!r}"
+
+
 # Pages written since the snippet rule: their Python code comes from docs/snippets only.
 SNIPPET_ONLY_PAGES = [
     "concepts/resilience.md",
@@ -105,6 +128,8 @@ SNIPPET_ONLY_PAGES = [
     "how-to/retry.md",
     "how-to/rerun.md",
     "how-to/telemetry.md",
+    "concepts/conversations.md",
+    "reference/wire.md",
 ]
 
 

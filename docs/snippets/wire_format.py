@@ -28,12 +28,13 @@ graph = (
 
 
 def show(label: str, value: Any) -> None:
-    """Print one value as the JSON a server sends (keys sorted, times masked)."""
+    """Print a value as the JSON a server sends (keys sorted; times and hashes masked)."""
     data = json.loads(msgspec.json.encode(value))
-    for key in ("updated_at", "duration", "graph_hash"):
-        if key in data:
-            data[key] = "..."
-    print(f"{label}: {json.dumps(data, sort_keys=True)}")
+    for item in [data, *data.get("execution_log", [])]:
+        for key in ("updated_at", "duration", "graph_hash", "start", "end"):
+            if key in item:
+                item[key] = "..."
+    print(f"{label}: {json.dumps(data, sort_keys=True, indent=2)}")
 
 
 async def main() -> None:
@@ -60,9 +61,7 @@ async def main() -> None:
         async for _ in run:
             pass
     # --8<-- [start:result]
-    result = run.result
-    result.execution_log.clear()  # one line per attempt: {"step", "node", "start", ...}
-    show("GraphResult", result)
+    show("GraphResult", run.result)  # execution_log: one line per node attempt
     # --8<-- [end:result]
 
 
