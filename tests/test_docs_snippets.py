@@ -154,3 +154,18 @@ def test_snippets_pass_the_linter() -> None:
             [str(ruff), *args, str(SNIPPETS)], cwd=ROOT, capture_output=True, text=True, check=False
         )
         assert 0 == proc.returncode, proc.stdout + proc.stderr
+
+
+def test_decisions_page_includes_every_readme_section_marked_for_the_docs() -> None:
+    """Each README section between snippet markers is included by the Decisions page, and
+    the included text links nowhere the site cannot reach (no relative Markdown links)."""
+    readme = (ROOT / "README.md").read_text()
+    sections = re.findall(r"<!-- --8<-- \[start:(\w+)\] -->", readme)
+    assert {"semantics", "resilience", "telemetry", "wire"} <= set(sections)
+    decisions = (ROOT / "docs" / "decisions.md").read_text()
+    for name in sections:
+        assert f'--8<-- "README.md:{name}"' in decisions, name
+        start = readme.index(f"<!-- --8<-- [start:{name}] -->")
+        body = readme[start : readme.index(f"<!-- --8<-- [end:{name}] -->", start)]
+        links = re.findall(r"\]\(([^)]+)\)", body)
+        assert [t for t in links if "://" not in t] == [], f"README section {name} links {links}"
