@@ -22,6 +22,7 @@ from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
 from ._run import Driver, GraphResult, Position, Run
 from ._run.decisions import initial_decisions
+from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
     CheckpointSummary,
@@ -171,6 +172,7 @@ class GraphExecutor:
         Raises on entry: RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged.
         """
         store = self._need_store("resume_from")
+        check_trace_id(trace_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         emitter = Emitter(send)
         ckpt = self._checkpointer(graph, trace_id, emitter, None)
@@ -192,7 +194,7 @@ class GraphExecutor:
                     trace_id=trace_id,
                 )
             ckpt.parent = info.parent
-            restored = await restore(store, trace_id, graph=graph)
+            restored = await restore(store, trace_id, graph=graph, run=info)
             body = restored.body
             if body.status == "failed" and body.next_node is None:
                 raise RunFinished(
@@ -247,6 +249,9 @@ class GraphExecutor:
         it waits at its barriers unless ``decisions`` (checked as execute's) decide them.
         """
         store = self._need_store("fork")
+        check_trace_id(trace_id)
+        if new_trace_id is not None:
+            check_trace_id(new_trace_id)
         restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
         self._check_graph(
@@ -312,6 +317,7 @@ class GraphExecutor:
         ``graph`` is needed only to replay custom reducers, or to get typed state back.
         """
         store = self._need_store("get_state")
+        check_trace_id(trace_id)
         restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
         state: Any = restored.state
@@ -347,6 +353,7 @@ class GraphExecutor:
         those; ``values=True``: each summary's ``state`` holds the state at that checkpoint.
         """
         store = self._need_store("history")
+        check_trace_id(trace_id)
         return await history_page(
             store, trace_id, limit=limit, before=before, values=values, graph=graph
         )
@@ -434,7 +441,7 @@ class GraphExecutor:
     ) -> Driver:
         if not isinstance(graph, Graph):
             raise InvalidGraph(f"expected a built gx.Graph, got {type(graph).__name__}")
-        trace_id = trace_id or uuid.uuid4().hex
+        trace_id = uuid.uuid4().hex if trace_id is None else check_trace_id(trace_id)
         initial = graph.spec.initial(state, trace_id=trace_id)
         early = initial_decisions(graph, decisions, trace_id)
         ckpt: Checkpointer | NullCheckpointer = NullCheckpointer()

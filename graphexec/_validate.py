@@ -10,6 +10,7 @@ import msgspec
 from . import reducers as _reducers
 from ._spec import Declarations, NodeSpec, Validated
 from ._state import StateSpec
+from ._values import name_problem
 from .exceptions import InvalidGraph
 
 __all__ = ("validate",)
@@ -19,6 +20,15 @@ def validate(b: Declarations) -> Validated:
     """Check the builder's declarations; return the checked parts or raise InvalidGraph."""
     problems = list(b._problems)
     name = b.name
+
+    # Names become store keys and log fields: refuse unusable ones first (the checks below
+    # sort and compare names, which an int among strs would break).
+    named = [name_problem("graph name", name)]
+    named += [name_problem("node name", n) for n, _ in b._nodes]
+    if any(named):
+        bad = [p for p in named if p is not None]
+        summary = "\n".join(f"- {p}" for p in bad)
+        raise InvalidGraph(f"graph {name!r:.80} is invalid:\n{summary}", problems=bad)
 
     counts = Counter(n for n, _ in b._nodes)
     for node, c in counts.items():

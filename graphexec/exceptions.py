@@ -16,7 +16,8 @@
     ├── RunLocked                   another driver holds the run's lease
     ├── RunNotFound (LookupError)   no run with this trace id in the store
     ├── RunFinished                 the run already completed: nothing to resume or decide
-    └── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    └── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
 
 A typical caller::
 
@@ -44,6 +45,7 @@ __all__ = (
     "GraphError",
     "InvalidDecision",
     "InvalidGraph",
+    "InvalidTraceId",
     "MissingEdge",
     "NodeExecutionFailed",
     "NodeNotFound",
@@ -204,6 +206,14 @@ class RunFinished(GraphError):
 
 class InvalidDecision(GraphError, ValueError):
     """Raised when a barrier decision cannot be accepted: not a barrier, already resolved, bad id."""
+
+
+class InvalidTraceId(GraphError, ValueError):
+    """Raised when a trace id is not a str of 1 to 256 characters without NUL or lone surrogates.
+
+    Trace ids are keys in the store, read back by other processes: an int or a name SQLite
+    cannot store as UTF-8 text would run and then never load.
+    """
 
 
 class GraphChangedWarning(UserWarning):

@@ -34,6 +34,7 @@ from .._events import (
 from .._graph import Graph, NodeSpec
 from ..checkpoint._base import CheckpointStore
 from ..checkpoint._record import PendingBarrier, now
+from ..checkpoint._retry import decisions_after
 from ..exceptions import (
     Cancelled,
     GraphError,
@@ -460,7 +461,7 @@ class Driver:
         """Read decisions submitted through the store since the last look."""
         if self.store is None:
             return
-        found = await self.store.decisions_after(self.trace_id, self.pos.decision_cursor)
+        found = await decisions_after(self.store, self.trace_id, self.pos.decision_cursor)
         merge_stored(self.graph, self.pos, found, self.log)
 
     async def _resolve(

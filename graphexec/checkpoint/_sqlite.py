@@ -24,7 +24,8 @@ import anyio
 import msgspec
 
 from .._decisions import Decision
-from ..exceptions import CheckpointError, RunLocked
+from .._values import check_trace_id
+from ..exceptions import CheckpointError, GraphError, RunLocked
 from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
 from ._record import (
     CheckpointSummary,
@@ -179,8 +180,21 @@ class SQLiteStore(StoreBase):
     async def _run(self, fn: Callable[[sqlite3.Connection], T], trace_id: str | None = None) -> T:
         try:
             return await _on_thread(await self._connection(), fn)
+        except GraphError:
+            raise
         except sqlite3.Error as exc:
             raise CheckpointError(f"SQLite store {self.path!r}: {exc}", trace_id=trace_id) from exc
+        except UnicodeEncodeError as exc:  # a str argument SQLite cannot store as UTF-8
+            raise CheckpointError(
+                f"SQLite store {self.path!r}: a value is not encodable as UTF-8 ({exc})"
+            ) from exc
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # Otherwise only a damaged file gets here: a column that no longer decodes (JSON
+            # or msgpack) or holds the wrong type. Nothing read may surface as anything but a
+            # graphexec error.
+            raise CheckpointError(
+                f"SQLite store {self.path!r} is damaged: {exc!r}", trace_id=trace_id
+            ) from exc
 
     def _setup(self, db: sqlite3.Connection) -> None:
         """Check the schema version, set WAL mode and apply pending migrations (on the thread)."""
@@ -249,7 +263,7 @@ class SQLiteStore(StoreBase):
         has_base = bases > 0
         run_params = _run_params(run)
 
-        def tx(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def tx(db: sqlite3.Connection) -> list[StoredDecision]:
             with _write(db):
                 t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
                 check_rows(rows, run, db.execute(_LAST_SEQ, (trace_id,)).fetchone()[0])
@@ -267,11 +281,13 @@ class SQLiteStore(StoreBase):
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
                 if decisions_after is None:
                     return []
-                return db.execute(_DECISIONS_AFTER, (trace_id, decisions_after)).fetchall()
+                found = db.execute(_DECISIONS_AFTER, (trace_id, decisions_after)).fetchall()
+            return [_decision(r) for r in found]
 
-        return [_decision(r) for r in await self._run(tx, trace_id)]
+        return await self._run(tx, trace_id)
 
     async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+        check_trace_id(trace_id)
         blob = _decision_encoder.encode(decision)
 
         def tx(db: sqlite3.Connection) -> int:
@@ -389,10 +405,10 @@ class SQLiteStore(StoreBase):
         return await self._run(read, trace_id)
 
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
-        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return db.execute(_DECISIONS_AFTER, (trace_id, cursor)).fetchall()
+        def read(db: sqlite3.Connection) -> list[StoredDecision]:
+            return [_decision(r) for r in db.execute(_DECISIONS_AFTER, (trace_id, cursor))]
 
-        return [_decision(r) for r in await self._run(read, trace_id)]
+        return await self._run(read, trace_id)
 
 
 # -- helpers (run on the connection thread) ----------------------------------------------------
@@ -460,6 +476,8 @@ def _fetch_run(db: sqlite3.Connection, trace_id: str) -> RunInfo | None:
 
 
 def _decision(r: tuple[Any, ...]) -> StoredDecision:
+    if type(r[0]) is not int or type(r[1]) is not str or type(r[2]) is not bytes:
+        raise ValueError(f"damaged decision row {r!r:.120}")  # _run makes it a CheckpointError
     return StoredDecision(
         id=r[0], barrier_id=r[1], decision=_decision_decoder.decode(r[2]), created_at=r[3]
     )

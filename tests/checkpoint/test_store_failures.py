@@ -202,8 +202,34 @@ async def test_unencodable_value_is_named_and_nothing_saved_is_damaged() -> None
         .build()
     )
     ex = gx.GraphExecutor(store=gx.MemoryStore(), policy=gx.CheckpointPolicy(every_step=True))
-    with pytest.raises(gx.CheckpointError) as caught:
+    # Refused where it is written (before any checkpoint tries to encode it): see _values.py.
+    with pytest.raises(gx.StateError) as caught:
         await ex.execute(graph, {}, trace_id="t")
-    assert "bad" == caught.value.node
-    assert "node 'bad' (step 2) wrote to key 'conn'" in str(caught.value)
+    assert ("bad", "conn") == (caught.value.node, caught.value.key)
+    assert "node 'bad' wrote key 'conn' with a value of type object" in str(caught.value)
     assert {"n": 1} == (await ex.get_state("t")).state
+
+
+async def test_unencodable_value_from_a_reducer_is_a_checkpoint_error() -> None:
+    """A custom reducer may still produce what msgpack cannot encode: the checkpoint fails with
+    a CheckpointError naming the key, and what was saved before still restores."""
+
+    async def ok(state: gx.typing.State) -> dict[str, object]:
+        return {"n": 1}
+
+    graph = (
+        gx.GraphBuilder("g")
+        .node("ok", ok)
+        .node("end", ok)
+        .edge("ok", "end")
+        .reducer("n", lambda old, new: object() if old else new)
+        .start("ok")
+        .end("end")
+        .build()
+    )
+    # compact_every=1: every checkpoint is a base, so the reducer's result itself is encoded
+    policy = gx.CheckpointPolicy(every_step=True, compact_every=1)
+    ex = gx.GraphExecutor(store=gx.MemoryStore(), policy=policy)
+    with pytest.raises(gx.CheckpointError, match="state key 'n' is not msgspec-encodable"):
+        await ex.execute(graph, {}, trace_id="t")
+    assert {"n": 1} == (await ex.get_state("t", graph=graph)).state
