@@ -196,7 +196,11 @@ class GraphExecutor:
             ckpt.parent = info.parent
             restored = await restore(store, trace_id, graph=graph, run=info)
             body = restored.body
-            if body.status == "failed" and body.next_node is None:
+            if (
+                body.status == "failed"
+                and body.next_node is None
+                and body.trigger != "completion_failed"
+            ):
                 raise RunFinished(
                     f"run {trace_id!r} failed after its last node ran ({body.error}); nothing is "
                     "left to resume: fork it from an earlier checkpoint",
@@ -218,7 +222,11 @@ class GraphExecutor:
                 Position.of(body),
                 emitter,
                 ckpt,
-                start_trigger=None if body.pending_barrier is not None else "resume",
+                # A run whose completion checkpoint failed has no node left: the resume only
+                # writes that checkpoint (no "resume" record first).
+                start_trigger=None
+                if body.pending_barrier is not None or body.next_node is None
+                else "resume",
                 resumed=True,
                 parent=info.parent.trace_id if info.parent else None,
             )

@@ -37,6 +37,7 @@ from ..checkpoint._record import PendingBarrier, now
 from ..checkpoint._retry import decisions_after
 from ..exceptions import (
     Cancelled,
+    CheckpointError,
     GraphError,
     InvalidGraph,
     NodeExecutionFailed,
@@ -53,6 +54,9 @@ from .routing import route
 from .step import execute_node
 
 __all__ = ("Driver",)
+
+_FINAL_SAVE_WAITS = (0.1, 0.5)
+"""Waits between attempts at the completion checkpoint (three attempts in all)."""
 
 
 class Driver:
@@ -94,6 +98,7 @@ class Driver:
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._torn = False
+        self._completing = False
         self._t0 = 0.0
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[str](math.inf)
 
@@ -562,8 +567,11 @@ class Driver:
 
     async def _completed(self) -> None:
         self.pos.status = "completed"
+        # From here a failed save must not cost a node re-run: _failed records the failure as
+        # "completion_failed", which resume_from finishes without running anything.
+        self._completing = True
         if self.ckpt.on_completion:
-            await self._save("completion", final=True)
+            await self._save_final_retrying()
         await self.ckpt.flush()
         result = self._finish("completed", None)
         if self.rec.emitter is not None:
@@ -576,6 +584,19 @@ class Driver:
                     duration=result.duration,
                 )
             )
+
+    async def _save_final_retrying(self) -> None:
+        """The completion checkpoint, tried again after a passing store error (disk full, busy
+        past the timeout, an I/O error): a failed sync save leaves the checkpointer's buffered
+        steps in place, so a later attempt writes the same record."""
+        for wait in _FINAL_SAVE_WAITS:
+            try:
+                await self._save("completion", final=True)
+                return
+            except CheckpointError as exc:
+                self.log.warning("completion checkpoint failed; trying again", error=str(exc))
+                await anyio.sleep(wait)
+        await self._save("completion", final=True)
 
     async def _failed(self, exc: GraphError) -> None:
         step = self.pos.step
@@ -595,7 +616,7 @@ class Driver:
                 # it (the failed node's deltas were never noted), so it restores to the last
                 # good state, with the failed node as next node: a resume re-runs it.
                 await self._save(
-                    "failure",
+                    "completion_failed" if self._completing else "failure",
                     error=f"{type(exc).__name__}: {exc}",
                     final=True,
                     allow_base=not self._torn,
