@@ -53,6 +53,11 @@ EXPECTED: dict[str, list[str]] = {
         "RunExists: waiting",
     ],
     "wire_format.py": ['{"type":"approve"}', '{"type":"skip"}', "RunState: {", "GraphResult: {"],
+    "resume_after_crash.py": [
+        "crawl-1 running next: summarize",
+        "running summarize at step 2",
+        "completed 1 page(s)",
+    ],
     "values_and_damage.py": [
         "node 'locate' wrote key 'point' with a value of type tuple ((3, 4)):",
         "trace id 'conv\\x0042' contains a NUL character",
@@ -131,6 +136,7 @@ SNIPPET_ONLY_PAGES = [
     "concepts/conversations.md",
     "reference/wire.md",
 ]
+# (how-to/crash-recovery.md and how-to/chat-ui.md predate the rule: older blocks remain there.)
 
 
 @pytest.mark.parametrize("page", SNIPPET_ONLY_PAGES)
