@@ -47,6 +47,11 @@ EXPECTED: dict[str, list[str]] = {
         "breaker open after 2 failures",
         "failed CircuitOpen",
     ],
+    "chat_per_request.py": [
+        "11 frames, the last: BarrierWaiting",
+        "card: {'barrier_id': 'approve#1', 'question': 'Refund A-17 ?'}",
+        "GraphComplete True",
+    ],
     "conversations.py": [
         "1 ['hi', \"bot: you said 'hi' (1 messages so far)\"]",
         "turn 3 waits at approve#3",
