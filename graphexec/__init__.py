@@ -116,6 +116,7 @@ __all__ = (
     "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
+    "PostgresStore",
     "Reject",
     "Run",
     "RunFinished",
@@ -152,7 +153,7 @@ del _name, _obj
 
 
 if TYPE_CHECKING:
-    from .checkpoint import SQLiteStore
+    from .checkpoint import PostgresStore, SQLiteStore
 
 
 def __getattr__(name: str) -> Any:
@@ -161,4 +162,9 @@ def __getattr__(name: str) -> Any:
         from .checkpoint._sqlite import SQLiteStore
 
         return SQLiteStore
+    # gx.PostgresStore needs the `postgres` extra (psycopg): imported only when asked for.
+    if name == "PostgresStore":
+        from .checkpoint._postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

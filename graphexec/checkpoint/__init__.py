@@ -1,4 +1,4 @@
-"""Checkpoint stores: the contract, the in-memory store and the SQLite store."""
+"""Checkpoint stores: the contract, the in-memory store, the SQLite and Postgres stores."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ __all__ = (
     "CheckpointStore",
     "CheckpointSummary",
     "MemoryStore",
+    "PostgresStore",
     "RunInfo",
     "SQLiteStore",
     "StoredCheckpoint",
@@ -19,6 +20,7 @@ __all__ = (
 )
 
 if TYPE_CHECKING:
+    from ._postgres import PostgresStore
     from ._sqlite import SQLiteStore
 
 
@@ -28,4 +30,9 @@ def __getattr__(name: str) -> Any:
         from ._sqlite import SQLiteStore
 
         return SQLiteStore
+    # PostgresStore needs the `postgres` extra (psycopg, psycopg-pool): loaded when asked for.
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

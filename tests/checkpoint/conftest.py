@@ -1,9 +1,15 @@
 """Fixtures for the checkpoint tests: one ``store`` per store implementation, and ``stores`` (a
-store plus ways to reach its data as another process would) for the executor-level tests."""
+store plus ways to reach its data as another process would) for the executor-level tests.
+
+The contract suite runs against every entry of :data:`STORE_FACTORIES`, a registry of store
+factories: a user's own store proves itself the same way, by registering a factory here (or in
+a conftest of their own that imports test_store_contract's tests).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +17,47 @@ import pytest
 import graphexec as gx
 from graphexec.checkpoint import CheckpointStore, MemoryStore, SQLiteStore
 
-from _resume_kit import Stores  # isort: skip  (a helper module next to this file)
+from _postgres_kit import database, pgbouncer  # isort: skip  (helper modules next to this file)
+from _resume_kit import Stores  # isort: skip
+
+StoreFactory = Callable[[pytest.FixtureRequest, Path], CheckpointStore]
+"""Builds a fresh, empty store for one test (``request`` reaches session fixtures)."""
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def _postgres(dsn_fixture: str) -> StoreFactory:
+    def factory(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:
+        dsn = request.getfixturevalue(dsn_fixture)  # skips when no server (or no pgbouncer)
+        # A fresh schema per store: every test starts from an empty, newly migrated store.
+        return gx.PostgresStore(dsn, schema=f"t_{uuid.uuid4().hex[:16]}", max_size=4)
+
+    return factory
+
+
+STORE_FACTORIES: dict[str, StoreFactory] = {
+    "memory": lambda request, tmp_path: MemoryStore(),
+    "sqlite": lambda request, tmp_path: SQLiteStore(tmp_path / "x.db"),
+    "postgres": _postgres("pg_dsn"),
+    "postgres-pgbouncer": _postgres("pgbouncer_dsn"),
+}
+"""Every store the contract suite runs against, by name."""
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A database of its own for this session on the test server (see _postgres_kit)."""
+    yield from database()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_dsn(pg_dsn: str) -> Iterator[str]:
+    """The session's database reached through a PgBouncer in transaction mode."""
+    yield from pgbouncer(pg_dsn)
+
+
+@pytest.fixture(params=list(STORE_FACTORIES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CheckpointStore]:
     """Every store the contract suite runs against, closed after the test."""
-    s: CheckpointStore = (
-        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "x.db")
-    )
+    s = STORE_FACTORIES[request.param](request, tmp_path)
     async with s:
         yield s
 
@@ -41,5 +79,6 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """Store tests run on asyncio: SQLiteStore is built on aiosqlite (asyncio only)."""
+    """Store tests run on asyncio: SQLiteStore is built on aiosqlite, PostgresStore on psycopg's
+    asyncio connections."""
     return "asyncio"
