@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean pgbouncer
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+# The Postgres tests run against GRAPHEXEC_TEST_PG (default: the local server) and skip, saying
+# so, when no server answers; the PgBouncer ones need Debian's pgbouncer, installed here when
+# missing and we are root (else they skip).
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer) \
+	      >/dev/null 2>&1; } || echo "pgbouncer not installed: its tests will be skipped"
+
+test: lint typecheck pgbouncer
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -62,14 +62,21 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
     """Each store kind; every store object opened by the test is closed after it."""
     path = tmp_path / "runs.db"
-    store: gx.CheckpointStore = (
-        gx.MemoryStore() if request.param == "memory" else gx.SQLiteStore(path)
-    )
-    box = Stores(request.param, path, store, [store])
+    opener: Callable[[], gx.CheckpointStore] | None = None
+    if request.param == "postgres":
+        dsn, schema = request.getfixturevalue("pg_dsn"), f"t_{uuid.uuid4().hex[:16]}"
+
+        def opener() -> gx.CheckpointStore:
+            return gx.PostgresStore(dsn, schema=schema, max_size=4)
+
+        store = opener()
+    else:
+        store = gx.MemoryStore() if request.param == "memory" else gx.SQLiteStore(path)
+    box = Stores(request.param, path, store, [store], opener)
     try:
         yield box
     finally:
