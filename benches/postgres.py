@@ -23,17 +23,16 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import _common  # noqa: E402
-import psycopg  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
+import _common
+import psycopg
+from psycopg.conninfo import make_conninfo
 
-import graphexec as gx  # noqa: E402
+import graphexec as gx
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 Rep = Callable[[str], Awaitable[dict[str, float]]]
@@ -135,7 +134,9 @@ async def main_async(dsn: str, reps: int) -> list[list[str]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     bench_dsn = make_conninfo(dsn, dbname=name)
-    rows = [["workload", "metric", "graphexec median [min-max]", "LangGraph median [min-max]", "LG/gx"]]
+    rows = [
+        ["workload", "metric", "graphexec median [min-max]", "LangGraph median [min-max]", "LG/gx"]
+    ]
     try:
         for workload, (gx_rep, lg_rep) in WORKLOADS.items():
             got: dict[str, dict[str, list[float]]] = {"gx": {}, "lg": {}}
@@ -165,8 +166,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller inner loops")
     args = parser.parse_args()
     _common.set_quick(args.quick)
-    import structlog
     import logging
+
+    import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     t0 = time.perf_counter()
@@ -187,8 +189,10 @@ def main() -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
         if k == 0:
             print("  ".join("-" * w for w in widths))
-    print("LG/gx: LangGraph's median over graphexec's for times, graphexec's over LangGraph's "
-          "for rates (above 1: graphexec better).")
+    print(
+        "LG/gx: LangGraph's median over graphexec's for times, graphexec's over LangGraph's "
+        "for rates (above 1: graphexec better)."
+    )
 
 
 if __name__ == "__main__":
