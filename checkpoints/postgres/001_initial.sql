@@ -112,3 +112,84 @@ BEGIN
     RETURN t;
 END
 $$;
+
+-- One checkpoint save in one statement (one round trip, one transaction): check and renew the
+-- lease (take_lease), refuse rows that do not follow the trace's last seq (SQLSTATE GX002,
+-- the last seq in DETAIL), demote older bases as SQLite does, append the rows, upsert the runs
+-- row, release the lease on a final save, and return the decisions after p_decisions_after.
+-- The rows come as one array per column. p_async_commit turns synchronous_commit off for this
+-- transaction only: the commit survives a killed client, not a crash of the server itself.
+CREATE FUNCTION save_checkpoints(
+    p_trace text,
+    p_seq bigint[], p_kind text[], p_step bigint[], p_next_node text[], p_status text[],
+    p_trigger text[], p_created_at double precision[], p_body bytea[], p_checksum bigint[],
+    p_snapshot bytea[], p_snapshot_checksum bigint[],
+    r_graph_name text, r_graph_hash text, r_status text, r_step bigint, r_next_node text,
+    r_last_seq bigint, r_created_at double precision, r_updated_at double precision,
+    r_pending_barrier text, r_barrier_counts text, r_barrier_nodes text, r_parent text,
+    p_owner text, p_ttl double precision, p_release boolean, p_async_commit boolean,
+    p_decisions_after bigint
+)
+RETURNS TABLE (id bigint, barrier_id text, decision bytea, created_at double precision)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+#variable_conflict use_column
+DECLARE
+    last bigint;
+    bases integer := 0;
+BEGIN
+    IF p_async_commit THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    IF p_owner IS NOT NULL THEN
+        PERFORM take_lease(p_trace, p_owner, p_ttl, true);
+    END IF;
+    SELECT max(c.seq) INTO last FROM checkpoints AS c WHERE c.trace_id = p_trace;
+    IF last IS NOT NULL AND cardinality(p_seq) > 0 AND p_seq[1] <= last THEN
+        RAISE EXCEPTION 'checkpoint seq does not follow the last one'
+            USING ERRCODE = 'GX002', DETAIL = last::text;
+    END IF;
+    SELECT count(*) INTO bases FROM unnest(p_kind) AS k WHERE k = 'base';
+    IF bases > 0 THEN
+        -- Before the batch: every base but the first loses its snapshot.
+        UPDATE checkpoints AS c SET kind = 'delta', snapshot = NULL, snapshot_checksum = NULL
+            WHERE c.trace_id = p_trace AND c.kind = 'base' AND c.seq > (
+                SELECT min(b.seq) FROM checkpoints AS b
+                WHERE b.trace_id = p_trace AND b.kind = 'base');
+    END IF;
+    INSERT INTO checkpoints (trace_id, seq, kind, step, next_node, status, trigger, created_at,
+                             body, checksum, snapshot, snapshot_checksum)
+        SELECT p_trace, u.* FROM unnest(p_seq, p_kind, p_step, p_next_node, p_status,
+            p_trigger, p_created_at, p_body, p_checksum, p_snapshot, p_snapshot_checksum) AS u;
+    IF bases > 1 THEN
+        -- Several bases in one batch: every base between the first and the newest.
+        UPDATE checkpoints AS c SET kind = 'delta', snapshot = NULL, snapshot_checksum = NULL
+            WHERE c.trace_id = p_trace AND c.kind = 'base'
+            AND c.seq > (SELECT min(b.seq) FROM checkpoints AS b
+                         WHERE b.trace_id = p_trace AND b.kind = 'base')
+            AND c.seq < (SELECT max(b.seq) FROM checkpoints AS b
+                         WHERE b.trace_id = p_trace AND b.kind = 'base');
+    END IF;
+    INSERT INTO runs AS r (trace_id, graph_name, graph_hash, status, step, next_node, last_seq,
+                           created_at, updated_at, pending_barrier, barrier_counts,
+                           barrier_nodes, parent)
+        VALUES (p_trace, r_graph_name, r_graph_hash, r_status, r_step, r_next_node, r_last_seq,
+                r_created_at, r_updated_at, r_pending_barrier, r_barrier_counts,
+                r_barrier_nodes, r_parent)
+        ON CONFLICT (trace_id) DO UPDATE SET graph_name = excluded.graph_name,
+            graph_hash = excluded.graph_hash, status = excluded.status, step = excluded.step,
+            next_node = excluded.next_node, last_seq = excluded.last_seq,
+            created_at = excluded.created_at, updated_at = excluded.updated_at,
+            pending_barrier = excluded.pending_barrier,
+            barrier_counts = excluded.barrier_counts, barrier_nodes = excluded.barrier_nodes,
+            parent = excluded.parent;
+    IF p_release AND p_owner IS NOT NULL THEN
+        DELETE FROM leases AS l WHERE l.trace_id = p_trace AND l.owner = p_owner;
+    END IF;
+    IF p_decisions_after IS NOT NULL THEN
+        RETURN QUERY SELECT d.id, d.barrier_id, d.decision, d.created_at FROM decisions AS d
+            WHERE d.trace_id = p_trace AND d.id > p_decisions_after ORDER BY d.id;
+    END IF;
+END
+$$;

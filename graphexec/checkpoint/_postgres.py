@@ -20,7 +20,7 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import psycopg
@@ -51,31 +51,22 @@ __all__ = ("PostgresStore",)
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LEASE_HELD = "GX001"
 """SQLSTATE raised by the schema's ``take_lease`` function when another owner holds the lease."""
+_SEQ_BEHIND = "GX002"
+"""SQLSTATE raised by ``save_checkpoints`` when the rows do not follow the trace's last seq."""
 
 
 class _Sql:
     """The store's statements, with its schema's name in every table reference."""
 
     def __init__(self, s: str) -> None:
-        self.last_seq = f"SELECT max(seq) FROM {s}.checkpoints WHERE trace_id = %s"
-        self.lease_and_last_seq = (
-            f"SELECT {s}.take_lease(%s, %s, %s, true), "
-            f"(SELECT max(seq) FROM {s}.checkpoints WHERE trace_id = %s)"
-        )
-        self.insert_row = (
-            f"INSERT INTO {s}.checkpoints ({ROW_COLUMNS}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        )
-        # Before a batch with a base is inserted: every base but the first loses its snapshot.
-        self.demote_all = (
-            f"UPDATE {s}.checkpoints SET kind = 'delta', snapshot = NULL, "
-            "snapshot_checksum = NULL WHERE trace_id = %(t)s AND kind = 'base' AND seq > "
-            f"(SELECT min(seq) FROM {s}.checkpoints WHERE trace_id = %(t)s AND kind = 'base')"
-        )
-        # After a batch with several bases: every base between the first and the newest.
-        self.demote = (
-            self.demote_all + f" AND seq < (SELECT max(seq) FROM {s}.checkpoints "
-            "WHERE trace_id = %(t)s AND kind = 'base')"
+        # A save is one call of the schema's save_checkpoints function: one round trip, one
+        # transaction (a network round trip costs more than the rest of a save).
+        self.save = (
+            f"SELECT * FROM {s}.save_checkpoints(%s, %s::bigint[], %s::text[], %s::bigint[], "
+            "%s::text[], %s::text[], %s::text[], %s::float8[], %s::bytea[], %s::bigint[], "
+            "%s::bytea[], %s::bigint[], "
+            + ", ".join(["%s"] * 12)
+            + ", %s::text, %s::float8, %s, %s, %s::bigint)"
         )
         self.load_chain = (
             f"SELECT {ROW_COLUMNS} FROM {s}.checkpoints WHERE trace_id = %(t)s "
@@ -88,13 +79,6 @@ class _Sql:
             "SELECT seq, kind, step, next_node, status, trigger, created_at, "
             "octet_length(body) + coalesce(octet_length(snapshot), 0) "
             f"FROM {s}.checkpoints WHERE trace_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s"
-        )
-        excluded = ", ".join(
-            f"{c} = excluded.{c}" for c in RUN_COLUMNS.split(", ") if c != "trace_id"
-        )
-        self.upsert_run = (
-            f"INSERT INTO {s}.runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 13)}) "
-            f"ON CONFLICT (trace_id) DO UPDATE SET {excluded}"
         )
         self.get_run = f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE trace_id = %s"
         self.get_run_locked = self.get_run + " FOR UPDATE"
@@ -142,6 +126,12 @@ class PostgresStore(StoreBase):
         max_size: Connections the pool opens at most (each running transaction holds one).
         timeout: Seconds to wait for a connection (at open: for the server) before a
             CheckpointError.
+        synchronous_commit: ``"off"`` (default) for checkpoint saves: a commit returns once
+            the server has it, before its WAL reaches the disk, so it survives a killed client
+            (as SQLiteStore's ``synchronous="NORMAL"``) and a crash of the server loses at most
+            the last fraction of a second of checkpoints, never consistency. ``"on"``: every
+            save waits for the WAL flush (and for synchronous replicas, as the server is set
+            up). Decisions, leases and migrations always commit with the server's setting.
     """
 
     def __init__(
@@ -152,7 +142,12 @@ class PostgresStore(StoreBase):
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 30.0,
+        synchronous_commit: Literal["on", "off"] = "off",
     ) -> None:
+        if synchronous_commit not in ("on", "off"):
+            raise ValueError(
+                f"synchronous_commit must be 'on' or 'off', not {synchronous_commit!r}"
+            )
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(
                 f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}"
@@ -170,6 +165,7 @@ class PostgresStore(StoreBase):
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout
+        self._async_commit = synchronous_commit == "off"
         self._sql = _Sql(schema)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._open_lock = anyio.Lock()
@@ -306,37 +302,27 @@ class PostgresStore(StoreBase):
         decisions_after: int | None = None,
     ) -> list[StoredDecision]:
         trace_id = run.trace_id
-        check_trace_id(trace_id)
-        sql = self._sql
-        params = [row_params(r) for r in rows]
-        bases = sum(r.kind == "base" for r in rows)
-        async with self._tx(trace_id) as cur:
-            if lease is not None:
-                # The lease row stays locked to the end of the transaction: another owner
-                # cannot take it between this check and the commit.
-                await cur.execute(
-                    sql.lease_and_last_seq, (trace_id, lease.owner, lease.ttl, trace_id)
-                )
-                found = await cur.fetchone()
-                last = None if found is None else found[1]
-            else:
-                await cur.execute(sql.last_seq, (trace_id,))
-                found = await cur.fetchone()
-                last = None if found is None else found[0]
-            check_rows(rows, run, last)
-            if bases:
-                await cur.execute(sql.demote_all, {"t": trace_id})
-            if params:
-                await cur.executemany(sql.insert_row, params)
-            if bases > 1:
-                await cur.execute(sql.demote, {"t": trace_id})
-            await cur.execute(sql.upsert_run, run_params(run))
-            if release and lease is not None:
-                await cur.execute(sql.release, (trace_id, lease.owner))
-            if decisions_after is None:
-                return []
-            await cur.execute(sql.decisions_after, (trace_id, decisions_after))
-            return [stored_decision(r) for r in await cur.fetchall()]
+        check_rows(rows, run, None)  # one trace, increasing seqs; the last seq is checked there
+        columns = list(zip(*(row_params(r)[1:] for r in rows), strict=True)) or [()] * 11
+        args = (
+            trace_id,
+            *(list(c) for c in columns),
+            *run_params(run)[1:],
+            None if lease is None else lease.owner,
+            None if lease is None else lease.ttl,
+            release,
+            self._async_commit,
+            decisions_after,
+        )
+        async with self._conn(trace_id) as cur:
+            try:
+                await cur.execute(self._sql.save, args)
+            except psycopg.Error as exc:
+                if exc.sqlstate == _SEQ_BEHIND:
+                    check_rows(rows, run, int(exc.diag.message_detail or 0))
+                raise
+            found = await cur.fetchall()
+        return [stored_decision(r) for r in found]
 
     async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
         check_trace_id(trace_id)
