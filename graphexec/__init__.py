@@ -157,7 +157,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # gx.SQLiteStore loads aiosqlite and sqlite3 on first use, keeping `import graphexec` fast.
+    # gx.SQLiteStore loads sqlite3 on first use, keeping `import graphexec` fast.
     if name == "SQLiteStore":
         from .checkpoint._sqlite import SQLiteStore
 

@@ -30,16 +30,12 @@ OpenStore = Callable[[str], gx.CheckpointStore]
 
 
 @pytest.fixture
-def open_store(anyio_backend: str, tmp_path: Path) -> OpenStore:
-    """``open_store(name)``: a store that outlives ``async with`` like a file does. On asyncio a
-    SQLiteStore on a real file; on trio (SQLiteStore runs on aiosqlite, asyncio only) one
-    MemoryStore per name, which keeps rows encoded exactly as they are on disk."""
-    memory: dict[str, gx.MemoryStore] = {}
+def open_store(tmp_path: Path) -> OpenStore:
+    """``open_store(name)``: a store that outlives ``async with`` like a file does: a
+    SQLiteStore on a real file (on asyncio and on trio)."""
 
     def open_(name: str) -> gx.CheckpointStore:
-        if anyio_backend == "asyncio":
-            return gx.SQLiteStore(tmp_path / name)
-        return memory.setdefault(name, gx.MemoryStore())
+        return gx.SQLiteStore(tmp_path / name)
 
     return open_
 

@@ -6,7 +6,7 @@ A change to a public signature that breaks user code shows up here as a type err
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, assert_type
+from typing import Any, Literal, assert_type
 
 import msgspec
 
@@ -82,5 +82,7 @@ async def stores() -> None:
         assert_type(store, gx.SQLiteStore)
         await store.submit_decision("t", "approve#1", gx.Reject("no"))
         assert_type(await store.prune(older_than=0.0), list[str])
+    portable = gx.SQLiteStore("runs.db", synchronous="FULL", file_mode=0o640, commit_path="fast")
+    assert_type(portable.commit_path_used, Literal["fast", "portable"] | None)
     memory: gx.CheckpointStore = gx.MemoryStore()
     del memory
