@@ -4,9 +4,13 @@ damaged rows, leases and decision ids under real concurrency, with and without P
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -273,3 +277,93 @@ async def test_a_run_decided_and_resumed_through_other_store_objects(pg_dsn: str
     finally:
         for store in (first, second, third):
             await store.aclose()
+
+
+PG_WORKER = Path(__file__).with_name("pg_crash_worker.py")
+NODES = 60
+NAMES = [f"n{i:02d}" for i in range(NODES)]
+
+
+class TestCrash:
+    """SIGKILL a process driving a run on Postgres; a new process finishes it (the checks of
+    test_crash.py, on a server shared by processes instead of a file)."""
+
+    def start(self, dsn: str, schema: str, side: Path, trace_id: str, mode: str) -> Any:
+        return subprocess.Popen(
+            [sys.executable, str(PG_WORKER), dsn, schema, str(side), trace_id, mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def finish(self, proc: Any) -> dict[str, Any]:
+        out, err = proc.communicate(timeout=60)
+        assert 0 == proc.returncode, err
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        assert 1 == len(lines), out + err
+        result: dict[str, Any] = json.loads(lines[0].removeprefix("RESULT "))
+        return result
+
+    def expect(self, proc: Any, prefix: str) -> str:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(prefix):
+                return str(line).strip()
+        proc.wait()
+        pytest.fail(f"worker exited ({proc.returncode}) before {prefix!r}: {proc.stderr.read()}")
+
+    @pytest.mark.parametrize("kill_after", [3, 29])
+    def test_sigkill_mid_chain_then_resume(
+        self, pg_dsn: str, tmp_path: Path, kill_after: int
+    ) -> None:
+        """Killed after ``kill_after`` node executions and resumed in a new process: the chain
+        completes with every node's entry once; a node covered by a committed checkpoint never
+        ran twice, at most the interrupted one did."""
+        schema, side, trace_id = new_schema(), tmp_path / "side", f"crash-{kill_after}"
+        proc = self.start(pg_dsn, schema, side, trace_id, "run")
+        try:
+            self.expect(proc, "STARTED")
+            while not side.exists() or len(side.read_text().splitlines()) < kill_after:
+                assert proc.poll() is None, "the worker finished before the kill point"
+                time.sleep(0.001)
+        finally:
+            proc.kill()
+            proc.communicate()
+        assert -9 == proc.returncode
+        rows = sql(
+            pg_dsn,
+            f"SELECT step, status FROM {schema}.checkpoints WHERE trace_id = %s ORDER BY seq",
+            trace_id,
+        )
+        assert "running" == rows[-1][1]
+        covered = max(step for step, _ in rows)
+
+        result = self.finish(self.start(pg_dsn, schema, side, trace_id, "resume"))
+        assert "completed" == result["status"]
+        assert {"log": NAMES} == result["state"]
+        runs = Counter(line.split(" ")[1] for line in side.read_text().splitlines())
+        assert set(NAMES) == set(runs)
+        assert all(1 == runs[name] for name in NAMES[:covered])
+        assert [name for name, n in runs.items() if n > 1] in ([], [NAMES[covered]])
+
+    def test_sigkill_at_a_barrier_then_decide_from_another_process(
+        self, pg_dsn: str, tmp_path: Path
+    ) -> None:
+        """A run killed while waiting at its barrier is decided from this process and finished
+        by a third one, which uses the decision without waiting."""
+        schema, side, trace_id = new_schema(), tmp_path / "side", "crash-barrier"
+        proc = self.start(pg_dsn, schema, side, trace_id, "barrier")
+        try:
+            assert "WAITING approve#1" == self.expect(proc, "WAITING ")
+        finally:
+            proc.kill()
+            proc.communicate()
+
+        async def decide() -> None:
+            async with gx.PostgresStore(pg_dsn, schema=schema) as store:
+                await store.submit_decision(trace_id, "approve#1", gx.Approve())
+
+        anyio.run(decide)
+        result = self.finish(self.start(pg_dsn, schema, side, trace_id, "barrier-resume"))
+        assert "completed" == result["status"] and result["waited"] is False
+        assert APPROVED == result["state"]["approve"] and result["state"]["sent"] is True
