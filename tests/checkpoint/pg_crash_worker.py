@@ -4,6 +4,7 @@ modes and the lines printed are crash_worker.py's."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
@@ -46,4 +47,4 @@ async def main(dsn: str, schema: str, side: str, trace_id: str, mode: str) -> No
 
 
 if __name__ == "__main__":
-    anyio.run(main, *sys.argv[1:6])
+    anyio.run(functools.partial(main, *sys.argv[1:6]))
