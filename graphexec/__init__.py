@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import reducers, testing
+from ._breaker import CircuitBreaker
 from ._context import NodeContext
 from ._decisions import Approve, Decision, Edit, Reject, Skip
 from ._directives import End, Fallback, Goto, Overwrite, StateDelta
@@ -18,6 +19,7 @@ from ._events import (
     BarrierWaiting,
     BranchCompleted,
     CheckpointSaved,
+    CircuitChanged,
     Custom,
     ErrorInfo,
     GraphComplete,
@@ -26,6 +28,7 @@ from ._events import (
     GraphStart,
     LogEntry,
     NodeEnd,
+    NodeRetry,
     NodeStart,
     ObservedError,
     ParallelCompleted,
@@ -35,6 +38,7 @@ from ._events import (
 from ._executor import GraphExecutor, RunState
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
+from ._retry import Retry
 from ._run import GraphResult, Run, RunHandle
 from .checkpoint import (
     CheckpointStore,
@@ -45,6 +49,7 @@ from .checkpoint import (
 from .exceptions import (
     Cancelled,
     CheckpointError,
+    CircuitOpen,
     GraphChanged,
     GraphChangedWarning,
     GraphError,
@@ -54,6 +59,10 @@ from .exceptions import (
     MissingEdge,
     NodeExecutionFailed,
     NodeNotFound,
+    NodeTimeout,
+    NonRetryable,
+    RetriesExhausted,
+    RetryAfter,
     RunFinished,
     RunLocked,
     RunNotFound,
@@ -80,6 +89,10 @@ __all__ = (
     "CheckpointScore",
     "CheckpointStore",
     "CheckpointSummary",
+    # Resilience
+    "CircuitBreaker",
+    "CircuitChanged",
+    "CircuitOpen",
     "Custom",
     "Decision",
     "Edit",
@@ -111,13 +124,19 @@ __all__ = (
     "NodeEnd",
     "NodeExecutionFailed",
     "NodeNotFound",
+    "NodeRetry",
     "NodeStart",
+    "NodeTimeout",
+    "NonRetryable",
     "ObservedError",
     "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
     "PostgresStore",
     "Reject",
+    "RetriesExhausted",
+    "Retry",
+    "RetryAfter",
     "Run",
     "RunFinished",
     "RunHandle",

@@ -266,6 +266,10 @@ class Checkpointer:
                 parent=self.parent if base else None,
                 reducers=self.reducers if base else {},
                 barrier_nodes=self.barrier_nodes if base else [],
+                attempt=run.attempt,
+                retry_at=run.retry_at,
+                kept=run.kept,
+                compensable=run.compensable,
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:

@@ -20,7 +20,9 @@ from ._graph import Graph
 from ._history import history_page
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
+from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
+from ._run.attempts import Resilience
 from ._run.decisions import initial_decisions
 from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
@@ -74,6 +76,8 @@ class GraphExecutor:
         execution_log: keep ``GraphResult.execution_log`` (default True).
         on_graph_change: ``"warn"`` (default) or ``"fail"`` when a resumed run's graph differs
             structurally from the checkpointed one (a missing next node always fails).
+        clock: the wall clock and sleep that retry backoffs and circuit-breaker cool-downs
+            use (default: the real ones; ``gx.testing.FakeClock()`` in tests).
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class GraphExecutor:
         event_buffer: int = 64,
         execution_log: bool = True,
         on_graph_change: Literal["warn", "fail"] = "warn",
+        clock: Clock | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -102,6 +107,8 @@ class GraphExecutor:
         self.event_buffer = event_buffer
         self.execution_log = execution_log
         self.on_graph_change = on_graph_change
+        self._resilience = Resilience(clock)
+        """The clock and the circuit breakers, shared by every run of this executor."""
 
     # -- starting runs -----------------------------------------------------------------------
 
@@ -392,7 +399,7 @@ class GraphExecutor:
             graph_name=graph.name,
             graph_hash=graph.hash,
             reducers=reducer_names(dict(graph.reducers)),
-            barrier_nodes=sorted(graph.barrier_nodes),
+            barrier_nodes=sorted(graph.decision_nodes),
             lease_ttl=self.lease_ttl,
             send_event=emitter.send if emitter is not None else None,
             parent=parent,
@@ -424,6 +431,7 @@ class GraphExecutor:
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
+            resilience=self._resilience,
             start_trigger=start_trigger,
             resumed=resumed,
             parent=parent,
@@ -470,6 +478,7 @@ class GraphExecutor:
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
+            resilience=self._resilience,
         )
 
     def _check_graph(
@@ -490,7 +499,7 @@ class GraphExecutor:
             )
         if pending is not None:
             spec = graph.nodes.get(pending.node)
-            if spec is None or spec.kind != "barrier":
+            if spec is None or pending.node not in graph.decision_nodes:
                 raise GraphChanged(
                     f"the run waits at barrier {pending.barrier_id!r}, but {pending.node!r} is no "
                     f"longer a barrier of graph {graph.name!r}",

@@ -25,6 +25,7 @@ __all__ = (
     "CheckpointBody",
     "CheckpointKind",
     "CheckpointSummary",
+    "KeptOutputs",
     "Lease",
     "ParentRef",
     "PendingBarrier",
@@ -62,6 +63,20 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     prompt: Any = None
     deadline: float | None = None
     """Wall-clock time (``time.time()``) at which the default action applies; None: never."""
+
+
+class KeptOutputs(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A parallel (map) node's progress at its step: what its finished branches (items)
+    returned, recorded when it failed or before a branch's backoff; the next execution of the
+    node at the same step runs only the others, each with the attempts it had left."""
+
+    node: str
+    step: int
+    results: dict[str, Any]
+    """Branch name (``"<node>[<i>]"`` for a map item) to what it returned."""
+    attempts: dict[str, tuple[int, float]] = msgspec.field(default_factory=dict)
+    """Branches waiting out a backoff when this was recorded: failed attempts so far and the
+    wall-clock time of the next one."""
 
 
 class ParentRef(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -103,6 +118,15 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     a state can be restored without the graph when only built-ins are involved."""
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Base records: the graph's barrier nodes (copied to the runs index)."""
+    attempt: int = 0
+    """Failed attempts of ``next_node`` so far (its retry budget already spent)."""
+    retry_at: float | None = None
+    """Wall-clock time of ``next_node``'s next attempt (a crash during a backoff waits out the
+    rest of it on resume)."""
+    kept: KeptOutputs | None = None
+    """Outputs of the successful branches of a failed parallel or map node."""
+    compensable: list[str] = msgspec.field(default_factory=list)
+    """Completed nodes that declared ``compensate=``, in completion order (not yet undone)."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
