@@ -16,6 +16,7 @@ the same moment apply each migration once. Rows hold the same bytes as SQLite's
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -24,7 +25,6 @@ from typing import Any, Literal
 
 import anyio
 import psycopg
-import sniffio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
@@ -182,10 +182,10 @@ class PostgresStore(StoreBase):
             return pool
         async with self._open_lock:
             if self._pool is None:
-                if sniffio.current_async_library() != "asyncio":
+                if not _on_asyncio():
                     raise CheckpointError(
-                        "PostgresStore runs on asyncio only (psycopg's async connections); "
-                        f"this is {sniffio.current_async_library()}"
+                        "PostgresStore runs on asyncio only (psycopg's async connections), "
+                        "not on this event loop (trio?)"
                     )
                 pool = AsyncConnectionPool(
                     self.dsn,
@@ -425,6 +425,14 @@ class PostgresStore(StoreBase):
         async with self._conn(trace_id) as cur:
             await cur.execute(self._sql.decisions_after, (trace_id, cursor))
             return [stored_decision(r) for r in await cur.fetchall()]
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @contextmanager

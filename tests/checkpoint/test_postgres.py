@@ -367,3 +367,16 @@ class TestCrash:
         result = self.finish(self.start(pg_dsn, schema, side, trace_id, "barrier-resume"))
         assert "completed" == result["status"] and result["waited"] is False
         assert APPROVED == result["state"]["approve"] and result["state"]["sent"] is True
+
+
+def test_trio_is_refused_with_a_checkpoint_error() -> None:
+    """On trio (psycopg's async connections need asyncio) the first call says so, as a
+    CheckpointError, before anything connects."""
+
+    async def use() -> None:
+        store = gx.PostgresStore("postgresql://nobody@127.0.0.1:1/none")
+        with pytest.raises(CheckpointError, match="asyncio only"):
+            await store.runs()
+        await store.aclose()
+
+    anyio.run(use, backend="trio")
