@@ -28,6 +28,7 @@ from ._events import (
     GraphStart,
     LogEntry,
     NodeEnd,
+    NodeInvalidated,
     NodeRetry,
     NodeStart,
     ObservedError,
@@ -38,6 +39,7 @@ from ._events import (
 from ._executor import GraphExecutor, RunState
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
+from ._rerun.plan import PlanReason, PlanRow, RerunPlan
 from ._retry import Retry
 from ._run import GraphResult, Run, RunHandle
 from .checkpoint import (
@@ -61,6 +63,7 @@ from .exceptions import (
     NodeNotFound,
     NodeTimeout,
     NonRetryable,
+    PlanStale,
     RetriesExhausted,
     RetryAfter,
     RunFinished,
@@ -123,6 +126,7 @@ __all__ = (
     "NodeContext",
     "NodeEnd",
     "NodeExecutionFailed",
+    "NodeInvalidated",
     "NodeNotFound",
     "NodeRetry",
     "NodeStart",
@@ -132,8 +136,13 @@ __all__ = (
     "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
+    # Re-runs
+    "PlanReason",
+    "PlanRow",
+    "PlanStale",
     "PostgresStore",
     "Reject",
+    "RerunPlan",
     "RetriesExhausted",
     "Retry",
     "RetryAfter",
