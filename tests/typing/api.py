@@ -137,3 +137,13 @@ async def resilience() -> None:
     except gx.CircuitOpen as exc:
         assert_type(exc.until, float)
     assert_type(clock.sleeps, list[float])
+
+
+async def telemetry() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from graphexec.otel import OpenTelemetry
+
+    ex = gx.GraphExecutor(telemetry=OpenTelemetry(tracer_provider=TracerProvider()))
+    ex = gx.GraphExecutor(telemetry=OpenTelemetry())  # the global provider
+    assert_type(await ex.execute(build(), {}), gx.GraphResult)
