@@ -200,8 +200,18 @@ class PostgresStore(StoreBase):
                 )
                 try:
                     with self._errors():
+                        # One connection of its own first: a server that does not answer fails
+                        # at once with libpq's reason (the pool would retry until its timeout),
+                        # and the schema is checked before the pool opens its connections.
+                        setup = await psycopg.AsyncConnection.connect(
+                            self.dsn,
+                            autocommit=True,
+                            prepare_threshold=None,
+                            connect_timeout=max(1, round(self._timeout)),
+                        )
+                        async with setup:
+                            await self._setup(setup)
                         await pool.open(wait=True, timeout=self._timeout)
-                        await self._setup(pool)
                 except BaseException:
                     with anyio.CancelScope(shield=True):
                         await pool.close()
@@ -209,44 +219,43 @@ class PostgresStore(StoreBase):
                 self._pool = pool
             return self._pool
 
-    async def _setup(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+    async def _setup(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Create the schema or apply pending migrations (once, whoever opens first)."""
         found = migrations("postgres")
         known = found[-1][0] if found else 0
-        async with pool.connection() as conn:
-            version = await self._version(conn)
-            if version == known:
-                return
+        version = await self._version(conn)
+        if version == known:
+            return
+        self._check_version(version, known)
+        async with conn.transaction():
+            # Transaction-scoped: released at COMMIT, so PgBouncer's transaction mode keeps
+            # it (a session lock would stay on a server connection another client gets).
+            key = zlib.crc32(f"graphexec schema {self.schema}".encode())
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.schema}.schema_version ("
+                "version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+            )
+            cur = await conn.execute(self._sql.version)
+            row = await cur.fetchone()
+            version = 0 if row is None or row[0] is None else int(row[0])
             self._check_version(version, known)
-            async with conn.transaction():
-                # Transaction-scoped: released at COMMIT, so PgBouncer's transaction mode keeps
-                # it (a session lock would stay on a server connection another client gets).
-                key = zlib.crc32(f"graphexec schema {self.schema}".encode())
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            # Migrations name tables unqualified; SET LOCAL ends with this transaction.
+            await conn.execute(f"SET LOCAL search_path TO {self.schema}")
+            for number, name, script in found:
+                if number <= version:
+                    continue
+                try:
+                    await conn.execute(script.encode())  # several statements, no params
+                except psycopg.Error as exc:
+                    raise CheckpointError(
+                        f"migration {name} failed on Postgres {self._where}: {exc}"
+                    ) from exc
                 await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.schema}.schema_version ("
-                    "version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+                    f"INSERT INTO {self.schema}.schema_version VALUES (%s, %s)",
+                    (number, now()),
                 )
-                cur = await conn.execute(self._sql.version)
-                row = await cur.fetchone()
-                version = 0 if row is None or row[0] is None else int(row[0])
-                self._check_version(version, known)
-                # Migrations name tables unqualified; SET LOCAL ends with this transaction.
-                await conn.execute(f"SET LOCAL search_path TO {self.schema}")
-                for number, name, script in found:
-                    if number <= version:
-                        continue
-                    try:
-                        await conn.execute(script.encode())  # several statements, no params
-                    except psycopg.Error as exc:
-                        raise CheckpointError(
-                            f"migration {name} failed on Postgres {self._where}: {exc}"
-                        ) from exc
-                    await conn.execute(
-                        f"INSERT INTO {self.schema}.schema_version VALUES (%s, %s)",
-                        (number, now()),
-                    )
 
     async def _version(self, conn: psycopg.AsyncConnection[Any]) -> int:
         try:
@@ -453,8 +462,10 @@ def _errors(where: str, trace_id: str | None = None) -> Iterator[None]:
                 trace_id=trace_id,
                 expires_at=expires_at,
             ) from None
+        # One line: libpq's messages span several (a hint on its own line, tabs).
+        text = " ".join(str(exc).split())
         raise CheckpointError(
-            f"Postgres store {where}: {type(exc).__name__}: {exc}", trace_id=trace_id
+            f"Postgres store {where}: {type(exc).__name__}: {text}", trace_id=trace_id
         ) from exc
     except UnicodeEncodeError as exc:
         raise CheckpointError(

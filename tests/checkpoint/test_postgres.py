@@ -380,3 +380,27 @@ def test_trio_is_refused_with_a_checkpoint_error() -> None:
         await store.aclose()
 
     anyio.run(use, backend="trio")
+
+
+async def test_open_store_takes_postgres_urls(pg_dsn: str) -> None:
+    """open_store opens a PostgresStore for postgresql://, postgres:// and
+    postgresql+psycopg:// URLs, with ?schema= naming its schema; the stores see one another's
+    runs."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from graphexec.checkpoint import open_store
+
+    info = conninfo_to_dict(pg_dsn)
+    schema = new_schema()
+    base = f"{info.get('user', 'postgres')}@{info.get('host')}:{info.get('port')}/{info['dbname']}"
+    urls = [f"{scheme}://{base}?schema={schema}" for scheme in ("postgresql", "postgres")]
+    urls.append(f"postgresql+psycopg://{base}?connect_timeout=5&schema={schema}")
+    stores = [open_store(url) for url in urls]
+    try:
+        assert all(isinstance(s, gx.PostgresStore) and s.schema == schema for s in stores)
+        await stores[0].save([make_row("t1", 0, "base")], make_run("t1"))
+        for store in stores[1:]:
+            assert ["t1"] == [r.trace_id for r in await store.runs()]
+    finally:
+        for store in stores:
+            await store.aclose()

@@ -11,6 +11,7 @@ from typing import Any, Literal, assert_type
 import msgspec
 
 import graphexec as gx
+from graphexec.checkpoint import open_store
 
 
 async def classify(state: gx.typing.State) -> dict[str, Any]:
@@ -101,6 +102,8 @@ async def stores() -> None:
         shared: gx.CheckpointStore = pg
         assert_type(pg.schema, str)
         del shared
+    async with open_store("sqlite:///runs.db") as opened:
+        assert_type(opened, gx.CheckpointStore)
 
 
 async def resilient(state: gx.typing.State, ctx: gx.NodeContext) -> dict[str, Any]:
