@@ -54,67 +54,40 @@ CREATE INDEX runs_status ON runs (status);
 -- Decision inbox. Ids come from an identity (never reused after a prune). submit_decision
 -- locks the run's row before it inserts, so the ids of one trace commit in increasing order
 -- and a reader's cursor never skips a decision committed late.
+-- refused: why the run skipped a decision (not a decision, a bare node name, an Edit the typed
+-- state refuses, ...); a refused row no longer counts as its occurrence's decision.
 CREATE TABLE decisions (
     id         bigint           GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     trace_id   text             NOT NULL,
     barrier_id text             NOT NULL,
     decision   bytea            NOT NULL,
-    created_at double precision NOT NULL
+    created_at double precision NOT NULL,
+    refused    text
 );
 
 CREATE INDEX decisions_trace ON decisions (trace_id, id);
+-- The one-decision-per-occurrence check of submit_decision.
+CREATE INDEX decisions_barrier ON decisions (trace_id, barrier_id);
 
--- Who drives a trace: at most one owner, until expires_at (seconds since the epoch, on the
--- database server's clock, so workers on several machines agree on when a lease expired).
+-- Who drives a trace: the owner (a random id per driver, '' once released), the fencing token
+-- (grows with every change of owner; a released row keeps it, so the next owner's grows), the
+-- expiry (seconds since the epoch on the database server's clock, so workers on several
+-- machines agree on when a lease ran out), and the holder's host, pid and process start time
+-- (a process on the same host can tell that the holder is gone). Granting is decided in Python
+-- (checkpoint/_leases.py, shared by every store) on the row read FOR UPDATE.
 CREATE TABLE leases (
     trace_id   text             PRIMARY KEY,
     owner      text             NOT NULL,
-    expires_at double precision NOT NULL
+    expires_at double precision NOT NULL,
+    token      bigint           NOT NULL DEFAULT 0,
+    host       text             NOT NULL DEFAULT '',
+    pid        bigint           NOT NULL DEFAULT 0,
+    started    text             NOT NULL DEFAULT ''
 );
 
--- Takes a free or expired lease, or renews one's own (with lazy, only once half of the ttl has
--- gone by: a renewal is a row write); raises SQLSTATE GX001 with the expiry in DETAIL if
--- another owner holds an unexpired one. Returns the database clock's time. One call, so a
--- save checks its lease in the round trip that reads the trace's last seq.
-CREATE FUNCTION take_lease(p_trace text, p_owner text, p_ttl double precision, p_lazy boolean)
-RETURNS double precision
-LANGUAGE plpgsql
-SET search_path FROM CURRENT
-AS $$
-DECLARE
-    t double precision := extract(epoch FROM clock_timestamp());
-    held_by text;
-    held_until double precision;
-BEGIN
-    SELECT owner, expires_at INTO held_by, held_until FROM leases
-        WHERE trace_id = p_trace FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO leases (trace_id, owner, expires_at) VALUES (p_trace, p_owner, t + p_ttl)
-            ON CONFLICT (trace_id) DO NOTHING;
-        IF FOUND THEN
-            RETURN t;
-        END IF;
-        -- Another transaction inserted it first: read what it wrote.
-        SELECT owner, expires_at INTO held_by, held_until FROM leases
-            WHERE trace_id = p_trace FOR UPDATE;
-        IF NOT FOUND THEN  -- and released since: the caller tries again later
-            RAISE EXCEPTION 'lease contended'
-                USING ERRCODE = 'GX001', DETAIL = t::text || ' ' || t::text;
-        END IF;
-    END IF;
-    IF held_by <> p_owner AND held_until > t THEN
-        RAISE EXCEPTION 'lease held by another owner'
-            USING ERRCODE = 'GX001', DETAIL = held_until::text || ' ' || t::text;
-    END IF;
-    IF NOT (p_lazy AND held_by = p_owner AND held_until - t > p_ttl / 2) THEN
-        UPDATE leases SET owner = p_owner, expires_at = t + p_ttl WHERE trace_id = p_trace;
-    END IF;
-    RETURN t;
-END
-$$;
-
--- One checkpoint save in one statement (one round trip, one transaction): check and renew the
--- lease (take_lease), refuse rows that do not follow the trace's last seq (SQLSTATE GX002,
+-- One checkpoint save in one statement (one round trip, one transaction): the fencing check
+-- (the lease row must still hold p_owner and p_token, else SQLSTATE GX003 with the row and
+-- the clock as a JSON array in DETAIL) and the renewal once half the ttl has gone by, refuse rows that do not follow the trace's last seq (SQLSTATE GX002,
 -- the last seq in DETAIL), demote older bases as SQLite does, append the rows, upsert the runs
 -- row, release the lease on a final save, and return the decisions after p_decisions_after.
 -- The rows come as one array per column. p_async_commit turns synchronous_commit off for this
@@ -127,8 +100,8 @@ CREATE FUNCTION save_checkpoints(
     r_graph_name text, r_graph_hash text, r_status text, r_step bigint, r_next_node text,
     r_last_seq bigint, r_created_at double precision, r_updated_at double precision,
     r_pending_barrier text, r_barrier_counts text, r_barrier_nodes text, r_parent text,
-    p_owner text, p_ttl double precision, p_release boolean, p_async_commit boolean,
-    p_decisions_after bigint
+    p_owner text, p_token bigint, p_ttl double precision, p_release_owner text,
+    p_async_commit boolean, p_decisions_after bigint
 )
 RETURNS TABLE (id bigint, barrier_id text, decision bytea, created_at double precision)
 LANGUAGE plpgsql
@@ -136,6 +109,8 @@ SET search_path FROM CURRENT
 AS $$
 #variable_conflict use_column
 DECLARE
+    t double precision := extract(epoch FROM clock_timestamp());
+    held leases%ROWTYPE;
     last bigint;
     bases integer := 0;
 BEGIN
@@ -143,7 +118,15 @@ BEGIN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
     IF p_owner IS NOT NULL THEN
-        PERFORM take_lease(p_trace, p_owner, p_ttl, true);
+        SELECT * INTO held FROM leases AS l WHERE l.trace_id = p_trace FOR UPDATE;
+        IF NOT FOUND OR held.owner <> p_owner OR held.token <> p_token THEN
+            RAISE EXCEPTION 'lease lost' USING ERRCODE = 'GX003', DETAIL = json_build_array(
+                held.owner, held.token, held.expires_at, held.host, held.pid, held.started, t
+            )::text;
+        END IF;
+        IF held.expires_at - t <= p_ttl / 2 THEN
+            UPDATE leases AS l SET expires_at = t + p_ttl WHERE l.trace_id = p_trace;
+        END IF;
     END IF;
     SELECT max(c.seq) INTO last FROM checkpoints AS c WHERE c.trace_id = p_trace;
     IF last IS NOT NULL AND cardinality(p_seq) > 0 AND p_seq[1] <= last THEN
@@ -184,8 +167,10 @@ BEGIN
             pending_barrier = excluded.pending_barrier,
             barrier_counts = excluded.barrier_counts, barrier_nodes = excluded.barrier_nodes,
             parent = excluded.parent;
-    IF p_release AND p_owner IS NOT NULL THEN
-        DELETE FROM leases AS l WHERE l.trace_id = p_trace AND l.owner = p_owner;
+    IF p_release_owner IS NOT NULL THEN
+        -- The row and its token stay: the next owner's token grows.
+        UPDATE leases AS l SET owner = '', expires_at = 0
+            WHERE l.trace_id = p_trace AND l.owner = p_release_owner;
     END IF;
     IF p_decisions_after IS NOT NULL THEN
         RETURN QUERY SELECT d.id, d.barrier_id, d.decision, d.created_at FROM decisions AS d

@@ -24,15 +24,32 @@ from contextlib import AbstractContextManager, asynccontextmanager, contextmanag
 from typing import Any, Literal
 
 import anyio
+import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from .._barrier_ids import check_decision_value
 from .._decisions import Decision
 from .._values import check_trace_id
-from ..exceptions import CheckpointError, GraphError, RunLocked
-from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
-from ._record import CheckpointSummary, Lease, RunInfo, StoredCheckpoint, StoredDecision, now
+from ..exceptions import CheckpointError, GraphError, InvalidDecision
+from ._base import (
+    StoreBase,
+    check_decision_target,
+    check_rows,
+    check_status,
+    prunable_statuses,
+)
+from ._leases import LeaseRow, check_write, grant
+from ._record import (
+    CheckpointSummary,
+    Lease,
+    LeaseGrant,
+    RunInfo,
+    StoredCheckpoint,
+    StoredDecision,
+    now,
+)
 from ._sql import (
     MAX_SEQ,
     ROW_COLUMNS,
@@ -42,15 +59,21 @@ from ._sql import (
     row_params,
     run_info,
     run_params,
+    run_select,
     stored_checkpoint,
     stored_decision,
 )
 
 __all__ = ("PostgresStore",)
 
+_detail_decoder = msgspec.json.Decoder(
+    tuple[str | None, int | None, float | None, str | None, int | None, str | None, float]
+)
+
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_LEASE_HELD = "GX001"
-"""SQLSTATE raised by the schema's ``take_lease`` function when another owner holds the lease."""
+_LEASE_LOST = "GX003"
+"""SQLSTATE raised by ``save_checkpoints`` when the lease no longer holds the writer's owner and
+fencing token (DETAIL: the lease row and the database clock, as a JSON array)."""
 _SEQ_BEHIND = "GX002"
 """SQLSTATE raised by ``save_checkpoints`` when the rows do not follow the trace's last seq."""
 
@@ -66,7 +89,7 @@ class _Sql:
             "%s::text[], %s::text[], %s::text[], %s::float8[], %s::bytea[], %s::bigint[], "
             "%s::bytea[], %s::bigint[], "
             + ", ".join(["%s"] * 12)
-            + ", %s::text, %s::float8, %s, %s, %s::bigint)"
+            + ", %s::text, %s::bigint, %s::float8, %s::text, %s, %s::bigint)"
         )
         self.load_chain = (
             f"SELECT {ROW_COLUMNS} FROM {s}.checkpoints WHERE trace_id = %(t)s "
@@ -80,17 +103,32 @@ class _Sql:
             "octet_length(body) + coalesce(octet_length(snapshot), 0) "
             f"FROM {s}.checkpoints WHERE trace_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s"
         )
-        self.get_run = f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE trace_id = %s"
-        self.get_run_locked = self.get_run + " FOR UPDATE"
-        self.runs = f"SELECT {RUN_COLUMNS} FROM {s}.runs"
-        # The lease and the run's row in one statement (and one round trip): the function runs
-        # once, for the one row of the left side.
-        self.acquire = (
-            f"SELECT {s}.take_lease(%s, %s, %s, false), "
-            + ", ".join(f"r.{c}" for c in RUN_COLUMNS.split(", "))
-            + f" FROM (SELECT 1) AS one LEFT JOIN {s}.runs AS r ON r.trace_id = %s"
+        self.runs = run_select(f"{s}.runs", f"{s}.leases")
+        self.get_run = self.runs + " WHERE runs.trace_id = %s"
+        self.get_run_locked = f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE trace_id = %s FOR UPDATE"
+        # A lease row to lock even for a trace never leased (owner '': free, token 0).
+        self.lease_placeholder = (
+            f"INSERT INTO {s}.leases (trace_id, owner, expires_at) VALUES (%s, '', 0) "
+            "ON CONFLICT (trace_id) DO NOTHING"
         )
-        self.release = f"DELETE FROM {s}.leases WHERE trace_id = %s AND owner = %s"
+        self.lease_for_update = (
+            "SELECT owner, token, expires_at, host, pid, started, "
+            "extract(epoch FROM clock_timestamp())::float8, "
+            f"(SELECT max(seq) FROM {s}.checkpoints WHERE trace_id = %s) "
+            f"FROM {s}.leases WHERE trace_id = %s FOR UPDATE"
+        )
+        self.put_lease = (
+            f"UPDATE {s}.leases SET owner = %s, token = %s, expires_at = %s, host = %s, "
+            "pid = %s, started = %s WHERE trace_id = %s"
+        )
+        self.decided = (
+            f"SELECT barrier_id FROM {s}.decisions WHERE trace_id = %s AND refused IS NULL"
+        )
+        self.refuse = f"UPDATE {s}.decisions SET refused = %s WHERE trace_id = %s AND id = %s"
+        # Releasing keeps the row and its token: the next owner's token grows.
+        self.release = (
+            f"UPDATE {s}.leases SET owner = '', expires_at = 0 WHERE trace_id = %s AND owner = %s"
+        )
         self.decisions_after = (
             f"SELECT id, barrier_id, decision, created_at FROM {s}.decisions "
             "WHERE trace_id = %s AND id > %s ORDER BY id"
@@ -313,49 +351,127 @@ class PostgresStore(StoreBase):
         trace_id = run.trace_id
         check_rows(rows, run, None)  # one trace, increasing seqs; the last seq is checked there
         columns = list(zip(*(row_params(r)[1:] for r in rows), strict=True)) or [()] * 11
+        fenced = lease is not None and lease.token != 0
         args = (
             trace_id,
             *(list(c) for c in columns),
             *run_params(run)[1:],
-            None if lease is None else lease.owner,
+            lease.owner if fenced and lease is not None else None,
+            lease.token if fenced and lease is not None else None,
             None if lease is None else lease.ttl,
-            release,
+            lease.owner if release and lease is not None else None,
             self._async_commit,
             decisions_after,
         )
         async with self._conn(trace_id) as cur:
             try:
-                await cur.execute(self._sql.save, args)
+                if lease is not None and not fenced:
+                    # A writer that never acquired (token 0: a tool, a test) takes the lease as
+                    # acquire_lease would, in the save's transaction.
+                    async with cur.connection.transaction():
+                        await self._grant(cur, trace_id, lease)
+                        await cur.execute(self._sql.save, args)
+                        found = await cur.fetchall()
+                else:
+                    await cur.execute(self._sql.save, args)
+                    found = await cur.fetchall()
             except psycopg.Error as exc:
                 if exc.sqlstate == _SEQ_BEHIND:
                     check_rows(rows, run, int(exc.diag.message_detail or 0))
+                if exc.sqlstate == _LEASE_LOST and lease is not None:
+                    held, t = _lease_detail(exc.diag.message_detail)
+                    check_write(held, lease, t, trace_id=trace_id)
                 raise
-            found = await cur.fetchall()
         return [stored_decision(r) for r in found]
 
-    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+    async def _grant(
+        self,
+        cur: psycopg.AsyncCursor[Any],
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseRow:
+        """Grant ``lease`` in the cursor's transaction: the lease row read FOR UPDATE (created
+        free if missing), the rule of ``_leases.grant`` on the database clock, the new row."""
+        sql = self._sql
+        await cur.execute(sql.lease_placeholder, (trace_id,))
+        await cur.execute(sql.lease_for_update, (trace_id, trace_id))
+        r = await cur.fetchone()
+        assert r is not None  # the placeholder made sure of it, and the lock keeps it
+        new = grant(
+            LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5]),
+            lease,
+            r[6],
+            trace_id=trace_id,
+            take_over=take_over,
+            last_seq=r[7],
+            expect_seq=expect_seq,
+        )
+        await cur.execute(
+            sql.put_lease,
+            (new.owner, new.token, new.expires_at, new.host, new.pid, new.started, trace_id),
+        )
+        return new
+
+    async def submit_decision(
+        self,
+        trace_id: str,
+        barrier_id: str,
+        decision: Decision,
+        *,
+        every_occurrence: bool = False,
+    ) -> int:
         check_trace_id(trace_id)
-        blob = decision_blob(decision)
+        check_decision_value(decision, trace_id=trace_id)
+        try:
+            blob = decision_blob(decision)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidDecision(
+                f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
+            ) from exc
         async with self._tx(trace_id) as cur:
             # FOR UPDATE: decisions of one trace are inserted one after another, each committed
             # before the next takes an id, so a reader's cursor never passes an id that commits
             # later; and a save that finishes the run waits for (or is waited on by) this check.
             await cur.execute(self._sql.get_run_locked, (trace_id,))
             found = await cur.fetchone()
-            check_decision_target(None if found is None else run_info(found), trace_id, barrier_id)
-            await cur.execute(self._sql.insert_decision, (trace_id, barrier_id, blob, now()))
+            await cur.execute(self._sql.decided, (trace_id,))
+            decided = {r[0] for r in await cur.fetchall()}
+            key = check_decision_target(
+                None if found is None else run_info(found),
+                trace_id,
+                barrier_id,
+                decision,
+                every_occurrence=every_occurrence,
+                decided=decided,
+            )
+            await cur.execute(self._sql.insert_decision, (trace_id, key, blob, now()))
             inserted = await cur.fetchone()
         assert inserted is not None
         return int(inserted[0])
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
-        check_trace_id(trace_id)
+    async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
         async with self._conn(trace_id) as cur:
-            await cur.execute(self._sql.acquire, (trace_id, lease.owner, lease.ttl, trace_id))
+            await cur.execute(self._sql.refuse, (reason, trace_id, decision_id))
+
+    async def acquire_lease(
+        self,
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseGrant:
+        check_trace_id(trace_id)
+        async with self._tx(trace_id) as cur:
+            new = await self._grant(
+                cur, trace_id, lease, take_over=take_over, expect_seq=expect_seq
+            )
+            await cur.execute(self._sql.get_run, (trace_id,))
             found = await cur.fetchone()
-        if found is None or found[1] is None:
-            return None
-        return run_info(found[1:])
+        return LeaseGrant(token=new.token, run=None if found is None else run_info(found))
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         async with self._conn(trace_id) as cur:
@@ -390,19 +506,20 @@ class PostgresStore(StoreBase):
     async def runs(
         self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
     ) -> list[RunInfo]:
+        check_status(status)
         where: list[str] = []
         args: list[Any] = []
         if status is not None:
-            where.append("status = %s")
+            where.append("runs.status = %s")
             args.append(status)
         if graph_name is not None:
-            where.append("graph_name = %s")
+            where.append("runs.graph_name = %s")
             args.append(graph_name)
         # id breaks ties in first-insertion order, as MemoryStore's stable sort does.
         query = (
             self._sql.runs
             + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY updated_at DESC, id LIMIT %s"
+            + " ORDER BY runs.updated_at DESC, runs.id LIMIT %s"
         )
         args.append(limit)
         async with self._conn() as cur:
@@ -444,6 +561,22 @@ def _on_asyncio() -> bool:
     return True
 
 
+def _lease_detail(detail: str | None) -> tuple[LeaseRow | None, float]:
+    """The lease row and the database clock a GX003 error carries."""
+    owner, token, expires_at, host, pid, started, t = _detail_decoder.decode(detail or "[]")
+    if owner is None:  # no lease row at all
+        return None, t
+    row = LeaseRow(
+        owner=owner,
+        token=token or 0,
+        expires_at=expires_at or 0.0,
+        host=host or "",
+        pid=pid or 0,
+        started=started or "",
+    )
+    return row, t
+
+
 @contextmanager
 def _errors(where: str, trace_id: str | None = None) -> Iterator[None]:
     """Turns whatever the driver raises, or a damaged row makes the mapping raise, into a
@@ -453,15 +586,6 @@ def _errors(where: str, trace_id: str | None = None) -> Iterator[None]:
     except GraphError:
         raise
     except psycopg.Error as exc:
-        if exc.sqlstate == _LEASE_HELD:
-            detail = (exc.diag.message_detail or "0 0").split()
-            expires_at, t = float(detail[0]), float(detail[1])
-            raise RunLocked(
-                f"run {trace_id!r} is being driven elsewhere; its lease expires in "
-                f"{expires_at - t:.1f}s",
-                trace_id=trace_id,
-                expires_at=expires_at,
-            ) from None
         # One line: libpq's messages span several (a hint on its own line, tabs).
         text = " ".join(str(exc).split())
         raise CheckpointError(

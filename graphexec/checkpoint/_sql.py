@@ -20,7 +20,7 @@ import msgspec
 
 from .._decisions import Decision
 from ..exceptions import CheckpointError
-from ._record import ParentRef, RunInfo, StoredCheckpoint, StoredDecision
+from ._record import LeaseInfo, ParentRef, RunInfo, StoredCheckpoint, StoredDecision
 
 __all__ = (
     "MAX_SEQ",
@@ -31,6 +31,7 @@ __all__ = (
     "row_params",
     "run_info",
     "run_params",
+    "run_select",
     "stored_checkpoint",
     "stored_decision",
 )
@@ -116,8 +117,21 @@ def run_params(run: RunInfo) -> tuple[Any, ...]:
     )
 
 
+def run_select(runs: str = "runs", leases: str = "leases") -> str:
+    """SELECT of the runs rows with who holds their lease (LEFT JOIN: a run nobody drives has
+    no holder), in :func:`run_info`'s column order; filter on ``runs.<column>``."""
+    return (
+        "SELECT "
+        + ", ".join(f"runs.{c}" for c in RUN_COLUMNS.split(", "))
+        + ", leases.owner, leases.token, leases.expires_at, leases.host, leases.pid, "
+        f"leases.started FROM {runs} AS runs LEFT JOIN {leases} AS leases "
+        "ON leases.trace_id = runs.trace_id"
+    )
+
+
 def run_info(r: Sequence[Any]) -> RunInfo:
-    """A runs-index row read back; a column that does not decode raises ValueError."""
+    """A runs-index row read back (with :func:`run_select`'s lease columns, when there); a
+    column that does not decode raises ValueError."""
     return RunInfo(
         trace_id=r[0],
         graph_name=r[1],
@@ -132,6 +146,11 @@ def run_info(r: Sequence[Any]) -> RunInfo:
         barrier_counts=_counts_decoder.decode(r[10]),
         barrier_nodes=_nodes_decoder.decode(r[11]),
         parent=None if r[12] is None else _parent_decoder.decode(r[12]),
+        lease=None
+        if len(r) < 19 or not r[13]
+        else LeaseInfo(
+            owner=r[13], token=r[14], expires_at=r[15], host=r[16], pid=r[17], started=r[18]
+        ),
     )
 
 
@@ -141,12 +160,21 @@ def decision_blob(decision: Decision) -> bytes:
 
 
 def stored_decision(r: Sequence[Any]) -> StoredDecision:
-    """An inbox row ``(id, barrier_id, decision, created_at)`` read back; a damaged one raises
-    ValueError (the store turns it into a CheckpointError)."""
-    if type(r[0]) is not int or type(r[1]) is not str or type(r[2]) is not bytes:
+    """An inbox row ``(id, barrier_id, decision, created_at)`` read back. A decision column
+    that is not a decision (an older or hand-written row) comes back with ``decision=None`` and
+    the reason, for the run to skip and report; only a row without an integer id (the run
+    could not move past it) is damage: ValueError (the store makes it a CheckpointError)."""
+    if type(r[0]) is not int:
         raise ValueError(f"damaged decision row {tuple(r)!r:.120}")
+    try:
+        if type(r[2]) is not bytes:
+            raise TypeError(f"decision column holds {type(r[2]).__name__}, not msgpack bytes")
+        decision: Decision | None = _decision_decoder.decode(r[2])
+        error = None
+    except (msgspec.DecodeError, TypeError, ValueError) as exc:
+        decision, error = None, f"{type(exc).__name__}: {exc}"
     return StoredDecision(
-        id=r[0], barrier_id=r[1], decision=_decision_decoder.decode(r[2]), created_at=r[3]
+        id=r[0], barrier_id=str(r[1]), decision=decision, created_at=r[3], error=error
     )
 
 

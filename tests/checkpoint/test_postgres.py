@@ -166,8 +166,9 @@ class TestErrors:
         assert "s3cret" not in str(info.value) and "s3cret" not in repr(store)
 
     async def test_damaged_columns_are_checkpoint_errors(self, pg_dsn: str) -> None:
-        """A runs row whose JSON no longer decodes, or a decision blob that is not msgpack,
-        reads as a CheckpointError naming the trace, never a decoder's exception."""
+        """A runs row whose JSON no longer decodes reads as a CheckpointError naming the trace,
+        never a decoder's exception; a decision blob that is not msgpack comes back as a row
+        the run skips (decision None, the reason in error), as on SQLite."""
         schema = new_schema()
         async with gx.PostgresStore(pg_dsn, schema=schema) as store:
             await store.save([make_row("t1", 0, "base")], make_run("t1"))
@@ -179,8 +180,9 @@ class TestErrors:
             assert "t1" == info.value.trace_id
             with pytest.raises(CheckpointError, match="damaged"):
                 await store.runs()
-            with pytest.raises(CheckpointError, match="damaged"):
-                await store.decisions_after("t1", 0)
+            # A decision that is not one is handed to the run to skip and report, never raised.
+            [skipped] = await store.decisions_after("t1", 0)
+            assert skipped.decision is None and skipped.error is not None
 
     async def test_a_value_postgres_refuses_is_a_checkpoint_error(self, pg_dsn: str) -> None:
         """A lone surrogate in a text column cannot be sent: CheckpointError, nothing written."""
