@@ -22,6 +22,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	@# pyproject.toml leaves the subfolders' conftest.py files out (all are named "conftest")
+	for f in $$(find tests -mindepth 2 -name conftest.py); do $(VENV)/bin/mypy "$$f" || exit 1; done
 
 # The Postgres tests run against GRAPHEXEC_TEST_PG (default: the local server) and skip, saying
 # so, when no server answers; the PgBouncer ones need Debian's pgbouncer, installed here when
