@@ -23,6 +23,7 @@ from ._events import (
     GraphComplete,
     GraphEvent,
     GraphFailed,
+    GraphInterrupted,
     GraphStart,
     LogEntry,
     NodeEnd,
@@ -98,6 +99,7 @@ __all__ = (
     # Running
     "GraphExecutor",
     "GraphFailed",
+    "GraphInterrupted",
     "GraphResult",
     "GraphStart",
     "InvalidDecision",

@@ -112,12 +112,20 @@ class TestSchema:
         async with SQLiteStore(path) as store:
             assert await store.runs() == []
 
-        assert user_version(path) == LATEST == 1
+        assert user_version(path) == LATEST == 2
         db = sqlite3.connect(path)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
         db.close()
-        assert {"checkpoints", "runs", "decisions", "leases"} <= tables
+        assert {
+            "checkpoints",
+            "runs",
+            "decisions",
+            "leases",
+            "events",
+            "event_segments",
+            "cancel_requests",
+        } <= tables
         assert mode == "wal"
 
     async def test_reopen_applies_only_new_migrations(
@@ -129,11 +137,11 @@ class TestSchema:
             await save_kinds(store, "t1", "bd")
         async with SQLiteStore(path) as store:
             assert len(await store.load_chain("t1")) == 2
-        assert user_version(path) == 1
+        assert user_version(path) == LATEST
 
         extra = (
-            2,
-            "002_test.sql",
+            LATEST + 1,
+            f"{LATEST + 1:03d}_test.sql",
             "CREATE TABLE applied (n INTEGER); INSERT INTO applied VALUES (1);",
         )
         monkeypatch.setattr(sqlite_module, "_migrations", lambda: [*MIGRATIONS, extra])
@@ -144,7 +152,7 @@ class TestSchema:
         db = sqlite3.connect(path)
         assert db.execute("SELECT count(*) FROM applied").fetchone()[0] == 1
         db.close()
-        assert user_version(path) == 2
+        assert user_version(path) == LATEST + 1
 
     async def test_failed_migration_changes_nothing(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -153,15 +161,19 @@ class TestSchema:
         path = tmp_path / "x.db"
         async with SQLiteStore(path) as store:
             await save_kinds(store, "t1", "b")
-        bad = (2, "002_bad.sql", "CREATE TABLE half (n INTEGER); INSERT INTO missing VALUES (1);")
+        bad = (
+            LATEST + 1,
+            f"{LATEST + 1:03d}_bad.sql",
+            "CREATE TABLE half (n INTEGER); INSERT INTO missing VALUES (1);",
+        )
         monkeypatch.setattr(sqlite_module, "_migrations", lambda: [*MIGRATIONS, bad])
 
         store = SQLiteStore(path)
-        with pytest.raises(CheckpointError, match="migration 002_bad.sql failed"):
+        with pytest.raises(CheckpointError, match=f"migration {LATEST + 1:03d}_bad.sql failed"):
             await store.runs()
         await store.aclose()
 
-        assert user_version(path) == 1
+        assert user_version(path) == LATEST
         db = sqlite3.connect(path)
         assert (
             db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
