@@ -1,11 +1,16 @@
-"""Run the BENCHMARKS.md workloads for graphexec and LangGraph side by side, in one process.
+"""Run the BENCHMARKS.md workloads for graphexec and its peers side by side, in one process.
 
-    python benches/run.py [--only W1,W4] [--reps 5] [--no-langgraph] [--quick] [--json out.json]
+    python benches/run.py [--only W1,W4] [--reps 5] [--no-langgraph] [--no-peers] [--quick]
+                          [--json out.json]
 
-For each workload: one warm-up rep per library, then N measured reps, alternating graphexec and
-LangGraph; then one table of medians (min-max), the ratio LangGraph/graphexec and the target of
-BENCHMARKS.md. A workload that raises is reported as an error; the others still run.
-"MEM" (graphexec only) is a long run with every-step checkpoints under tracemalloc.
+Peers: LangGraph (every workload), Apache Burr (W1-W4, W7) and pydantic-graph (W1, W4, W7; it
+has no persistence for W2/W3). For each workload: one warm-up rep per library, then N measured
+reps, alternating the libraries (graphexec, LangGraph, Burr, pydantic-graph, graphexec, ...);
+then one table of medians [min-max], each peer's ratio peer/graphexec and the target of
+BENCHMARKS.md (targets are stated against LangGraph). A workload that raises is reported as an
+error; the others still run. A peer that is not installed or does not support a workload says
+so in its column. "MEM" (graphexec only) is a long run with every-step checkpoints under
+tracemalloc.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import inspect
 import json
 import logging
@@ -38,7 +44,18 @@ if str(HERE) not in sys.path:
 import _common
 
 ORDER = ["W1", "W2", "W2-async", "W3", "W4", "W4-sleep", "W5", "W5-nostore", "W6", "W7", "MEM"]
-GX, LG = "graphexec", "langgraph"
+GX, LG, BURR, PG = "graphexec", "langgraph", "burr", "pydantic-graph"
+# (side, column title, ratio title, workload module, what it supports when it cannot be imported)
+PEERS = [
+    (LG, "LangGraph", "LG/gx", "lg_workloads"),
+    (BURR, "Burr", "Burr/gx", "burr_workloads"),
+    (PG, "pydantic-graph", "PG/gx", "pg_workloads"),
+]
+PEER_SUPPORT = {
+    LG: set(ORDER) - {"W2-async", "W5-nostore", "MEM"},
+    BURR: {"W1", "W2", "W3", "W4", "W4-sleep", "W7"},
+    PG: {"W1", "W2", "W3", "W4", "W4-sleep", "W7"},
+}
 # A graphexec-only variant compared with a LangGraph workload (LangGraph's default durability
 # with a checkpointer is already "async").
 LG_STANDIN = {"W2-async": "W2"}
@@ -167,7 +184,7 @@ def run_workload(
             if out is not None:
                 res[side].warmup = out
     for r in range(reps):
-        for side in order:  # alternate: graphexec, LangGraph, graphexec, ...
+        for side in order:  # alternate: graphexec, LangGraph, Burr, pydantic-graph, graphexec, ...
             if side not in live:
                 continue
             out = one(side, f"rep {r + 1}")
@@ -224,31 +241,47 @@ def build_table(results: dict[str, dict[str, SideResult]]) -> list[list[str]]:
         g = sides.get(GX)
         if g:
             ctx.gx[name] = {k: statistics.median(v) for k, v in g.values.items() if v}
-    rows = [["workload", "metric", "graphexec median [min-max]", "LangGraph median [min-max]"]]
-    rows[0] += ["LG/gx", "target", "met"]
+    rows = [["workload", "metric", "graphexec median [min-max]"]]
+    for _side, title, ratio_title, _mod in PEERS:
+        rows[0] += [f"{title} median [min-max]", ratio_title]
+    rows[0] += ["target", "met"]
     for name, sides in results.items():
         g = sides.get(GX, SideResult())
         lg_name = LG_STANDIN.get(name, name)
-        lgr = results.get(lg_name, {}).get(LG) if lg_name != name else sides.get(LG)
-        lgr = lgr or SideResult()
+        peers: list[SideResult] = []
+        for side, *_ in PEERS:
+            if side == LG and lg_name != name:
+                peers.append(results.get(lg_name, {}).get(LG) or SideResult())
+            else:
+                peers.append(sides.get(side) or SideResult())
+        lgr = peers[0]
         label = name + (f" (LG: {lg_name})" if lg_name != name and lgr.values else "")
-        metrics = list(g.values) + [m for m in lgr.values if m not in g.values]
+        metrics = list(g.values)
+        for r in peers:
+            metrics += [m for m in r.values if m not in metrics]
         if not metrics:
-            rows.append([name, "-", _short(g), _short(lgr), "", "", ""])
+            row = [name, "-", _short(g)]
+            for r in peers:
+                row += [_short(r), ""]
+            rows.append([*row, "", ""])
             continue
         for m in metrics:
-            gv, lv = g.values.get(m), lgr.values.get(m)
-            gcell = _cell(gv) or _short(g)
-            lcell = _cell(lv) or _short(lgr)
+            gv = g.values.get(m)
             gm = statistics.median(gv) if gv else None
+            row = [label, m, _cell(gv) or _short(g)]
+            for r in peers:
+                pv = r.values.get(m)
+                pm = statistics.median(pv) if pv else None
+                ratio = _ratio(m, gm, pm) if gm is not None and pm is not None else "-"
+                row += [_cell(pv) or _short(r), ratio]
+            lv = lgr.values.get(m)
             lm = statistics.median(lv) if lv else None
-            ratio = _ratio(m, gm, lm) if gm is not None and lm is not None else "-"
             tgt = TARGETS.get((name, m))
             met = ""
             if tgt is not None and gm is not None:
                 ok = tgt.check(gm, lm, ctx)
                 met = "n/a" if ok is None else ("met" if ok else "NOT met")
-            rows.append([label, m, gcell, lcell, ratio, tgt.text if tgt else "", met])
+            rows.append([*row, tgt.text if tgt else "", met])
             label = ""
     return rows
 
@@ -289,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated workloads, e.g. W1,W4 (default: all)")
     p.add_argument("--reps", type=int, help="measured reps per library (default 5; quick: 2)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up reps per library (default 1)")
-    p.add_argument("--no-langgraph", action="store_true", help="run graphexec only")
+    p.add_argument("--no-langgraph", action="store_true", help="leave LangGraph out")
+    p.add_argument("--no-peers", action="store_true", help="leave Burr and pydantic-graph out")
     p.add_argument("--quick", action="store_true", help="smoke run: fewer reps and sizes")
     p.add_argument("--json", type=pathlib.Path, help="write the raw numbers to this file")
     p.add_argument("--tmp", type=pathlib.Path, help="directory for the SQLite files")
@@ -322,14 +356,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - graphexec may be half-written
         gx_err = f"cannot import graphexec workloads: {_describe(exc)}"
         log(gx_err)
-    lg_mod: Any = None
-    lg_note = "not run"
-    if not args.no_langgraph:
+    peer_mods: dict[str, Any] = {}
+    peer_notes: dict[str, str] = {}
+    for side, title, _ratio_title, module in PEERS:
+        if (side == LG and args.no_langgraph) or (side != LG and args.no_peers):
+            peer_notes[side] = "not run"
+            continue
         try:
-            import lg_workloads as lg_mod
+            peer_mods[side] = importlib.import_module(module)
         except ImportError as exc:
-            lg_note = "not importable"
-            print(f"note: {lg_note} ({_describe(exc)}); running graphexec only.")
+            peer_notes[side] = "not installed"
+            print(f"note: {title} {peer_notes[side]} ({_describe(exc)}); its column is empty.")
 
     base = pathlib.Path(tempfile.mkdtemp(prefix="graphexec-bench-", dir=args.tmp))
     results: dict[str, dict[str, SideResult]] = {}
@@ -343,10 +380,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             gx_fn = gx_mod.WORKLOADS.get(name) if gx_mod is not None else None
             sides: dict[str, Callable | str] = {GX: gx_fn or gx_err or "not implemented"}
-            if name in (lg_mod.WORKLOADS if lg_mod is not None else {}):
-                sides[LG] = lg_mod.WORKLOADS[name]
-            elif lg_mod is None:
-                sides[LG] = lg_note
+            for side, *_ in PEERS:
+                if side in peer_mods:
+                    fn = peer_mods[side].WORKLOADS.get(name)
+                    if fn is not None:
+                        sides[side] = fn
+                elif name in PEER_SUPPORT[side]:
+                    sides[side] = peer_notes[side]
             results[name] = run_workload(name, sides, reps, args.warmup, base, args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -355,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"graphexec {_version('graphexec')} vs LangGraph {_version('langgraph')} "
-        f"(langgraph-checkpoint-sqlite {_version('langgraph-checkpoint-sqlite')}); "
+        f"(langgraph-checkpoint-sqlite {_version('langgraph-checkpoint-sqlite')}), "
+        f"Burr {_version('burr')}, pydantic-graph {_version('pydantic-graph')}; "
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"{os.cpu_count()} CPUs; {reps} reps after {args.warmup} warm-up"
         + (" (quick)" if args.quick else "")
@@ -365,11 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     print_table(build_table(results))
     print()
     print(
-        "LG/gx: LangGraph median / graphexec median (above 1: graphexec better). "
-        "W2-async is compared with LangGraph's W2, whose default durability is already async."
+        "LG/gx, Burr/gx, PG/gx: the peer's median / graphexec's median (above 1: graphexec "
+        "better). W2-async is compared with LangGraph's W2, whose default durability is already "
+        "async."
     )
-    if lg_mod is None:
-        print(f"note: LangGraph not run ({lg_note}).")
+    for side, title, *_ in PEERS:
+        if side in peer_notes:
+            print(f"note: {title} {peer_notes[side]}.")
     errors = [
         f"  {name} {side}: {r.error}"
         for name, sides in results.items()
@@ -389,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                 "graphexec": _version("graphexec"),
                 "langgraph": _version("langgraph"),
                 "langgraph_checkpoint_sqlite": _version("langgraph-checkpoint-sqlite"),
+                "burr": _version("burr"),
+                "pydantic_graph": _version("pydantic-graph"),
                 "reps": reps,
                 "warmup": args.warmup,
                 "quick": args.quick,

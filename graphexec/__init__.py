@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import reducers, testing
+from ._breaker import CircuitBreaker
 from ._context import NodeContext
 from ._decisions import Approve, Decision, Edit, Reject, Skip
 from ._directives import End, Fallback, Goto, Overwrite, StateDelta
@@ -18,6 +19,7 @@ from ._events import (
     BarrierWaiting,
     BranchCompleted,
     CheckpointSaved,
+    CircuitChanged,
     Custom,
     ErrorInfo,
     GraphComplete,
@@ -27,6 +29,7 @@ from ._events import (
     GraphStart,
     LogEntry,
     NodeEnd,
+    NodeRetry,
     NodeStart,
     ObservedError,
     ParallelCompleted,
@@ -36,6 +39,7 @@ from ._events import (
 from ._executor import GraphExecutor, RunState
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
+from ._retry import Retry
 from ._run import GraphResult, Run, RunHandle
 from .checkpoint import (
     CheckpointStore,
@@ -46,14 +50,20 @@ from .checkpoint import (
 from .exceptions import (
     Cancelled,
     CheckpointError,
+    CircuitOpen,
     GraphChanged,
     GraphChangedWarning,
     GraphError,
     InvalidDecision,
     InvalidGraph,
+    InvalidTraceId,
     MissingEdge,
     NodeExecutionFailed,
     NodeNotFound,
+    NodeTimeout,
+    NonRetryable,
+    RetriesExhausted,
+    RetryAfter,
     RunFinished,
     RunLocked,
     RunNotFound,
@@ -80,6 +90,10 @@ __all__ = (
     "CheckpointScore",
     "CheckpointStore",
     "CheckpointSummary",
+    # Resilience
+    "CircuitBreaker",
+    "CircuitChanged",
+    "CircuitOpen",
     "Custom",
     "Decision",
     "Edit",
@@ -104,6 +118,7 @@ __all__ = (
     "GraphStart",
     "InvalidDecision",
     "InvalidGraph",
+    "InvalidTraceId",
     "LogEntry",
     "MemoryStore",
     "MissingEdge",
@@ -111,12 +126,18 @@ __all__ = (
     "NodeEnd",
     "NodeExecutionFailed",
     "NodeNotFound",
+    "NodeRetry",
     "NodeStart",
+    "NodeTimeout",
+    "NonRetryable",
     "ObservedError",
     "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
     "Reject",
+    "RetriesExhausted",
+    "Retry",
+    "RetryAfter",
     "Run",
     "RunFinished",
     "RunHandle",
@@ -156,7 +177,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # gx.SQLiteStore loads aiosqlite and sqlite3 on first use, keeping `import graphexec` fast.
+    # gx.SQLiteStore loads sqlite3 on first use, keeping `import graphexec` fast.
     if name == "SQLiteStore":
         from .checkpoint._sqlite import SQLiteStore
 

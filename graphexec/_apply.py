@@ -39,12 +39,7 @@ def apply_changes(
     TornUpdate (the state may be half updated and must not be checkpointed).
     """
     try:
-        if spec.checks is not None:
-            changes = [(k, spec.check(k, v, node=node)) for k, v in changes]
-        else:
-            for k, _ in changes:
-                if type(k) is not str:
-                    raise StateError(f"node {node!r} wrote a non-str key {k!r}", node=node)
+        changes = spec.check_all(changes, node)
     except StateError as exc:
         if writer is not None:
             raise _renamed(exc, node, writer) from exc

@@ -270,9 +270,15 @@ class Checkpointer:
                 parent=self.parent if base else None,
                 reducers=self.reducers if base else {},
                 barrier_nodes=self.barrier_nodes if base else [],
+                attempt=run.attempt,
+                retry_at=run.retry_at,
+                kept=run.kept,
+                compensable=run.compensable,
             )
             data, crc = encode_body(body)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            # RecursionError: nested too deep for the stack here (node values are capped at
+            # _values.MAX_DEPTH, but a custom reducer can nest deeper step by step).
             self.seq -= 1
             where, node = _find_unencodable(self._steps, state)
             raise CheckpointError(
@@ -452,13 +458,13 @@ def _find_unencodable(steps: list[StepRecord], state: dict[str, Any]) -> tuple[s
         for delta in record.deltas:
             try:
                 encode(delta.value)
-            except (TypeError, ValueError, OverflowError):
+            except (TypeError, ValueError, OverflowError, RecursionError):
                 what = f"the value node {record.node!r} (step {record.step}) wrote to key"
                 return f"{what} {delta.key!r}", record.node
     for key, value in state.items():
         try:
             encode(value)
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, RecursionError):
             return f"state key {key!r}", None
     return "the checkpoint", None
 

@@ -22,8 +22,11 @@ from ._history import history_page
 from ._manager import RunManager, new_log
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
+from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
+from ._run.attempts import Resilience
 from ._run.decisions import initial_decisions
+from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
     CheckpointSummary,
@@ -89,6 +92,8 @@ class GraphExecutor:
     ``async with gx.GraphExecutor(...) as ex:`` gives it a task group for ``ex.start`` and
     ``ex.recover``; leaving the block checkpoints their runs and stops them as
     ``"interrupted"`` (a run waiting at a barrier stays ``"waiting"``).
+        clock: the wall clock and sleep that retry backoffs and circuit-breaker cool-downs
+            use (default: the real ones; ``gx.testing.FakeClock()`` in tests).
     """
 
     def __init__(
@@ -107,6 +112,7 @@ class GraphExecutor:
         record_custom_events: bool = True,
         event_flush_interval: float = 0.05,
         event_poll_interval: float = 0.05,
+        clock: Clock | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -129,6 +135,8 @@ class GraphExecutor:
         self.event_flush_interval = event_flush_interval
         self.event_poll_interval = event_poll_interval
         self._manager = RunManager(self, graphs)
+        self._resilience = Resilience(clock)
+        """The clock and the circuit breakers, shared by every run of this executor."""
 
     @property
     def graphs(self) -> dict[str, Graph]:
@@ -214,7 +222,7 @@ class GraphExecutor:
                 ": use execute_stream() and decide through run.handle, or pass decisions= to "
                 "execute()"
             )
-        trace_id = trace_id or uuid.uuid4().hex
+        trace_id = uuid.uuid4().hex if trace_id is None else trace_id
         emitter = (
             self._emitter(None, trace_id) if self.store is not None and self.record_events else None
         )
@@ -241,7 +249,7 @@ class GraphExecutor:
         Leaving the block early cancels the run after checkpointing it (status ``"waiting"`` if
         it waited at a barrier, else ``"cancelled"``); it can then be resumed.
         """
-        trace_id = trace_id or uuid.uuid4().hex
+        trace_id = uuid.uuid4().hex if trace_id is None else trace_id
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         try:
             driver = await self._new_driver(
@@ -268,6 +276,7 @@ class GraphExecutor:
         unused decisions; a run that waited at a barrier waits again with the same barrier id.
         Raises on entry: RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged.
         """
+        check_trace_id(trace_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         try:
             driver = await self._resumed_driver(
@@ -298,6 +307,9 @@ class GraphExecutor:
         it waits at its barriers unless ``decisions`` (checked as execute's) decide them.
         """
         store = self._need_store("fork")
+        check_trace_id(trace_id)
+        if new_trace_id is not None:
+            check_trace_id(new_trace_id)
         restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
         self._check_graph(
@@ -363,6 +375,7 @@ class GraphExecutor:
         ``graph`` is needed only to replay custom reducers, or to get typed state back.
         """
         store = self._need_store("get_state")
+        check_trace_id(trace_id)
         restored = await restore(store, trace_id, seq=seq, graph=graph)
         body = restored.body
         state: Any = restored.state
@@ -398,6 +411,7 @@ class GraphExecutor:
         those; ``values=True``: each summary's ``state`` holds the state at that checkpoint.
         """
         store = self._need_store("history")
+        check_trace_id(trace_id)
         return await history_page(
             store, trace_id, limit=limit, before=before, values=values, graph=graph
         )
@@ -441,9 +455,13 @@ class GraphExecutor:
                     trace_id=trace_id,
                 )
             ckpt.parent = info.parent
-            restored = await restore(store, trace_id, graph=graph)
+            restored = await restore(store, trace_id, graph=graph, run=info)
             body = restored.body
-            if body.status == "failed" and body.next_node is None:
+            if (
+                body.status == "failed"
+                and body.next_node is None
+                and body.trigger != "completion_failed"
+            ):
                 raise RunFinished(
                     f"run {trace_id!r} failed after its last node ran ({body.error}); nothing is "
                     "left to resume: fork it from an earlier checkpoint",
@@ -465,7 +483,11 @@ class GraphExecutor:
                 Position.of(body),
                 emitter,
                 ckpt,
-                start_trigger=None if body.pending_barrier is not None else "resume",
+                # A run whose completion checkpoint failed has no node left: the resume only
+                # writes that checkpoint (no "resume" record first).
+                start_trigger=None
+                if body.pending_barrier is not None or body.next_node is None
+                else "resume",
                 resumed=True,
                 parent=info.parent.trace_id if info.parent else None,
             )
@@ -490,7 +512,7 @@ class GraphExecutor:
             graph_name=graph.name,
             graph_hash=graph.hash,
             reducers=reducer_names(dict(graph.reducers)),
-            barrier_nodes=sorted(graph.barrier_nodes),
+            barrier_nodes=sorted(graph.decision_nodes),
             lease_ttl=self.lease_ttl,
             send_event=emitter.send if emitter is not None else None,
             parent=parent,
@@ -523,6 +545,7 @@ class GraphExecutor:
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
+            resilience=self._resilience,
             start_trigger=start_trigger,
             resumed=resumed,
             parent=parent,
@@ -548,7 +571,7 @@ class GraphExecutor:
     ) -> Driver:
         if not isinstance(graph, Graph):
             raise InvalidGraph(f"expected a built gx.Graph, got {type(graph).__name__}")
-        trace_id = trace_id or uuid.uuid4().hex
+        trace_id = uuid.uuid4().hex if trace_id is None else check_trace_id(trace_id)
         initial = graph.spec.initial(state, trace_id=trace_id)
         early = initial_decisions(graph, decisions, trace_id)
         ckpt: Checkpointer | NullCheckpointer = NullCheckpointer()
@@ -569,6 +592,7 @@ class GraphExecutor:
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
+            resilience=self._resilience,
         )
 
     def _check_graph(
@@ -589,7 +613,7 @@ class GraphExecutor:
             )
         if pending is not None:
             spec = graph.nodes.get(pending.node)
-            if spec is None or spec.kind != "barrier":
+            if spec is None or pending.node not in graph.decision_nodes:
                 raise GraphChanged(
                     f"the run waits at barrier {pending.barrier_id!r}, but {pending.node!r} is no "
                     f"longer a barrier of graph {graph.name!r}",

@@ -9,9 +9,11 @@ from typing import Any
 import msgspec
 
 from . import reducers as _reducers
+from ._breaker import CircuitBreaker
 from ._callables import classify, describe
 from ._decisions import DefaultAction
-from ._spec import _DEFAULTS, _ON_ERROR, Branch, Edge, NodeKind, NodeSpec, OnError
+from ._retry import Retry
+from ._spec import _DEFAULTS, _ON_ERROR, Branch, Edge, NodeKind, NodeSpec, OnError, OnFailure
 from ._state import StateSpec
 from ._validate import validate
 
@@ -31,6 +33,7 @@ class Graph:
     __slots__ = (
         "_routes",
         "barrier_nodes",
+        "decision_nodes",
         "edges",
         "ends",
         "hash",
@@ -51,6 +54,8 @@ class Graph:
     state_type: type[msgspec.Struct] | None
     hash: str
     barrier_nodes: frozenset[str]
+    decision_nodes: frozenset[str]
+    """Nodes that take decisions: barriers and nodes with ``on_failure="pause"``."""
     spec: StateSpec
     _routes: dict[str, _Routes]
 
@@ -78,6 +83,13 @@ class Graph:
             self,
             "barrier_nodes",
             frozenset(n for n, s in nodes.items() if s.kind == "barrier"),
+        )
+        setattr_(
+            self,
+            "decision_nodes",
+            frozenset(
+                n for n, s in nodes.items() if s.kind == "barrier" or s.on_failure == "pause"
+            ),
         )
         routes = {}
         for n in nodes:
@@ -112,6 +124,11 @@ class Graph:
                 data.update(over=s.over, into=s.into, on_error=s.on_error)
             elif s.kind == "barrier":
                 data.update(timeout=s.timeout, default=s.default, record=s.record)
+            # Routing-relevant resilience settings, only when set (older hashes stay valid).
+            if s.on_failure not in (None, "fail"):
+                data["on_failure"] = s.on_failure
+            if s.compensate is not None:
+                data["compensate"] = s.compensate
             return data
 
         return {
@@ -206,6 +223,7 @@ class GraphBuilder:
         self._start: list[str] = []
         self._ends: list[str] = []
         self._problems: list[str] = []
+        self._defaults: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"GraphBuilder({self.name!r}, nodes={len(self._nodes)})"
@@ -230,10 +248,22 @@ class GraphBuilder:
         *,
         inline: bool = False,
         side_effects: bool = False,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        heartbeat_timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        compensate: str | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> GraphBuilder:
         """A node ``fn(state)`` or ``fn(state, ctx)``; sync ones run in a worker thread unless
         ``inline=True``. ``side_effects=True`` makes a checkpoint follow it (not repeated on
-        resume)."""
+        resume).
+
+        Resilience (README "Resilience"): ``retry=gx.Retry(...)``, ``timeout`` (seconds, per
+        attempt), ``heartbeat_timeout`` (seconds without ``ctx.heartbeat()``), ``on_failure``
+        (``"fail"``, ``"skip"``, ``"fallback"``, ``"compensate"``, ``"pause"``),
+        ``compensate`` (the node that undoes this one), ``breaker=gx.CircuitBreaker(...)``;
+        each defaults to the builder's ``defaults()``."""
         return self._add(
             name,
             lambda: NodeSpec(
@@ -241,6 +271,12 @@ class GraphBuilder:
                 kind="node",
                 call=classify(fn, what=f"node {name!r}", inline=inline),
                 side_effects=side_effects,
+                retry=retry,
+                timeout=timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                on_failure=on_failure,
+                compensate=compensate,
+                breaker=breaker,
             ),
         )
 
@@ -252,9 +288,17 @@ class GraphBuilder:
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        heartbeat_timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        compensate: str | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> GraphBuilder:
         """Run every branch concurrently on the same state; merge their deltas in declaration
-        order. ``on_error``: ``fail_fast``, ``collect`` or ``continue``."""
+        order. ``on_error``: ``fail_fast``, ``collect`` or ``continue``. ``retry`` and
+        ``timeout`` apply to each branch; ``on_failure`` to the node once its branches
+        failed (see ``node()``)."""
 
         def make() -> NodeSpec:
             if not isinstance(branches, Mapping) or not branches:
@@ -269,6 +313,12 @@ class GraphBuilder:
                 ),
                 on_error=on_error,
                 side_effects=side_effects,
+                retry=retry,
+                timeout=timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                on_failure=on_failure,
+                compensate=compensate,
+                breaker=breaker,
             )
 
         return self._add(name, make)
@@ -284,6 +334,12 @@ class GraphBuilder:
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        heartbeat_timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        compensate: str | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> GraphBuilder:
         """Run ``fn(item)`` or ``fn(item, ctx)`` once per item of ``state[over]``, at most
         ``max_concurrency`` at a time, and append the results in item order to ``into``."""
@@ -304,6 +360,12 @@ class GraphBuilder:
                 max_concurrency=max_concurrency,
                 on_error=on_error,
                 side_effects=side_effects,
+                retry=retry,
+                timeout=timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                on_failure=on_failure,
+                compensate=compensate,
+                breaker=breaker,
             )
 
         return self._add(name, make)
@@ -316,9 +378,11 @@ class GraphBuilder:
         timeout: float | None = None,
         default: DefaultAction = "reject",
         record: str | None = None,
+        retry: Retry | None = None,
     ) -> GraphBuilder:
         """Pause until a decision arrives (approve, reject, edit); on ``timeout`` seconds apply
-        ``default``. The decision is written to ``state[record]`` (default: the node name)."""
+        ``default``. The decision is written to ``state[record]`` (default: the node name).
+        ``retry`` is refused by build() (a barrier calls no node to retry)."""
 
         def make() -> NodeSpec:
             if default not in _DEFAULTS:
@@ -337,9 +401,32 @@ class GraphBuilder:
                 timeout=timeout,
                 default=default,
                 record=record or name,
+                retry=retry,
             )
 
         return self._add(name, make)
+
+    def defaults(
+        self,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        heartbeat_timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> GraphBuilder:
+        """Builder-wide resilience defaults for every node, parallel and map node (declared
+        before or after this call) that does not set its own; barriers are not affected. A
+        node opts out of a default retry with ``retry=gx.Retry(attempts=1)``."""
+        given = {
+            "retry": retry,
+            "timeout": timeout,
+            "heartbeat_timeout": heartbeat_timeout,
+            "on_failure": on_failure,
+            "breaker": breaker,
+        }
+        self._defaults.update({k: v for k, v in given.items() if v is not None})
+        return self
 
     def edge(
         self, source: str, target: str, *, when: Callable[[Any], bool] | None = None

@@ -169,7 +169,7 @@ class RunManager:
         decisions: dict[str, Decision] | None,
     ) -> str:
         tg = self._task_group("start")
-        trace_id = trace_id or uuid.uuid4().hex
+        trace_id = uuid.uuid4().hex if trace_id is None else trace_id
         driver = await self.ex._new_driver(
             graph, state, trace_id, decisions, self.ex._emitter(None, trace_id)
         )

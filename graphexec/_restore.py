@@ -1,4 +1,12 @@
-"""Restoring a run from its checkpoints: the latest base, then the deltas after it."""
+"""Restoring a run from its checkpoints: the latest base, then the deltas after it.
+
+Restore trusts nothing it reads: every blob is type- and checksum-checked
+(:func:`decode_body`), the chain must be whole (a base, then every seq after it without a gap,
+up to the seq asked for or the run's ``last_seq``), and the last record must agree with the
+runs index row (seq, status, step, next node, pending barrier). Any disagreement is a
+:class:`CheckpointError` naming the trace and seq: a missing row or a damaged index would
+otherwise restore a state with steps left out, or an older position, without a word.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from .checkpoint._base import CheckpointStore
 from .checkpoint._record import (
     CheckpointBody,
     ParentRef,
+    RunInfo,
     StoredCheckpoint,
     decode_body,
     decode_snapshot,
@@ -40,13 +49,37 @@ class Restored(msgspec.Struct):
 
 
 async def restore(
-    store: CheckpointStore, trace_id: str, *, seq: int | None = None, graph: Graph | None = None
+    store: CheckpointStore,
+    trace_id: str,
+    *,
+    seq: int | None = None,
+    graph: Graph | None = None,
+    run: RunInfo | None = None,
 ) -> Restored:
-    """Load and replay; CheckpointError (naming trace and seq) for anything damaged."""
-    rows = await store.load_chain(trace_id, seq)
+    """Load and replay; CheckpointError (naming trace and seq) for anything damaged.
+
+    ``run``: the trace's runs index row if the caller already read it (``resume_from`` gets it
+    with the lease); otherwise it is read here. The chain is checked against it.
+    """
+    given = run is not None
+    for _attempt in range(3):
+        if not given:
+            run = await store.get_run(trace_id)
+        rows = await store.load_chain(trace_id, seq)
+        # The runs row and the chain are read in two transactions: a run driven by another
+        # process may commit in between. Read again before calling a disagreement damage.
+        if given or seq is not None or run is None or not rows or rows[-1].seq == run.last_seq:
+            break
     if not rows:
-        if seq is None:
+        if seq is None and run is None:
             raise RunNotFound(f"no checkpoints for trace {trace_id!r}", trace_id=trace_id)
+        if seq is None and run is not None:
+            raise CheckpointError(
+                f"trace {trace_id!r} is in the runs index (last seq {run.last_seq!r}) but its "
+                "checkpoints are missing or damaged: no base record was found",
+                trace_id=trace_id,
+                seq=run.last_seq if type(run.last_seq) is int else None,
+            )
         raise CheckpointError(
             f"trace {trace_id!r} has no checkpoint at or before seq {seq}",
             trace_id=trace_id,
@@ -56,6 +89,7 @@ async def restore(
         raise CheckpointError(
             f"trace {trace_id!r} has no checkpoint with seq {seq}", trace_id=trace_id, seq=seq
         )
+    _check_chain(rows, trace_id)
     base = rows[0]
     base_body = decode_body(base)
     state = decode_snapshot(base)
@@ -84,6 +118,7 @@ async def restore(
                         trace_id=trace_id,
                         seq=row.seq,
                     ) from exc
+    _check_run_row(run, body, graph_hash, trace_id, latest=seq is None)
     if graph is not None and graph.state_type is not None:
         try:
             state = graph.spec.restored(state)
@@ -101,6 +136,77 @@ async def restore(
         graph_name=base_body.graph_name,
         graph_hash=graph_hash,
     )
+
+
+def _check_chain(rows: list[StoredCheckpoint], trace_id: str) -> None:
+    """A base first, then every seq after it: a gap means a row is missing (deleted, or
+    unreachable through a damaged index), and replaying around it would skip its steps."""
+    first = rows[0]
+    if type(first.seq) is not int or first.kind != "base":
+        raise CheckpointError(
+            f"trace {trace_id!r}: the chain does not start with a base record "
+            f"(kind {first.kind!r:.20})",
+            trace_id=trace_id,
+            seq=first.seq if type(first.seq) is int else None,
+        )
+    expected = first.seq
+    for row in rows:
+        if row.trace_id != trace_id:
+            raise CheckpointError(
+                f"a checkpoint of trace {row.trace_id!r:.80} was read for trace {trace_id!r}",
+                trace_id=trace_id,
+                seq=expected,
+            )
+        if row.seq != expected:
+            raise CheckpointError(
+                f"trace {trace_id!r}: checkpoint seq {expected} is missing (found "
+                f"{row.seq!r:.40} after {expected - 1}); the chain is broken",
+                trace_id=trace_id,
+                seq=expected,
+            )
+        expected += 1
+
+
+def _check_run_row(
+    run: RunInfo | None, body: CheckpointBody, graph_hash: str, trace_id: str, *, latest: bool
+) -> None:
+    """The runs index row is written in the same transaction as the last record: the two must
+    agree. Restoring at an explicit seq only needs that seq to exist below the last one."""
+    if run is None:
+        raise CheckpointError(
+            f"trace {trace_id!r} has checkpoints but no runs index row (damaged or deleted)",
+            trace_id=trace_id,
+            seq=body.seq,
+        )
+    if not latest:
+        if type(run.last_seq) is not int or body.seq > run.last_seq:
+            raise CheckpointError(
+                f"trace {trace_id!r}: checkpoint seq {body.seq} is past the run's last seq "
+                f"{run.last_seq!r:.40} in the runs index",
+                trace_id=trace_id,
+                seq=body.seq,
+            )
+        return
+    pending = body.pending_barrier.barrier_id if body.pending_barrier is not None else None
+    mismatches = [
+        f"{what} {stored!r:.60} in the runs index, {found!r:.60} in the checkpoint"
+        for what, stored, found in (
+            ("last seq", run.last_seq, body.seq),
+            ("status", run.status, body.status),
+            ("step", run.step, body.step),
+            ("next node", run.next_node, body.next_node),
+            ("pending barrier", run.pending_barrier, pending),
+            ("graph hash", run.graph_hash, graph_hash),
+        )
+        if stored != found or type(stored) is not type(found)
+    ]
+    if mismatches:
+        raise CheckpointError(
+            f"trace {trace_id!r}: the latest checkpoint does not match the runs index "
+            f"({'; '.join(mismatches)}); rows are missing or the file is damaged",
+            trace_id=trace_id,
+            seq=body.seq,
+        )
 
 
 def _reducer_for(

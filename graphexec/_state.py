@@ -3,7 +3,9 @@
 The run keeps its state as a plain dict it owns. Nodes see a :class:`~._view.StateView` of it
 (read-only; list, dict and set values are handed out as copies, so mutating them in place cannot
 change the run's state), or, with typed state, a fresh instance of the state Struct whose
-list, dict and set fields are copies. See ``_view.py``.
+list, dict and set fields are copies. See ``_view.py``. Every value a node writes goes through
+:meth:`StateSpec.check`, which also refuses values a checkpoint would not restore as they were
+(``_values.check_value``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,18 @@ import msgspec
 from . import reducers as _reducers
 from ._callables import check_reducer
 from ._directives import Overwrite, StateDelta
+from ._values import LEAVES, check_value
 from ._view import StateView, fresh
 from .exceptions import StateError
 
 __all__ = ("StateSpec",)
+
+_SPREAD: dict[Any, tuple[type, ...]] = {
+    _reducers.append: (tuple,),
+    _reducers.union: (tuple, set, frozenset),
+}
+"""Containers a built-in reducer spreads into items (see reducers.py), so their own type is
+never stored."""
 
 
 def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
@@ -34,10 +44,13 @@ def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
 class _KeyCheck:
     """Validates a delta value for one typed-state key (the shape depends on its reducer)."""
 
-    __slots__ = ("item_type", "type", "type_name", "whole_name")
+    __slots__ = ("item_type", "loose", "type", "type_name", "whole_name")
 
     def __init__(self, tp: Any, reducer: Callable[..., Any] | None) -> None:
         self.type = tp
+        # A field annotated Any converts nothing back on restore: its values follow the
+        # untyped rules (no tuples, sets, ...).
+        self.loose = tp is Any or tp is object
         # repr keeps the parameters of generics ("list[str]", "int | None"); classes by name.
         self.type_name = tp.__name__ if isinstance(tp, type) else repr(tp)
         self.whole_name = self.type_name
@@ -133,6 +146,10 @@ class StateSpec:
             bad = [k for k in data if not isinstance(k, str)]
             if bad:
                 raise StateError(f"state keys must be str, got {bad[0]!r}", trace_id=trace_id)
+        typed = self.checks is not None
+        for key, value in data.items():
+            loose = typed and self.checks is not None and self.checks[key].loose
+            check_value(value, node=None, key=key, typed=typed and not loose)
         for key, (_fn, kind) in self.inplace.items():
             value = data.get(key)
             if type(value) is kind:
@@ -148,16 +165,46 @@ class StateSpec:
 
     # -- applying deltas ---------------------------------------------------------------------
 
+    def check_all(self, changes: list[tuple[str, Any]], node: str | None) -> list[tuple[str, Any]]:
+        """Check one node's deltas (see :meth:`check`); the (converted) deltas.
+
+        One call per node execution: for untyped state the common case (str keys, scalar
+        values) is decided here without a call per delta, and the list is returned as is.
+        """
+        if self.checks is not None:
+            return [(k, self.check(k, v, node=node)) for k, v in changes]
+        for k, v in changes:
+            if type(k) is not str or type(v) not in LEAVES:
+                self.check(k, v, node=node)
+        return changes
+
     def check(self, key: str, value: Any, *, node: str | None) -> Any:
         """Validate (and convert) one delta value against the typed state, if any."""
         checks = self.checks
         if checks is None:
+            if type(key) is not str:
+                raise StateError(f"node {node!r} wrote a non-str key {key!r}", node=node)
+            # check_value's own fast path, inlined: most deltas are one small scalar, and this
+            # runs for every delta of every step.
+            t = type(value)
+            if t not in LEAVES:
+                if t is Overwrite:
+                    check_value(value.value, node=node, key=key)
+                elif t in _SPREAD.get(self.reducers.get(key), ()):
+                    # append/union take the items of a tuple (or set) as they take a list's: the
+                    # replay gets a list and produces the same state, so only the items count.
+                    for item in value:
+                        check_value(item, node=node, key=key)
+                else:
+                    check_value(value, node=node, key=key)
             return value
         if type(value) is Overwrite:  # checked as a whole value of the key, then re-wrapped
             check = checks.get(key)
             if check is not None and check.item_type is not None:
                 try:
-                    return Overwrite(msgspec.convert(value.value, check.type))
+                    whole = msgspec.convert(value.value, check.type)
+                    check_value(whole, node=node, key=key, typed=not check.loose)
+                    return Overwrite(whole)
                 except msgspec.ValidationError as exc:
                     raise StateError(
                         f"node {node!r} wrote key {key!r} with gx.Overwrite of "
@@ -176,7 +223,7 @@ class StateSpec:
                 node=node,
             )
         try:
-            return check(value)
+            converted = check(value)
         except msgspec.ValidationError as exc:
             raise StateError(
                 f"node {node!r} wrote key {key!r} with {type(value).__name__} {value!r:.80}: "
@@ -184,6 +231,8 @@ class StateSpec:
                 key=key,
                 node=node,
             ) from exc
+        check_value(converted, node=node, key=key, typed=not check.loose)
+        return converted
 
     def apply(self, state: dict[str, Any], key: str, value: Any, *, node: str | None) -> None:
         """Apply one (already checked) delta through the key's reducer, in place on ``state``."""

@@ -60,7 +60,8 @@ def stream_events() -> StreamEvents:
 
 # ---------------------------------------------------------------------------------------------
 # Backends: every async test runs through anyio's pytest plugin, on asyncio and on trio.
-# tests/checkpoint/conftest.py narrows this to asyncio (SQLiteStore runs on aiosqlite).
+# tests/checkpoint/conftest.py narrows this to asyncio, except for the store contract and the
+# SQLiteStore tests.
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -69,7 +69,18 @@ async def every_kind_of_event() -> list[gx.GraphEvent]:
     async def bad(s: State) -> None:
         raise RuntimeError("bad")
 
-    failing = gx.GraphBuilder("f").node("bad", bad).start("bad").end("bad").build()
+    failing = (
+        gx.GraphBuilder("f")
+        .node(
+            "bad",
+            bad,
+            retry=gx.Retry(attempts=2, backoff=0.0, jitter=False),  # NodeRetry
+            breaker=gx.CircuitBreaker(failures=1, cooldown=60.0),  # CircuitChanged
+        )
+        .start("bad")
+        .end("bad")
+        .build()
+    )
     async with gx.GraphExecutor().execute_stream(failing) as run:
         events.extend([event async for event in run])
 
@@ -198,6 +209,7 @@ class TestWireForm:
             gx.ParallelCompleted,
             gx.Custom,
             gx.ObservedError,
+            gx.NodeRetry,
         } == {type(e) for e in with_span}
         for event in with_span:
             assert f"{event.node}@{event.step}" == event.span_id  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from .._apply import TornUpdate, apply_changes
 from .._barrier_ids import barrier_id as _barrier_id
 from .._checkpointer import Checkpointer, NullCheckpointer
-from .._decisions import Decision, Edit, Reject, decision_name, default_decision
+from .._decisions import Decision, Edit, Reject, Skip, decision_name, default_decision
 from .._directives import Fallback
 from .._emit import Emitter
 from .._events import (
@@ -33,26 +33,35 @@ from .._events import (
     GraphStart,
 )
 from .._graph import Graph, NodeSpec
+from .._spec import ERRORS_KEY
 from ..checkpoint._base import CheckpointStore
-from ..checkpoint._record import PendingBarrier, now
+from ..checkpoint._record import KeptOutputs, PendingBarrier, now
+from ..checkpoint._retry import decisions_after
 from ..exceptions import (
     Cancelled,
+    CheckpointError,
+    CircuitOpen,
     GraphError,
     InvalidGraph,
     NodeExecutionFailed,
+    NodeTimeout,
     RunFinished,
     StepsExceeded,
 )
 from ..typing import RunStatus
+from .attempts import Resilience, cause_of, error_record
 from .decisions import check_offer, merge_stored, take_decision
 from .invoke import invoke
 from .position import Position
 from .recorder import Recorder, error_info
 from .result import GraphResult
 from .routing import route
-from .step import execute_node
+from .step import Outcome, execute_node, run_attempts
 
 __all__ = ("Driver",)
+
+_FINAL_SAVE_WAITS = (0.1, 0.5)
+"""Waits between attempts at the completion checkpoint (three attempts in all)."""
 
 
 class Driver:
@@ -75,8 +84,11 @@ class Driver:
         resumed: bool = False,
         parent: str | None = None,
         must_be_decided: bool = False,
+        resilience: Resilience | None = None,
     ) -> None:
         self.graph = graph
+        self.res = resilience if resilience is not None else Resilience()
+        """The executor's clock and circuit breakers (shared by its runs)."""
         self.state = state
         self.trace_id = trace_id
         self.pos = position
@@ -98,8 +110,10 @@ class Driver:
         """Set once the run's first checkpoint is committed (or the run ended without one):
         from then on other processes find it in the store."""
         self._torn = False
+        self._completing = False
         self._t0 = 0.0
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[str](math.inf)
+        self._save_lock = anyio.Lock()
 
     @property
     def status(self) -> RunStatus:
@@ -283,7 +297,7 @@ class Driver:
             )
         return step
 
-    async def _step(self, spec: NodeSpec) -> None:
+    async def _step(self, spec: NodeSpec, paused: PendingBarrier | None = None) -> None:
         # The hot path of every run: the recorder is awaited only when someone listens (an
         # await of a coroutine that returns at once still costs its creation, per step).
         name = spec.name
@@ -297,10 +311,35 @@ class Driver:
         if listening:
             await rec.node_start(step, name, span, spec.kind)
         t0 = time.perf_counter()
+        attempt = 1
         try:
-            directive, changes, usage = await execute_node(
-                self.graph, self.state, spec, step, span, rec
-            )
+            try:
+                if paused is not None:  # resumed while paused at this failed node
+                    (directive, changes, usage), attempt = await self._failure(
+                        spec, step, span, None, paused
+                    )
+                elif spec.guarded or spec.kind != "node" or pos.retry_at is not None:
+                    (directive, changes, usage), attempt = await self._attempts(spec, step, span)
+                else:
+                    # No timeout, heartbeat or breaker to set up: the first attempt is a plain
+                    # call, and the retry loop is entered only once it failed.
+                    try:
+                        directive, changes, usage = await execute_node(
+                            self.graph, self.state, spec, step, span, rec
+                        )
+                    except (NodeExecutionFailed, NodeTimeout) as first:
+                        if spec.retry is None:
+                            raise
+                        (directive, changes, usage), attempt = await self._attempts(
+                            spec, step, span, first, t0
+                        )
+            except (NodeExecutionFailed, NodeTimeout, CircuitOpen) as exc:
+                if spec.on_failure == "fail":
+                    self._keep(spec, step, exc)
+                    raise
+                (directive, changes, usage), attempt = await self._failure(
+                    spec, step, span, exc, None
+                )
             if changes:
                 try:
                     changes = apply_changes(self.graph.spec, self.state, changes, node=name)
@@ -310,18 +349,24 @@ class Driver:
                 if listening:
                     await rec.state_changed(step, name, span, changes)
         except GraphError as exc:  # the node, a delta that does not fit, a reducer that raised
-            await rec.node_end(name, step, span, t0, ok=False, next_node=None)
+            t1 = rec.log_line(name, step, t0, ok=False, attempt=attempt)
+            if listening:
+                await rec.send_end(name, step, span, t1 - t0, ok=False, next_node=None)
             _fill(exc, self.trace_id, name, step)
             raise
         # The step is committed before routing: a routing failure leaves the state with the
         # node's deltas applied and no next node (see resume_from for what that means).
         pos.step = step
         pos.next_node = None
+        if pos.kept is not None:
+            pos.kept = None
+        if spec.compensate is not None:
+            pos.compensable.append(name)
         nxt = route(self.graph, self.state, name, directive)
         if directive is not None and type(directive) is Fallback:
             await self._fell_back(spec, directive, step, span)
         pos.next_node = nxt
-        t1 = rec.log_line(name, step, t0, ok=True)
+        t1 = rec.log_line(name, step, t0, ok=True, attempt=attempt)
         if listening:
             await rec.send_end(name, step, span, t1 - t0, ok=True, next_node=nxt)
         trigger = self.ckpt.after_step(
@@ -338,6 +383,222 @@ class Driver:
             # The commit is shielded: a cancel from an outer scope that came meanwhile
             # is raised here, before the next node starts.
             await anyio.lowlevel.checkpoint_if_cancelled()
+
+    # -- resilience: attempts and what a failure does ----------------------------------------
+
+    async def _attempts(
+        self,
+        spec: NodeSpec,
+        step: int,
+        span: str,
+        first: GraphError | None = None,
+        first_t0: float = 0.0,
+    ) -> tuple[Outcome, int]:
+        return await run_attempts(
+            self.graph,
+            self.state,
+            spec,
+            step,
+            span,
+            self.rec,
+            self.res,
+            self.pos,
+            self._before_backoff,
+            first,
+            first_t0,
+            self._branch_backoff if self.store is not None else None,
+        )
+
+    async def _before_backoff(self) -> None:
+        """Checkpoint the attempt count and the next attempt's time before a backoff (with a
+        store): a crash during the wait resumes with the budget left."""
+        if self.store is not None:
+            await self._save("retry")
+            await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def _branch_backoff(
+        self, waiting: dict[str, tuple[int, float]], finished: dict[str, Any]
+    ) -> None:
+        """Before a branch's backoff (and when a branch finishes after one): checkpoint the
+        fan-out's progress (the finished branches' outputs, each waiting branch's attempts),
+        so a crash during the wait resumes the node with those kept and those budgets."""
+        pos = self.pos
+        node = pos.next_node
+        assert node is not None
+        step = pos.step + 1
+        kept = pos.kept
+        if kept is None or kept.node != node or kept.step != step:
+            kept = KeptOutputs(node=node, step=step, results={})
+        pos.kept = KeptOutputs(
+            node=node,
+            step=step,
+            results={**kept.results, **finished},
+            attempts={**kept.attempts, **waiting},
+        )
+        async with self._save_lock:  # branches back off concurrently: one save at a time
+            await self._save("retry")
+
+    def _keep(self, spec: NodeSpec, step: int, exc: GraphError) -> None:
+        """Record what the successful branches of a failed fan-out returned."""
+        kept = getattr(exc, "kept", None)
+        if kept:
+            self.pos.kept = KeptOutputs(node=spec.name, step=step, results=dict(kept))
+
+    async def _failure(
+        self,
+        spec: NodeSpec,
+        step: int,
+        span: str,
+        exc: GraphError | None,
+        paused: PendingBarrier | None,
+    ) -> tuple[Outcome, int]:
+        """Apply ``spec.on_failure`` to a failed execution (every attempt spent): an outcome
+        to go on with (skip, fallback, an approved retry that succeeded), or the error."""
+        name = spec.name
+        record: dict[str, Any] = {}
+        if paused is not None and isinstance(paused.prompt, dict):
+            record = dict(paused.prompt.get("error") or {})
+        while True:
+            if exc is not None:
+                self._keep(spec, step, exc)
+                record = error_record(exc)
+            strategy = spec.on_failure
+            if strategy == "pause":
+                decision = await self._pause(spec, step, exc, paused)
+                paused = None
+                if isinstance(decision, Skip):
+                    strategy = "skip"
+                elif isinstance(decision, Reject):
+                    raise NodeExecutionFailed(
+                        f"node {name!r} failed and its pause was rejected"
+                        + (f": {decision.reason}" if decision.reason else "")
+                        + (f" (the failure: {cause_of(exc)!r})" if exc is not None else ""),
+                        node=name,
+                        cause=cause_of(exc) if exc is not None else RuntimeError("rejected"),
+                        step=step,
+                    )
+                else:  # Approve, Edit: run the node again with a fresh budget
+                    if isinstance(decision, Edit):
+                        changes = self._apply_now(list(decision.update.items()), name)
+                        await self.rec.state_changed(step, name, span, changes)
+                        self.ckpt.note_step(step, name, changes)
+                    try:
+                        return await self._attempts(spec, step, span)
+                    except (NodeExecutionFailed, NodeTimeout, CircuitOpen) as again:
+                        exc = again
+                        continue
+            if strategy == "skip":
+                self.pos.kept = None
+                self.log.warning("node failed; skipped", node=name, step=step, error=record)
+                info = ErrorInfo(
+                    type=str(record.get("type", "")),
+                    message=str(record.get("message", "")),
+                    node=name,
+                )
+                await self.rec.observed(step, name, span, info)
+                return (None, [(ERRORS_KEY, {name: record})], None), 1
+            assert exc is not None
+            cause = cause_of(exc)
+            if strategy == "fallback":
+                self.pos.kept = None
+                return (Fallback(f"{type(cause).__name__}: {cause}"), [], None), 1
+            if strategy == "compensate":
+                await self._compensate(exc, step)
+            raise exc
+
+    async def _pause(
+        self, spec: NodeSpec, step: int, exc: GraphError | None, paused: PendingBarrier | None
+    ) -> Decision:
+        """Wait at the failed node like at a barrier (same ids, events, store decisions)."""
+        name = spec.name
+        pos = self.pos
+        if paused is None:
+            assert exc is not None
+            occurrence = pos.barrier_counts.get(name, 0) + 1
+            pos.barrier_counts[name] = occurrence
+            pos.pending = PendingBarrier(
+                barrier_id=_barrier_id(name, occurrence),
+                node=name,
+                prompt={"error": error_record(exc), "step": step, "paused": "on_failure"},
+            )
+        else:
+            await self._pull_store_decisions()
+        pending = pos.pending
+        assert pending is not None
+        decision, by = await self._await_decision(spec, step, pending, resumed=paused is not None)
+        pos.pending = None
+        pos.status = "running"
+        verdict = decision_name(decision)
+        self.log.info(
+            "pause resolved",
+            node=name,
+            step=step,
+            barrier_id=pending.barrier_id,
+            by=by,
+            decision=verdict,
+        )
+        if self.rec.emitter is not None:
+            await self.rec.send(
+                BarrierResolved(
+                    trace_id=self.trace_id,
+                    step=step,
+                    barrier_id=pending.barrier_id,
+                    node=name,
+                    decision=verdict,  # type: ignore[arg-type]
+                    reason=decision.reason if isinstance(decision, Reject) else None,
+                    by=by,  # type: ignore[arg-type]
+                    edited=isinstance(decision, Edit),
+                )
+            )
+        return decision
+
+    async def _compensate(self, exc: GraphError, failed_step: int) -> None:
+        """Run the compensations of the completed nodes, newest first, each a checkpointed
+        step of its own; the run then fails with ``exc`` (the caller raises it)."""
+        pos = self.pos
+        failed = pos.next_node
+        self.log.warning(
+            "node failed; compensating",
+            node=exc.node,
+            step=failed_step,
+            compensations=len(pos.compensable),
+        )
+        while pos.compensable:
+            done = pos.compensable[-1]
+            declared = self.graph.nodes.get(done)
+            comp = declared.compensate if declared is not None else None
+            if comp is None:  # recorded by a run whose graph has since changed
+                self.log.warning("compensation no longer declared; skipped", node=done)
+                pos.compensable.pop()
+                continue
+            spec = self.graph.nodes[comp]
+            step = self._next_step(comp, "compensation")
+            span = f"{comp}@{step}"
+            await self.rec.node_start(step, comp, span, spec.kind)
+            t0 = time.perf_counter()
+            try:
+                if spec.retry is not None or spec.guarded:
+                    (_d, changes, _u), _a = await self._attempts(spec, step, span)
+                else:
+                    _d, changes, _u = await execute_node(
+                        self.graph, self.state, spec, step, span, self.rec
+                    )
+                changes = self._apply_now(changes, comp)
+            except GraphError as comp_exc:
+                await self.rec.node_end(comp, step, span, t0, ok=False, next_node=None)
+                _fill(comp_exc, self.trace_id, comp, step)
+                comp_exc.message = (
+                    f"{comp_exc.message}; while compensating {done!r} after node "
+                    f"{exc.node!r} failed: {exc.message}"
+                )
+                raise comp_exc from exc
+            await self.rec.state_changed(step, comp, span, changes)
+            pos.step = step
+            pos.compensable.pop()
+            await self.rec.node_end(comp, step, span, t0, ok=True, next_node=failed)
+            self.ckpt.note_step(step, comp, changes)
+            if self.store is not None:
+                await self._save("compensation")
 
     def _apply_now(self, changes: list[tuple[str, Any]], node: str) -> list[tuple[str, Any]]:
         """Apply a step's changes to the state; the checked changes."""
@@ -406,6 +667,9 @@ class Driver:
     async def _reenter_barrier(self, pending: PendingBarrier) -> None:
         """A resumed run that was waiting waits again, with the same barrier id."""
         spec = self.graph.nodes[pending.node]
+        if spec.kind != "barrier":  # paused by on_failure="pause": the node's step again
+            await self._step(spec, pending)
+            return
         step = self.pos.step
         span = f"{spec.name}@{step}"
         await self.rec.node_start(step, spec.name, span, "barrier")
@@ -415,9 +679,17 @@ class Driver:
     async def _wait_and_resolve(
         self, spec: NodeSpec, step: int, span: str, t0: float, *, resumed: bool = False
     ) -> None:
-        pos = self.pos
-        pending = pos.pending
+        pending = self.pos.pending
         assert pending is not None
+        decision, by = await self._await_decision(spec, step, pending, resumed=resumed)
+        await self._resolve(spec, step, span, pending.barrier_id, decision, by, t0)
+
+    async def _await_decision(
+        self, spec: NodeSpec, step: int, pending: PendingBarrier, *, resumed: bool
+    ) -> tuple[Decision, str]:
+        """The decision for ``pending`` (a barrier, or a node paused by its failure): one
+        already there, else checkpoint the wait, send BarrierWaiting and wait for it."""
+        pos = self.pos
         decision = take_decision(pos, pending.barrier_id, spec.name)
         by = "human"
         if decision is None and not resumed:
@@ -450,7 +722,7 @@ class Driver:
                     )
                 )
             decision, by = await self._wait(spec, pending)
-        await self._resolve(spec, step, span, pending.barrier_id, decision, by, t0)
+        return decision, by
 
     async def _wait(self, spec: NodeSpec, pending: PendingBarrier) -> tuple[Decision, str]:
         if self.must_be_decided and self.store is None and pending.deadline is None:
@@ -499,7 +771,7 @@ class Driver:
         """Read decisions submitted through the store since the last look."""
         if self.store is None:
             return
-        found = await self.store.decisions_after(self.trace_id, self.pos.decision_cursor)
+        found = await decisions_after(self.store, self.trace_id, self.pos.decision_cursor)
         merge_stored(self.graph, self.pos, found, self.log)
 
     async def _resolve(
@@ -600,8 +872,11 @@ class Driver:
 
     async def _completed(self) -> None:
         self.pos.status = "completed"
+        # From here a failed save must not cost a node re-run: _failed records the failure as
+        # "completion_failed", which resume_from finishes without running anything.
+        self._completing = True
         if self.ckpt.on_completion:
-            await self._save("completion", final=True)
+            await self._save_final_retrying()
         await self.ckpt.flush()
         result = self._finish("completed", None)
         if self.rec.emitter is not None:
@@ -614,6 +889,19 @@ class Driver:
                     duration=result.duration,
                 )
             )
+
+    async def _save_final_retrying(self) -> None:
+        """The completion checkpoint, tried again after a passing store error (disk full, busy
+        past the timeout, an I/O error): a failed sync save leaves the checkpointer's buffered
+        steps in place, so a later attempt writes the same record."""
+        for wait in _FINAL_SAVE_WAITS:
+            try:
+                await self._save("completion", final=True)
+                return
+            except CheckpointError as exc:
+                self.log.warning("completion checkpoint failed; trying again", error=str(exc))
+                await anyio.sleep(wait)
+        await self._save("completion", final=True)
 
     async def _failed(self, exc: GraphError) -> None:
         step = self.pos.step
@@ -633,7 +921,7 @@ class Driver:
                 # it (the failed node's deltas were never noted), so it restores to the last
                 # good state, with the failed node as next node: a resume re-runs it.
                 await self._save(
-                    "failure",
+                    "completion_failed" if self._completing else "failure",
                     error=f"{type(exc).__name__}: {exc}",
                     final=True,
                     allow_base=not self._torn,

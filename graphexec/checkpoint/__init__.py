@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # SQLiteStore pulls in aiosqlite and sqlite3: loaded when first asked for.
+    # SQLiteStore pulls in sqlite3: loaded when first asked for.
     if name == "SQLiteStore":
         from ._sqlite import SQLiteStore
 

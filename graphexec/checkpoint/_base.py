@@ -36,6 +36,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from .._barrier_ids import is_resolved, parse_barrier_id
 from .._decisions import Decision
+from .._values import check_trace_id
 from ..exceptions import CheckpointError, InvalidDecision, RunFinished, RunNotFound
 from ._record import (
     CheckpointSummary,
@@ -188,6 +189,7 @@ class StoreBase:
 
 def check_rows(rows: Sequence[StoredCheckpoint], run: RunInfo, last_seq: int | None) -> None:
     """Refuse rows of another trace, and seqs that do not increase past ``last_seq``."""
+    check_trace_id(run.trace_id)
     previous = last_seq
     for row in rows:
         if row.trace_id != run.trace_id:
@@ -212,6 +214,7 @@ def check_decision_target(
     barrier_id: str,
 ) -> None:
     """Refuse a decision the run can never use: unknown trace, finished run, resolved barrier."""
+    check_trace_id(trace_id)
     if run is None:
         raise RunNotFound(f"no run with trace id {trace_id!r} in this store", trace_id=trace_id)
     if run.status in FINISHED_STATUSES:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import anyio
 
 from .._decisions import Decision
+from .._values import check_trace_id
 from ..exceptions import RunLocked
 from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
 from ._record import (
@@ -110,6 +111,7 @@ class MemoryStore(StoreBase):
         return summarize(rows)
 
     async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+        check_trace_id(trace_id)
         async with self._lock:
             check_decision_target(self._runs.get(trace_id), trace_id, barrier_id)
             stored = StoredDecision(

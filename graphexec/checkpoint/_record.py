@@ -26,6 +26,7 @@ __all__ = (
     "CheckpointKind",
     "CheckpointSummary",
     "EventBatch",
+    "KeptOutputs",
     "Lease",
     "ParentRef",
     "PendingBarrier",
@@ -63,6 +64,20 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     prompt: Any = None
     deadline: float | None = None
     """Wall-clock time (``time.time()``) at which the default action applies; None: never."""
+
+
+class KeptOutputs(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A parallel (map) node's progress at its step: what its finished branches (items)
+    returned, recorded when it failed or before a branch's backoff; the next execution of the
+    node at the same step runs only the others, each with the attempts it had left."""
+
+    node: str
+    step: int
+    results: dict[str, Any]
+    """Branch name (``"<node>[<i>]"`` for a map item) to what it returned."""
+    attempts: dict[str, tuple[int, float]] = msgspec.field(default_factory=dict)
+    """Branches waiting out a backoff when this was recorded: failed attempts so far and the
+    wall-clock time of the next one."""
 
 
 class ParentRef(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -104,6 +119,15 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     a state can be restored without the graph when only built-ins are involved."""
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Base records: the graph's barrier nodes (copied to the runs index)."""
+    attempt: int = 0
+    """Failed attempts of ``next_node`` so far (its retry budget already spent)."""
+    retry_at: float | None = None
+    """Wall-clock time of ``next_node``'s next attempt (a crash during a backoff waits out the
+    rest of it on resume)."""
+    kept: KeptOutputs | None = None
+    """Outputs of the successful branches of a failed parallel or map node."""
+    compensable: list[str] = msgspec.field(default_factory=list)
+    """Completed nodes that declared ``compensate=``, in completion order (not yet undone)."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,17 +234,38 @@ def encode_snapshot(state: Any) -> tuple[bytes, int]:
     return data, zlib.crc32(data)
 
 
+def _row_fields_ok(row: StoredCheckpoint) -> None:
+    """Refuse a row whose columns have the wrong types (a damaged record header can turn a blob
+    into text or an integer): every later check assumes them."""
+    if type(row.trace_id) is not str or type(row.seq) is not int:
+        raise CheckpointError(
+            f"checkpoint row is damaged (trace id {row.trace_id!r:.40}, seq {row.seq!r:.40})",
+            trace_id=row.trace_id if type(row.trace_id) is str else None,
+            seq=row.seq if type(row.seq) is int else None,
+        )
+    if type(row.body) is not bytes or type(row.checksum) is not int:
+        raise CheckpointError(
+            "checkpoint body is damaged (its column holds "
+            f"{type(row.body).__name__}/{type(row.checksum).__name__}, not bytes/int)",
+            trace_id=row.trace_id,
+            seq=row.seq,
+        )
+
+
 def decode_body(row: StoredCheckpoint) -> CheckpointBody:
     """Verify and decode a row's body; a damaged one is a CheckpointError naming trace and seq."""
+    _row_fields_ok(row)
     if zlib.crc32(row.body) != row.checksum:
         raise CheckpointError(
             "checkpoint body is damaged (checksum mismatch)", trace_id=row.trace_id, seq=row.seq
         )
     try:
         body = _body_decoder.decode(row.body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
+        # RecursionError: a body nested deeper than the stack allows (a crafted or damaged
+        # one; graphexec refuses such values when a node writes them).
         raise CheckpointError(
-            f"checkpoint body cannot be decoded: {exc}", trace_id=row.trace_id, seq=row.seq
+            f"checkpoint body cannot be decoded: {exc!r}", trace_id=row.trace_id, seq=row.seq
         ) from exc
     if body.version > FORMAT_VERSION:
         raise CheckpointError(
@@ -239,17 +284,26 @@ def decode_body(row: StoredCheckpoint) -> CheckpointBody:
 
 def decode_snapshot(row: StoredCheckpoint) -> dict[str, Any]:
     """Verify and decode a base row's state snapshot."""
+    _row_fields_ok(row)
     if row.snapshot is None:
         raise CheckpointError("checkpoint has no snapshot", trace_id=row.trace_id, seq=row.seq)
+    if type(row.snapshot) is not bytes or type(row.snapshot_checksum) is not int:
+        raise CheckpointError(
+            "checkpoint snapshot is damaged (its column holds "
+            f"{type(row.snapshot).__name__}/{type(row.snapshot_checksum).__name__}, "
+            "not bytes/int)",
+            trace_id=row.trace_id,
+            seq=row.seq,
+        )
     if zlib.crc32(row.snapshot) != row.snapshot_checksum:
         raise CheckpointError(
             "checkpoint snapshot is damaged (checksum mismatch)", trace_id=row.trace_id, seq=row.seq
         )
     try:
         return _snapshot_decoder.decode(row.snapshot)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise CheckpointError(
-            f"checkpoint snapshot cannot be decoded: {exc}", trace_id=row.trace_id, seq=row.seq
+            f"checkpoint snapshot cannot be decoded: {exc!r}", trace_id=row.trace_id, seq=row.seq
         ) from exc
 
 

@@ -14,12 +14,18 @@ from graphexec.checkpoint import CheckpointStore, MemoryStore, SQLiteStore
 from _resume_kit import Stores  # isort: skip  (a helper module next to this file)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite-fast", "sqlite-portable"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CheckpointStore]:
-    """Every store the contract suite runs against, closed after the test."""
-    s: CheckpointStore = (
-        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "x.db")
-    )
+    """Every store the contract suite runs against, closed after the test: SQLiteStore once per
+    commit path (on the event loop's thread when it can, and always on a worker thread)."""
+    s: CheckpointStore
+    if request.param == "memory":
+        s = MemoryStore()
+    else:
+        path = request.param.removeprefix("sqlite-")
+        s = SQLiteStore(tmp_path / "x.db", commit_path=path)
+        await s.runs()  # open it now, to check the path it runs on
+        assert s.commit_path_used == path
     async with s:
         yield s
 
@@ -41,5 +47,6 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """Store tests run on asyncio: SQLiteStore is built on aiosqlite (asyncio only)."""
+    """Checkpoint tests run on asyncio, to keep the suite short; the store contract and the
+    SQLiteStore tests run on trio too (their modules widen this back to both backends)."""
     return "asyncio"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -26,8 +27,15 @@ from graphexec.checkpoint._record import (
 )
 from graphexec.exceptions import CheckpointError, RunLocked
 
+HERE = Path(__file__).parent
 MIGRATIONS = sqlite_module._migrations()
 LATEST = MIGRATIONS[-1][0]
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every store, on both anyio backends (the checkpoint folder's default is asyncio only)."""
+    return str(request.param)
 
 
 def make_row(trace_id: str, seq: int, kind: CheckpointKind = "delta") -> StoredCheckpoint:
@@ -97,6 +105,47 @@ def user_version(path: Path) -> int:
     return version
 
 
+def make_big_row(trace_id: str, seq: int) -> StoredCheckpoint:
+    """A delta whose body (about 4 KB of hex text) is stored compressed."""
+    body, checksum = encode_body(
+        CheckpointBody(
+            trace_id=trace_id,
+            seq=seq,
+            graph_name="g",
+            graph_hash="h1",
+            step=seq,
+            next_node="work",
+            status="waiting",
+            trigger="step",
+            created_at=1.0 + seq,
+            steps=[StepRecord(seq, "work", [StateDelta("log", [f"{i:064x}" for i in range(60)])])],
+        )
+    )
+    return StoredCheckpoint(
+        trace_id=trace_id,
+        seq=seq,
+        kind="delta",
+        step=seq,
+        next_node="work",
+        status="waiting",
+        trigger="step",
+        created_at=1.0 + seq,
+        body=body,
+        checksum=checksum,
+    )
+
+
+def raw_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path)
+    rows = db.execute(sql).fetchall()
+    db.close()
+    return rows
+
+
+def file_modes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+
+
 def raw_execute(path: Path, sql: str, *args: object) -> None:
     """Change the file behind the store's back, as a bad disk or another tool would."""
     db = sqlite3.connect(path)
@@ -112,7 +161,7 @@ class TestSchema:
         async with SQLiteStore(path) as store:
             assert await store.runs() == []
 
-        assert user_version(path) == LATEST == 2
+        assert user_version(path) == LATEST == 3
         db = sqlite3.connect(path)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -141,7 +190,7 @@ class TestSchema:
 
         extra = (
             LATEST + 1,
-            f"{LATEST + 1:03d}_test.sql",
+            "999_test.sql",
             "CREATE TABLE applied (n INTEGER); INSERT INTO applied VALUES (1);",
         )
         monkeypatch.setattr(sqlite_module, "_migrations", lambda: [*MIGRATIONS, extra])
@@ -163,13 +212,13 @@ class TestSchema:
             await save_kinds(store, "t1", "b")
         bad = (
             LATEST + 1,
-            f"{LATEST + 1:03d}_bad.sql",
+            "999_bad.sql",
             "CREATE TABLE half (n INTEGER); INSERT INTO missing VALUES (1);",
         )
         monkeypatch.setattr(sqlite_module, "_migrations", lambda: [*MIGRATIONS, bad])
 
         store = SQLiteStore(path)
-        with pytest.raises(CheckpointError, match=f"migration {LATEST + 1:03d}_bad.sql failed"):
+        with pytest.raises(CheckpointError, match="migration 999_bad.sql failed"):
             await store.runs()
         await store.aclose()
 
@@ -179,6 +228,34 @@ class TestSchema:
             db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
         )
         db.close()
+
+    async def test_version_1_file_is_migrated_and_keeps_its_rows(self, tmp_path: Path) -> None:
+        """A file written at schema version 1 (no body_encoding column) is migrated to the
+        latest version on open; its rows load as they were and new rows go in beside them."""
+        path = tmp_path / "x.db"
+        old = [make_row("t1", 0, "base"), make_row("t1", 1)]
+        db = sqlite3.connect(path, isolation_level=None)
+        db.executescript(MIGRATIONS[0][2])  # schema 1, as graphexec 0.1 created it
+        db.execute("PRAGMA user_version = 1")
+        db.executemany(
+            "INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (r.trace_id, r.seq, r.kind, r.step, r.next_node, r.status, r.trigger)
+                + (r.created_at, r.body, r.checksum, r.snapshot, r.snapshot_checksum)
+                for r in old
+            ],
+        )
+        db.close()
+        assert user_version(path) == 1
+
+        big = make_big_row("t1", 2)
+        async with SQLiteStore(path) as store:
+            assert await store.load_chain("t1", 1) == old
+            assert user_version(path) == LATEST
+            await store.save([big], make_run("t1", last_seq=2))
+            assert (await store.load_chain("t1"))[-1] == big
+        encodings = raw_rows(path, "SELECT seq, body_encoding FROM checkpoints ORDER BY seq")
+        assert encodings == [(0, 0), (1, 0), (2, 1)]
 
     async def test_newer_file_is_refused_untouched(self, tmp_path: Path) -> None:
         """A file with a schema version newer than the code is a CheckpointError; it is unchanged."""
@@ -211,6 +288,12 @@ class TestSchema:
 
 
 class TestLifecycle:
+    async def test_in_memory_database(self) -> None:
+        """An in-memory database (":memory:") works: no WAL, nothing shared with other processes."""
+        async with SQLiteStore(":memory:", busy_timeout=0.1) as store:
+            rows = await save_kinds(store, "t1", "bd")
+            assert await store.load_chain("t1") == rows
+
     async def test_data_survives_reopen(self, tmp_path: Path) -> None:
         """Everything saved is there after aclose, in a new store on the same path."""
         path = tmp_path / "x.db"
@@ -314,6 +397,35 @@ class TestLifecycle:
                 assert [h.seq for h in await store.history(f"t{i}")] == [0, 1, 2, 3, 4]
 
 
+class TestCompressedBodies:
+    async def test_large_bodies_are_stored_compressed(self, tmp_path: Path) -> None:
+        """A body of kilobytes is stored compressed and comes back byte for byte; small ones are
+        stored as they are."""
+        path = tmp_path / "x.db"
+        async with SQLiteStore(path) as store:
+            rows = [*await save_kinds(store, "t1", "b"), make_big_row("t1", 1)]
+            await store.save([rows[1]], make_run("t1", last_seq=1))
+            assert await store.load_chain("t1") == rows
+        stored = raw_rows(path, "SELECT seq, body_encoding, length(body) FROM checkpoints")
+        assert [(seq, enc) for seq, enc, _ in stored] == [(0, 0), (1, 1)]
+        assert stored[1][2] < len(rows[1].body) * 3 // 4
+
+    async def test_damaged_compressed_body(self, tmp_path: Path) -> None:
+        """A compressed body that no longer inflates is a CheckpointError naming trace and seq."""
+        path = tmp_path / "x.db"
+        async with SQLiteStore(path) as store:
+            await save_kinds(store, "t1", "b")
+            await store.save([make_big_row("t1", 1)], make_run("t1", last_seq=1))
+            raw_execute(
+                path,
+                "UPDATE checkpoints SET body = CAST(substr(body, 1, 40) || x'00ff00ff' AS BLOB) "
+                "WHERE seq = 1",
+            )
+            with pytest.raises(CheckpointError, match="cannot be inflated") as info:
+                await store.load_chain("t1")
+            assert (info.value.trace_id, info.value.seq) == ("t1", 1)
+
+
 class TestDamagedRows:
     async def test_flipped_byte_in_body(self, tmp_path: Path) -> None:
         """A body with a flipped byte is a CheckpointError naming trace and seq; others decode."""
@@ -355,3 +467,74 @@ class TestDamagedRows:
                 decode_snapshot(chain[0])
             assert "trace 't1'" in str(info.value) and "seq 0" in str(info.value)
             assert decode_snapshot((await store.load_chain("t2"))[0]) == {"count": 0, "log": [0]}
+
+
+class TestFiles:
+    async def test_new_files_are_owner_only(self, tmp_path: Path) -> None:
+        """The database, -wal and -shm files a store creates are 0600, whatever the umask."""
+        path = tmp_path / "x.db"
+        async with SQLiteStore(path) as store:
+            await save_kinds(store, "t1", "bd")
+            modes = file_modes(tmp_path)
+        assert modes == {"x.db": 0o600, "x.db-wal": 0o600, "x.db-shm": 0o600}
+
+    async def test_file_mode_is_configurable(self, tmp_path: Path) -> None:
+        """file_mode sets the permissions exactly (a umask does not take bits away)."""
+        path = tmp_path / "x.db"
+        async with SQLiteStore(path, file_mode=0o660) as store:
+            await save_kinds(store, "t1", "b")
+            modes = file_modes(tmp_path)
+        assert modes == {"x.db": 0o660, "x.db-wal": 0o660, "x.db-shm": 0o660}
+
+    async def test_existing_file_keeps_its_mode(self, tmp_path: Path) -> None:
+        """A file that already exists is opened as it is: its permissions are the owner's call."""
+        path = tmp_path / "x.db"
+        sqlite3.connect(path).close()
+        path.chmod(0o644)
+        async with SQLiteStore(path) as store:
+            await save_kinds(store, "t1", "b")
+        assert path.stat().st_mode & 0o777 == 0o644
+
+    async def test_file_in_a_missing_folder(self, tmp_path: Path) -> None:
+        """A file that cannot be created is a CheckpointError naming it, not an OSError."""
+        path = tmp_path / "missing" / "x.db"
+        store = SQLiteStore(path)
+        with pytest.raises(CheckpointError, match="cannot create SQLite file") as info:
+            await store.runs()
+        assert str(path) in str(info.value)
+        await store.aclose()
+
+    def test_bad_file_mode_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="file_mode"):
+            SQLiteStore(tmp_path / "x.db", file_mode=0o1777)
+
+
+def test_concurrent_first_opens_never_fail(tmp_path: Path) -> None:
+    """Four processes open each of 150 new files at the same instant; every open succeeds.
+
+    Before the fix about 1 open in 150 failed with "database is locked": switching a new file
+    to WAL takes an exclusive lock and SQLite does not wait for it with the busy timeout.
+    """
+    files = 150
+    start = time.time() + 1.5  # the workers' imports must be done before the first file
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "open_worker.py"),
+                str(tmp_path),
+                str(files),
+                str(start),
+                "0.005",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [w.communicate(timeout=60) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, [err for _, err in outputs]
+    assert "".join(out for out, _ in outputs) == ""
+    for i in range(files):
+        assert user_version(tmp_path / f"{i}.db") == LATEST

@@ -39,6 +39,12 @@ from graphexec.exceptions import (
 T0 = 1_700_000_000.0
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every store, on both anyio backends (the checkpoint folder's default is asyncio only)."""
+    return str(request.param)
+
+
 def make_row(
     trace_id: str,
     seq: int,

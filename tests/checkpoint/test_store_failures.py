@@ -202,8 +202,95 @@ async def test_unencodable_value_is_named_and_nothing_saved_is_damaged() -> None
         .build()
     )
     ex = gx.GraphExecutor(store=gx.MemoryStore(), policy=gx.CheckpointPolicy(every_step=True))
-    with pytest.raises(gx.CheckpointError) as caught:
+    # Refused where it is written (before any checkpoint tries to encode it): see _values.py.
+    with pytest.raises(gx.StateError) as caught:
         await ex.execute(graph, {}, trace_id="t")
-    assert "bad" == caught.value.node
-    assert "node 'bad' (step 2) wrote to key 'conn'" in str(caught.value)
+    assert ("bad", "conn") == (caught.value.node, caught.value.key)
+    assert "node 'bad' wrote key 'conn' with a value of type object" in str(caught.value)
     assert {"n": 1} == (await ex.get_state("t")).state
+
+
+async def test_unencodable_value_from_a_reducer_is_a_checkpoint_error() -> None:
+    """A custom reducer may still produce what msgpack cannot encode: the checkpoint fails with
+    a CheckpointError naming the key, and what was saved before still restores."""
+
+    async def ok(state: gx.typing.State) -> dict[str, object]:
+        return {"n": 1}
+
+    graph = (
+        gx.GraphBuilder("g")
+        .node("ok", ok)
+        .node("end", ok)
+        .edge("ok", "end")
+        .reducer("n", lambda old, new: object() if old else new)
+        .start("ok")
+        .end("end")
+        .build()
+    )
+    # compact_every=1: every checkpoint is a base, so the reducer's result itself is encoded
+    policy = gx.CheckpointPolicy(every_step=True, compact_every=1)
+    ex = gx.GraphExecutor(store=gx.MemoryStore(), policy=policy)
+    with pytest.raises(gx.CheckpointError, match="state key 'n' is not msgspec-encodable"):
+        await ex.execute(graph, {}, trace_id="t")
+    assert {"n": 1} == (await ex.get_state("t", graph=graph)).state
+
+
+class CompletionFailingStore(gx.MemoryStore):
+    """A MemoryStore whose completion checkpoints fail ``failures`` times (disk full)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def save(
+        self, rows: Sequence[StoredCheckpoint], run: RunInfo, **options: Any
+    ) -> list[StoredDecision]:
+        if run.status == "completed" and self.failures > 0:
+            self.failures -= 1
+            raise OSError("disk full")
+        return await super().save(rows, run, **options)
+
+
+def _counting_chain(n: int, calls: list[str]) -> gx.Graph:
+    async def add(state: gx.typing.State, ctx: gx.NodeContext) -> dict[str, list[int]]:
+        calls.append(ctx.node)
+        return {"log": [len(state["log"])]}
+
+    b = gx.GraphBuilder("chain").reducer("log", gx.reducers.append)
+    for i in range(n):
+        b.node(f"n{i}", add)
+        if i:
+            b.edge(f"n{i - 1}", f"n{i}")
+    return b.start("n0").end(f"n{n - 1}").build()
+
+
+async def test_a_completion_checkpoint_that_fails_once_is_written_on_a_later_attempt() -> None:
+    """A passing store error on the final save does not fail a finished run: it is retried."""
+    store = CompletionFailingStore(failures=1)
+    calls: list[str] = []
+    ex = gx.GraphExecutor(store=store)
+    result = await ex.execute(_counting_chain(3, calls), {"log": []}, trace_id="t")
+    assert "completed" == result.status
+    saved = await ex.get_state("t")
+    assert ("completed", [0, 1, 2]) == (saved.status, saved.state["log"])
+
+
+async def test_a_failed_completion_checkpoint_resumes_to_completed_without_running_a_node() -> None:
+    """When every attempt at the completion checkpoint fails, the run is recorded failed with all
+    its steps, and resume_from finishes it as completed without running a node again."""
+    store = CompletionFailingStore(failures=3)
+    calls: list[str] = []
+    graph = _counting_chain(3, calls)
+    ex = gx.GraphExecutor(store=store)
+    with pytest.raises(gx.CheckpointError, match="disk full"):
+        await ex.execute(graph, {"log": []}, trace_id="t")
+    saved = await ex.get_state("t")
+    assert ("failed", None, [0, 1, 2]) == (saved.status, saved.next_node, saved.state["log"])
+    assert ["n0", "n1", "n2"] == calls
+    async with ex.resume_from(graph, "t") as run:
+        events = [event async for event in run]
+    assert "completed" == run.result.status
+    assert [0, 1, 2] == run.result.state["log"]
+    assert ["n0", "n1", "n2"] == calls  # nothing ran again
+    assert not any(isinstance(e, gx.NodeStart) for e in events)
+    assert "completed" == (await ex.get_state("t")).status

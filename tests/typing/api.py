@@ -6,7 +6,7 @@ A change to a public signature that breaks user code shows up here as a type err
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, assert_type
+from typing import Any, Literal, assert_type
 
 import msgspec
 
@@ -82,5 +82,43 @@ async def stores() -> None:
         assert_type(store, gx.SQLiteStore)
         await store.submit_decision("t", "approve#1", gx.Reject("no"))
         assert_type(await store.prune(older_than=0.0), list[str])
+    portable = gx.SQLiteStore("runs.db", synchronous="FULL", file_mode=0o640, commit_path="fast")
+    assert_type(portable.commit_path_used, Literal["fast", "portable"] | None)
     memory: gx.CheckpointStore = gx.MemoryStore()
     del memory
+
+
+async def resilient(state: gx.typing.State, ctx: gx.NodeContext) -> dict[str, Any]:
+    assert_type(ctx.attempt, int)
+    ctx.heartbeat()
+    if not state:
+        raise gx.RetryAfter(5)
+    raise gx.NonRetryable("bad input")
+
+
+async def resilience() -> None:
+    graph = (
+        gx.GraphBuilder("resilient")
+        .defaults(retry=gx.Retry(attempts=3, on=(ConnectionError,)), timeout=30.0)
+        .node("charge", resilient, compensate="refund", on_failure="compensate")
+        .node("refund", resilient, retry=gx.Retry(attempts=1))
+        .node("call", resilient, on_failure="pause", heartbeat_timeout=5.0)
+        .parallel("p", {"a": classify}, on_failure="skip", retry=gx.Retry(on=lambda e: True))
+        .map("m", classify, over="xs", into="ys", on_failure="fallback")
+        .node("dep", resilient, breaker=gx.CircuitBreaker(failures=5, cooldown=30.0))
+        .start("charge")
+        .end("charge")
+        .build()
+    )
+    clock = gx.testing.FakeClock()
+    ex = gx.GraphExecutor(clock=clock)
+    try:
+        await ex.execute(graph)
+    except gx.RetriesExhausted as exc:
+        assert_type(exc.attempts, int)
+        assert_type(exc.errors, list[BaseException])
+    except gx.NodeTimeout as exc:
+        assert_type(exc.idle, bool)
+    except gx.CircuitOpen as exc:
+        assert_type(exc.until, float)
+    assert_type(clock.sleeps, list[float])

@@ -1,4 +1,4 @@
--- graphexec SQLite checkpoint store, schema version 2: the event log and cancel requests.
+-- graphexec SQLite checkpoint store, schema version 3: the event log and cancel requests.
 
 -- Recorded events, one row per batch (written with a checkpoint's transaction, or on their own
 -- between checkpoints). data: msgpack array of events (the tagged GraphEvent union) whose
