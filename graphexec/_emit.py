@@ -41,10 +41,13 @@ class Emitter:
         self.gone = stream is None
         self.log = log
 
-    async def send(self, event: GraphEvent) -> None:
-        """Deliver ``event``, waiting while the consumer's buffer is full."""
+    async def send(self, event: GraphEvent, *, durable: bool = False) -> None:
+        """Deliver ``event``, waiting while the consumer's buffer is full. ``durable``: write
+        it (and the events before it) to the event log before delivering it."""
         if self.log is not None:
             self.log.stamp(event)
+            if durable:
+                await self.log.flush()
         if self.gone:
             return
         if self._backlog:

@@ -83,6 +83,7 @@ class EventLog:
                 try:
                     s.send_nowait(event)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    s.close()  # the tail went away
                     subs.remove(s)
 
     # -- live tails ----------------------------------------------------------------------------

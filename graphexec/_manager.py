@@ -308,6 +308,9 @@ class RunManager:
         store = self.ex.store
         poll = self.ex.event_poll_interval
         cursor = after or 0
+        ended = False
+        """The last event yielded ends a run (the tail ends unless later events are recorded:
+        a trace resumed after an interruption, a conversation's next turn)."""
         ended_since: float | None = None
         first = True
         while True:
@@ -316,7 +319,7 @@ class RunManager:
             log = emitter.log if emitter is not None else None
             if driver is not None and log is not None and not driver.finished:
                 # In this process: what the store has, what the driver has not written yet,
-                # then every new event straight from the driver.
+                # then every new event straight from the driver, until the driver ends.
                 snapshot, recv = log.subscribe()
                 with recv:
                     stored: list[GraphEvent] = []
@@ -327,18 +330,17 @@ class RunManager:
                     for event in [*stored, *snapshot]:
                         if event.event_id > cursor:
                             cursor = event.event_id
+                            ended = isinstance(event, TERMINAL_EVENTS)
                             yield event
-                            if isinstance(event, TERMINAL_EVENTS):
-                                return
                     async for event in recv:
                         if event.event_id > cursor:
                             cursor = event.event_id
+                            ended = isinstance(event, TERMINAL_EVENTS)
                             yield event
-                            if isinstance(event, TERMINAL_EVENTS):
-                                return
                 first = False
-                # The driver ended without a terminal event (left while waiting): go on
-                # with the store, which a later driver of the trace writes to.
+                if store is None:
+                    return
+                continue  # the store may hold more (its final write came after the last send)
             if store is None:
                 if first:
                     raise RunNotFound(
@@ -350,13 +352,14 @@ class RunManager:
             found = decode_batches(trace_id, await store.events_after(trace_id, cursor), cursor)
             for event in found:
                 cursor = event.event_id
+                ended = isinstance(event, TERMINAL_EVENTS)
                 yield event
-                if isinstance(event, TERMINAL_EVENTS):
-                    return
             if found:
                 ended_since = None
                 first = False
                 continue
+            if ended:
+                return  # the run's last recorded event ends it, and nothing came after
             if trace_id in self.live:
                 continue
             info = await store.get_run(trace_id)
@@ -366,6 +369,8 @@ class RunManager:
                         f"no run with trace id {trace_id!r} in the store", trace_id=trace_id
                     )
             elif info.status in ENDED_STATUSES:
+                # Stopped, but its terminal event is not recorded: it comes just after the final
+                # checkpoint, or never if the driver died in between.
                 t = time.monotonic()
                 if ended_since is None:
                     ended_since = t

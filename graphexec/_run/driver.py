@@ -710,8 +710,11 @@ class Driver:
             self.log.info(
                 "barrier waiting", node=spec.name, step=step, barrier_id=pending.barrier_id
             )
-            if self.rec.emitter is not None:
-                await self.rec.send(
+            emitter = self.rec.emitter
+            if emitter is not None:
+                # Recorded before it is shown, like the wait's checkpoint: a UI that showed the
+                # approval card finds it in the event log after a crash too.
+                await emitter.send(
                     BarrierWaiting(
                         trace_id=self.trace_id,
                         step=step,
@@ -719,7 +722,8 @@ class Driver:
                         node=spec.name,
                         prompt=pending.prompt,
                         deadline=pending.deadline,
-                    )
+                    ),
+                    durable=True,
                 )
             decision, by = await self._wait(spec, pending)
         return decision, by

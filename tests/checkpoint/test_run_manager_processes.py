@@ -95,7 +95,12 @@ async def test_b_follows_and_decides_a_run_that_a_drives(tmp_path: Path) -> None
                     if isinstance(event, gx.BarrierWaiting):
                         await ex.decide("conv-1", event.barrier_id, gx.Approve())
             state = await ex.get_state("conv-1")
-        out, err = proc.communicate(timeout=30)
+        # Not communicate(): readline() may have buffered lines past "STARTED" already.
+        assert proc.stdout is not None and proc.stderr is not None
+        with proc.stdout, proc.stderr:
+            out = proc.stdout.read()
+            err = proc.stderr.read()
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             kill(proc)
