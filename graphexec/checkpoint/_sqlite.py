@@ -119,8 +119,15 @@ _TAKE_LEASE = (
 _LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
 _RELEASE_LEASE = "DELETE FROM leases WHERE trace_id = ? AND owner = ?"
 _INSERT_EVENTS = "INSERT INTO events (trace_id, last_id, first_id, data) VALUES (?,?,?,?)"
+# A checkpoint row that also carries the batch of events written with it.
+_INSERT_ROW_EVENTS = (
+    f"INSERT INTO checkpoints ({_ROW_COLUMNS}, ev_first, ev_last, events) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
 _EVENTS_AFTER = (
-    "SELECT first_id, last_id, data FROM events WHERE trace_id = ? AND last_id > ? ORDER BY last_id"
+    "SELECT first_id, last_id, data FROM events WHERE trace_id = ?1 AND last_id > ?2 "
+    "UNION ALL SELECT ev_first, ev_last, events FROM checkpoints "
+    "WHERE trace_id = ?1 AND ev_last > ?2 ORDER BY 2"
 )
 _NEXT_SEGMENT = (
     "INSERT INTO event_segments (trace_id, segment) VALUES (?, 1) "
@@ -335,17 +342,21 @@ class SQLiteStore(StoreBase):
                     # Demote before inserting, so the pages the old bases' snapshots free are
                     # reused by the new base instead of the file growing by a state's size.
                     db.execute(_DEMOTE_ALL, (trace_id,))
-                if len(params) == 1:
+                if events is not None:
+                    # The batch rides in the last row: no other table is written.
+                    if len(params) > 1:
+                        db.executemany(_INSERT_ROW, params[:-1])
+                    db.execute(
+                        _INSERT_ROW_EVENTS,
+                        (*params[-1], events.first_id, events.last_id, events.data),
+                    )
+                elif len(params) == 1:
                     db.execute(_INSERT_ROW, params[0])  # the usual case; skips executemany's setup
                 else:
                     db.executemany(_INSERT_ROW, params)
                 if bases > 1:
                     db.execute(_DEMOTE, (trace_id,))  # several bases in one batch
                 db.execute(_UPSERT_RUN, run_params)
-                if events is not None:
-                    db.execute(
-                        _INSERT_EVENTS, (trace_id, events.last_id, events.first_id, events.data)
-                    )
                 if release and lease is not None:
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
                 if decisions_after is None:
