@@ -29,6 +29,7 @@ from ._events import (
     GraphStart,
     LogEntry,
     NodeEnd,
+    NodeInvalidated,
     NodeRetry,
     NodeStart,
     ObservedError,
@@ -39,6 +40,7 @@ from ._events import (
 from ._executor import GraphExecutor, RunState
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
+from ._rerun.plan import PlanReason, PlanRow, RerunPlan
 from ._retry import Retry
 from ._run import GraphResult, Run, RunHandle
 from .checkpoint import (
@@ -62,6 +64,7 @@ from .exceptions import (
     NodeNotFound,
     NodeTimeout,
     NonRetryable,
+    PlanStale,
     RetriesExhausted,
     RetryAfter,
     RunFinished,
@@ -125,6 +128,7 @@ __all__ = (
     "NodeContext",
     "NodeEnd",
     "NodeExecutionFailed",
+    "NodeInvalidated",
     "NodeNotFound",
     "NodeRetry",
     "NodeStart",
@@ -134,7 +138,12 @@ __all__ = (
     "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
+    # Re-runs
+    "PlanReason",
+    "PlanRow",
+    "PlanStale",
     "Reject",
+    "RerunPlan",
     "RetriesExhausted",
     "Retry",
     "RetryAfter",

@@ -67,6 +67,11 @@ class EventLog:
             self._base = await self.store.next_event_segment(self.trace_id) << 32
 
     @property
+    def closed(self) -> bool:
+        """The run's driver has ended: nothing more is recorded or sent to tails."""
+        return self._closed
+
+    @property
     def last_id(self) -> int:
         """The id of the last event stamped (0: none yet)."""
         return self._base | self._n if self._n else 0

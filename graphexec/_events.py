@@ -26,6 +26,7 @@ __all__ = (
     "GraphStart",
     "LogEntry",
     "NodeEnd",
+    "NodeInvalidated",
     "NodeRetry",
     "NodeStart",
     "ObservedError",
@@ -175,6 +176,17 @@ class ObservedError(_Event, frozen=True, kw_only=True, tag=True):
     branch: str | None = None
 
 
+class NodeInvalidated(_Event, frozen=True, kw_only=True, tag=True):
+    """A completed execution whose node's fingerprint changed since it ran: a resume with
+    ``GraphExecutor(invalidate_on_resume=True)`` runs it again (and what depends on it)."""
+
+    node: str
+    span_id: str
+    """The invalidated execution (``"<node>@<step>"`` as it ran)."""
+    old_fingerprint: str | None
+    new_fingerprint: str | None
+
+
 class NodeRetry(_Event, frozen=True, kw_only=True, tag=True):
     """An attempt of a node (or of one branch or map item) failed and will be retried after
     ``wait`` seconds."""
@@ -255,6 +267,7 @@ GraphEvent: TypeAlias = (
     | BarrierResolved
     | CheckpointSaved
     | ObservedError
+    | NodeInvalidated
     | NodeRetry
     | CircuitChanged
     | GraphComplete

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -12,6 +12,7 @@ from . import reducers as _reducers
 from ._breaker import CircuitBreaker
 from ._callables import classify, describe
 from ._decisions import DefaultAction
+from ._rerun.fingerprint import FingerprintOption, node_fingerprint
 from ._retry import Retry
 from ._spec import _DEFAULTS, _ON_ERROR, Branch, Edge, NodeKind, NodeSpec, OnError, OnFailure
 from ._state import StateSpec
@@ -214,9 +215,17 @@ class GraphBuilder:
         )
     """
 
-    def __init__(self, name: str, state: type[msgspec.Struct] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        state: type[msgspec.Struct] | None = None,
+        *,
+        fingerprint: FingerprintOption = None,
+    ) -> None:
         self.name = name
         self.state = state
+        self.fingerprint = fingerprint
+        """The default ``fingerprint=`` of the nodes (``"auto"`` turns fingerprints on)."""
         self._nodes: list[tuple[str, Any]] = []
         self._edges: list[Edge] = []
         self._reducers: dict[str, Callable[[Any, Any], Any]] = {}
@@ -254,6 +263,8 @@ class GraphBuilder:
         on_failure: OnFailure | None = None,
         compensate: str | None = None,
         breaker: CircuitBreaker | None = None,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
     ) -> GraphBuilder:
         """A node ``fn(state)`` or ``fn(state, ctx)``; sync ones run in a worker thread unless
         ``inline=True``. ``side_effects=True`` makes a checkpoint follow it (not repeated on
@@ -263,7 +274,9 @@ class GraphBuilder:
         attempt), ``heartbeat_timeout`` (seconds without ``ctx.heartbeat()``), ``on_failure``
         (``"fail"``, ``"skip"``, ``"fallback"``, ``"compensate"``, ``"pause"``),
         ``compensate`` (the node that undoes this one), ``breaker=gx.CircuitBreaker(...)``;
-        each defaults to the builder's ``defaults()``."""
+        each defaults to the builder's ``defaults()``. ``fingerprint``: ``"auto"`` (a hash of
+        the code, closure, config and ``deps``), a version str, a callable returning one, or
+        None; defaults to the builder's (README "Re-runs and fingerprints")."""
         return self._add(
             name,
             lambda: NodeSpec(
@@ -271,6 +284,13 @@ class GraphBuilder:
                 kind="node",
                 call=classify(fn, what=f"node {name!r}", inline=inline),
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    [fn],
+                    {"kind": "node", "inline": inline, "side_effects": side_effects},
+                    deps,
+                ),
                 retry=retry,
                 timeout=timeout,
                 heartbeat_timeout=heartbeat_timeout,
@@ -280,6 +300,17 @@ class GraphBuilder:
             ),
         )
 
+    def _fingerprint(
+        self,
+        name: str,
+        option: FingerprintOption | Literal["default"],
+        fns: Sequence[Callable[..., Any]],
+        config: dict[str, Any],
+        deps: Sequence[Any],
+    ) -> str | None:
+        chosen = self.fingerprint if option == "default" else option
+        return node_fingerprint(chosen, fns, config=config, deps=list(deps), what=f"node {name!r}")
+
     def parallel(
         self,
         name: str,
@@ -288,6 +319,8 @@ class GraphBuilder:
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
         retry: Retry | None = None,
         timeout: float | None = None,
         heartbeat_timeout: float | None = None,
@@ -304,15 +337,39 @@ class GraphBuilder:
             if not isinstance(branches, Mapping) or not branches:
                 raise ValueError(f"parallel node {name!r} needs a non-empty mapping of branches")
             _check_on_error(name, on_error)
+            chosen = self.fingerprint if fingerprint == "default" else fingerprint
             return NodeSpec(
                 name=name,
                 kind="parallel",
                 branches=tuple(
-                    Branch(b, classify(fn, what=f"branch {b!r} of node {name!r}", inline=inline))
+                    Branch(
+                        b,
+                        classify(fn, what=f"branch {b!r} of node {name!r}", inline=inline),
+                        node_fingerprint(
+                            chosen,
+                            [fn],
+                            config={"kind": "branch", "name": b, "inline": inline},
+                            deps=list(deps),
+                            what=f"branch {b!r} of node {name!r}",
+                        ),
+                    )
                     for b, fn in branches.items()
                 ),
                 on_error=on_error,
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    list(branches.values()),
+                    {
+                        "kind": "parallel",
+                        "branches": list(branches),
+                        "on_error": on_error,
+                        "inline": inline,
+                        "side_effects": side_effects,
+                    },
+                    deps,
+                ),
                 retry=retry,
                 timeout=timeout,
                 heartbeat_timeout=heartbeat_timeout,
@@ -334,6 +391,8 @@ class GraphBuilder:
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
         retry: Retry | None = None,
         timeout: float | None = None,
         heartbeat_timeout: float | None = None,
@@ -360,6 +419,20 @@ class GraphBuilder:
                 max_concurrency=max_concurrency,
                 on_error=on_error,
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    [fn],
+                    {
+                        "kind": "map",
+                        "over": over,
+                        "into": into,
+                        "on_error": on_error,
+                        "inline": inline,
+                        "side_effects": side_effects,
+                    },
+                    deps,
+                ),
                 retry=retry,
                 timeout=timeout,
                 heartbeat_timeout=heartbeat_timeout,

@@ -45,6 +45,8 @@ class Branch(msgspec.Struct, frozen=True):
 
     name: str
     call: UserFn
+    fingerprint: str | None = None
+    """The branch's own fingerprint (a re-run runs only the branches that changed)."""
 
 
 class NodeSpec(msgspec.Struct, frozen=True):
@@ -66,6 +68,8 @@ class NodeSpec(msgspec.Struct, frozen=True):
     attempt (of each branch or item)."""
     default: DefaultAction = "reject"
     record: str | None = None
+    fingerprint: str | None = None
+    """The node's fingerprint (``fingerprint=`` on the builder); None: known by name only."""
     retry: Retry | None = None
     """node, parallel, map: how failed calls are retried (parallel/map: per branch or item)."""
     heartbeat_timeout: float | None = None

@@ -20,7 +20,8 @@
     ├── RunNotFound (LookupError)   no run with this trace id in the store
     ├── RunFinished                 the run already completed: nothing to resume or decide
     ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
-    └── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
+    ├── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
+    └── PlanStale                   a re-run plan made before its source or graph changed
 
     NonRetryable, RetryAfter        raised by nodes to steer retries (not GraphErrors: they
                                     are signals from user code, never raised by graphexec)
@@ -58,6 +59,7 @@ __all__ = (
     "NodeNotFound",
     "NodeTimeout",
     "NonRetryable",
+    "PlanStale",
     "RetriesExhausted",
     "RetryAfter",
     "RunFinished",
@@ -228,6 +230,11 @@ class InvalidTraceId(GraphError, ValueError):
     Trace ids are keys in the store, read back by other processes: an int or a name SQLite
     cannot store as UTF-8 text would run and then never load.
     """
+
+
+class PlanStale(GraphError):
+    """Raised when ``ex.rerun(..., plan=plan)`` is given a plan made before its source trace
+    got another checkpoint, or with another graph or other node fingerprints: plan again."""
 
 
 class GraphChangedWarning(UserWarning):

@@ -84,6 +84,22 @@ async def every_kind_of_event() -> list[gx.GraphEvent]:
     async with gx.GraphExecutor().execute_stream(failing) as run:
         events.extend([event async for event in run])
 
+    # NodeInvalidated: a resume (invalidate_on_resume) after a node's fingerprint changed.
+    def versioned(v: str) -> gx.Graph:
+        b = gx.GraphBuilder("inv").node("a", noop, fingerprint=v).barrier("ok").edge("a", "ok")
+        return b.start("a").end("ok").build()
+
+    store = gx.MemoryStore()
+    async with gx.GraphExecutor(store=store).execute_stream(versioned("v1"), trace_id="i") as run:
+        async for event in run:
+            if isinstance(event, gx.BarrierWaiting):
+                break
+    await store.submit_decision("i", "ok#1", gx.Approve())
+    async with gx.GraphExecutor(store=store, invalidate_on_resume=True).resume_from(
+        versioned("v2"), "i"
+    ) as run:
+        events.extend([e async for e in run if isinstance(e, gx.NodeInvalidated)])
+
     started = anyio.Event()
 
     async def slow(s: State) -> None:
@@ -91,11 +107,11 @@ async def every_kind_of_event() -> list[gx.GraphEvent]:
         await anyio.sleep_forever()
 
     sleeper = gx.GraphBuilder("slow").node("slow", slow).start("slow").end("slow").build()
-    store = gx.MemoryStore()
-    async with gx.GraphExecutor(store=store) as manager:  # left while the run works
+    mstore = gx.MemoryStore()
+    async with gx.GraphExecutor(store=mstore) as manager:  # left while the run works
         trace_id = await manager.start(sleeper)
         await started.wait()
-    events.extend([e async for e in gx.GraphExecutor(store=store).events(trace_id)])
+    events.extend([e async for e in gx.GraphExecutor(store=mstore).events(trace_id)])
     return events
 
 
@@ -197,7 +213,7 @@ class TestWireForm:
         """Every event carries trace_id and step; node events carry span_id "<node>@<step>"."""
         events = await every_kind_of_event()
         traces = [e.trace_id for e in events]
-        assert 3 == len(set(traces))
+        assert 4 == len(set(traces))
         assert all(isinstance(e.step, int) and e.step >= 0 for e in events)
         with_span = [e for e in events if hasattr(e, "span_id")]
         assert {
@@ -209,6 +225,7 @@ class TestWireForm:
             gx.ParallelCompleted,
             gx.Custom,
             gx.ObservedError,
+            gx.NodeInvalidated,
             gx.NodeRetry,
         } == {type(e) for e in with_span}
         for event in with_span:

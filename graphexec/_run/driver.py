@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -31,11 +31,12 @@ from .._events import (
     GraphFailed,
     GraphInterrupted,
     GraphStart,
+    NodeInvalidated,
 )
 from .._graph import Graph, NodeSpec
 from .._spec import ERRORS_KEY
 from ..checkpoint._base import CheckpointStore
-from ..checkpoint._record import KeptOutputs, PendingBarrier, now
+from ..checkpoint._record import Invalidation, KeptOutputs, PendingBarrier, now
 from ..checkpoint._retry import decisions_after
 from ..exceptions import (
     Cancelled,
@@ -56,7 +57,10 @@ from .position import Position
 from .recorder import Recorder, error_info
 from .result import GraphResult
 from .routing import route
-from .step import Outcome, execute_node, run_attempts
+from .step import Outcome, Reads, execute_node, run_attempts
+
+if TYPE_CHECKING:
+    from .._rerun.reuse import Reuse
 
 __all__ = ("Driver",)
 
@@ -103,6 +107,14 @@ class Driver:
         self.parent = parent
         self.must_be_decided = must_be_decided
         self.result: GraphResult | None = None
+        self.reuse: Reuse | None = None
+        """A re-run (``ex.rerun``): decides which executions replay their source's output."""
+        self.reused = 0
+        self.invalidated: list[Invalidation] = []
+        """A resume with ``invalidate_on_resume``: the executions it runs again (announced
+        with NodeInvalidated events)."""
+        self._reads = Reads()
+        """What the current node execution read (recorded with its step)."""
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._interrupted = False
@@ -264,6 +276,25 @@ class Driver:
                     parent=self.parent,
                 )
             )
+        for inv in self.invalidated:
+            self.log.warning(
+                "node invalidated",
+                node=inv.node,
+                step=inv.step,
+                old_fingerprint=inv.old,
+                new_fingerprint=inv.new,
+            )
+            if self.rec.emitter is not None:
+                await self.rec.send(
+                    NodeInvalidated(
+                        trace_id=self.trace_id,
+                        step=inv.step,
+                        node=inv.node,
+                        span_id=f"{inv.node}@{inv.step}",
+                        old_fingerprint=inv.old,
+                        new_fingerprint=inv.new,
+                    )
+                )
         if self.start_trigger is not None:
             await self._save(self.start_trigger)
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -302,6 +333,16 @@ class Driver:
         # await of a coroutine that returns at once still costs its creation, per step).
         name = spec.name
         pos = self.pos
+        reads = self._reads
+        reads.reset()
+        reuse = self.reuse
+        if reuse is not None:
+            if await self._reused(spec, reuse):
+                return
+            if spec.kind != "node" and pos.kept is None:
+                found = reuse.kept_for(spec, self.state, pos.step + 1)
+                if found is not None:
+                    pos.kept, reads.known = found
         step = pos.step + 1
         if step > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
@@ -325,7 +366,7 @@ class Driver:
                     # call, and the retry loop is entered only once it failed.
                     try:
                         directive, changes, usage = await execute_node(
-                            self.graph, self.state, spec, step, span, rec
+                            self.graph, self.state, spec, step, span, rec, reads=reads
                         )
                     except (NodeExecutionFailed, NodeTimeout) as first:
                         if spec.retry is None:
@@ -377,12 +418,72 @@ class Driver:
             usage,
             spec.side_effects,
             more=nxt is not None,
+            fingerprint=spec.fingerprint,
+            keys_read=reads.keys,
+            directive=directive,
+            branches=reads.branches,
         )
         if trigger is not None:
             await self._save(trigger)
             # The commit is shielded: a cancel from an outer scope that came meanwhile
             # is raised here, before the next node starts.
             await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def _reused(self, spec: NodeSpec, reuse: Reuse) -> bool:
+        """A re-run's step: apply its update before the target's first execution; replay a
+        reusable execution of the source (its deltas and directive; no node is called and no
+        node event is sent) and return True, or return False: the node runs."""
+        name = spec.name
+        pos = self.pos
+        update = reuse.take_update(name)
+        if update:
+            try:
+                changes = apply_changes(
+                    self.graph.spec, self.state, update, node=None, writer="the re-run update"
+                )
+            except TornUpdate as torn:
+                self._torn = True
+                raise torn.error from torn.error.__cause__
+            self.ckpt.note_step(pos.step, reuse.update_node, changes)
+        found = reuse.match(spec, self.state)
+        if found is None:
+            return False
+        step = self._next_step(name, spec.kind)
+        changes, directive = reuse.replay(found)
+        try:
+            if changes:
+                changes = self._apply_now(changes, name)
+            pos.step = step
+            pos.next_node = None
+            if spec.kind == "barrier":
+                pos.barrier_counts[name] = pos.barrier_counts.get(name, 0) + 1
+            nxt = route(self.graph, self.state, name, directive)
+        except GraphError as exc:
+            _fill(exc, self.trace_id, name, step)
+            raise
+        pos.next_node = nxt
+        self.reused += 1
+        self.ckpt.note_step(
+            step,
+            name,
+            changes,
+            fingerprint=found.fingerprint,
+            keys_read=found.keys_read,
+            directive=directive,
+            reused_from=found.step,
+            branches=found.branches,
+        )
+        if nxt is not None:
+            # A barrier's reused decision is marked in the history: a checkpoint "historical".
+            trigger = (
+                "historical"
+                if spec.kind == "barrier" and self.ckpt.on_barrier
+                else self.ckpt.trigger_after_step(False)
+            )
+            if trigger is not None:
+                await self._save(trigger)
+                await anyio.lowlevel.checkpoint_if_cancelled()
+        return True
 
     # -- resilience: attempts and what a failure does ----------------------------------------
 
@@ -407,6 +508,7 @@ class Driver:
             first,
             first_t0,
             self._branch_backoff if self.store is not None else None,
+            self._reads,
         )
 
     async def _before_backoff(self) -> None:
@@ -625,6 +727,9 @@ class Driver:
     # -- barriers ----------------------------------------------------------------------------
 
     async def _barrier(self, spec: NodeSpec) -> None:
+        reuse = self.reuse
+        if reuse is not None and await self._reused(spec, reuse):
+            return  # a re-run keeps this decision (out of the re-run's scope)
         name = spec.name
         step = self._next_step(name, "barrier")
         span = f"{name}@{step}"
@@ -871,6 +976,7 @@ class Driver:
             duration=time.perf_counter() - self._t0,
             execution_log=entries if entries is not None else [],
             error=error,
+            reused=self.reused,
         )
         return self.result
 

@@ -22,7 +22,7 @@ from .._graph import NodeSpec
 from .._spec import ERRORS_KEY
 from .._state import changes_of
 from .._view import fresh
-from ..checkpoint._record import KeptOutputs
+from ..checkpoint._record import BranchRecord, KeptOutputs
 from ..exceptions import NodeExecutionFailed, StateError
 from .attempts import Resilience, error_record, retry_branch
 from .invoke import invoke
@@ -239,16 +239,36 @@ async def run_parallel(
     spec: NodeSpec,
     step: int,
     span: str,
-    view: Any,
+    view: Callable[[], Any],
     fan: FanOut,
+    reads: Any = None,
 ) -> tuple[list[tuple[str, Any]], dict[str, BaseException]]:
     """Run a static parallel node; merged deltas in branch declaration order, and the branches
-    that failed without failing the node."""
-    jobs = [(b.name, b.call, view) for b in spec.branches]
+    that failed without failing the node.
+
+    Each branch gets its own view (``view()``), so ``reads`` (a ``step.Reads``) gets what each
+    branch read: per branch that succeeded, its keys and how many of the deltas it wrote, and
+    for the node every branch's keys (a branch whose output was kept: the keys ``reads.known``
+    gives for it, else unknown)."""
+    jobs = [(b.name, b.call, view()) for b in spec.branches]
     results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None, fan)
     writers: dict[str, list[str]] = {}
     merged: list[tuple[str, Any]] = []
-    for (bname, _call, _arg), out in zip(jobs, results, strict=True):
+    kept = fan.kept.results if fan.kept is not None else {}
+    known = reads.known if reads is not None and reads.known is not None else {}
+    records: list[BranchRecord] = []
+    union: set[str] | None = set()
+    fingerprints = {b.name: b.fingerprint for b in spec.branches}
+    for (bname, _call, arg), out in zip(jobs, results, strict=True):
+        if bname in kept:
+            keys = known.get(bname)
+        else:
+            keys = getattr(arg, "keys_read", None)  # None: typed state
+        if union is not None:
+            if keys is None:
+                union = None
+            else:
+                union.update(keys)
         if bname in failures:
             continue
         if isinstance(out, Goto | End | Fallback):
@@ -257,9 +277,21 @@ async def run_parallel(
                 f"{type(out).__name__}; branches return None or a mapping of updates",
                 node=spec.name,
             )
-        for key, value in changes_of(out, node=f"{spec.name}.{bname}"):
+        changes = changes_of(out, node=f"{spec.name}.{bname}")
+        for key, value in changes:
             writers.setdefault(key, []).append(bname)
             merged.append((key, value))
+        records.append(
+            BranchRecord(
+                bname,
+                sorted(keys) if keys is not None else None,
+                len(changes),
+                fingerprints[bname],
+            )
+        )
+    if reads is not None:
+        reads.keys = union
+        reads.branches = records
     for key, names in writers.items():
         if len(set(names)) > 1 and key not in reducers:  # one branch may write a key twice
             raise StateError(

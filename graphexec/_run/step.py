@@ -4,7 +4,12 @@ This is the seam where a node's execution is wrapped: :func:`run_attempts` calls
 :func:`execute_node` once per attempt under the node's retry policy, timeout, heartbeat timeout
 and circuit breaker (``attempts.py``), keeping the attempt count in the run's position so a
 checkpoint taken before a backoff records the budget spent. Neither applies deltas nor routes
-(the loop does both once the execution has succeeded).
+(the loop does both once the execution has succeeded). What the execution read goes into a
+:class:`Reads` the loop records with the step. A re-run asks its reuse rule
+(``graphexec/_rerun/reuse.py``) before any of this (``Driver._reused``: a reused execution is
+replayed, never retried or timed); for a fan-out node that runs again, the branches or items
+whose recorded output stands are handed in as kept outputs, the mechanism a failed fan-out's
+next attempt uses.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .._context import NodeContext, _Usage
 from .._directives import End, Fallback, Goto
 from .._graph import Graph, NodeSpec
 from .._state import changes_of
+from ..checkpoint._record import BranchRecord
 from ..exceptions import GraphError, NodeExecutionFailed, NodeTimeout, RetriesExhausted
 from .attempts import Resilience, attempt_call, cause_of
 from .fanout import BranchBackoff, FanOut, run_map, run_parallel
@@ -26,12 +32,30 @@ from .position import Position
 from .recorder import Recorder
 from .routing import Directive
 
-__all__ = ("Outcome", "execute_node", "run_attempts")
+__all__ = ("Outcome", "Reads", "execute_node", "run_attempts")
 
 
 Outcome: TypeAlias = tuple[Directive | None, list[tuple[str, Any]], _Usage | None]
 """What one execution produced: the routing directive, the changes, and the tokens and side
 effects the node reported through its context (if it had one). A plain tuple: built per step."""
+
+
+class Reads:
+    """What one node execution read, filled by :func:`execute_node`; the loop keeps one and
+    records it in the step's record (the re-run's reuse test compares these keys' values)."""
+
+    __slots__ = ("branches", "keys", "known")
+
+    def __init__(self) -> None:
+        self.keys: set[str] | frozenset[str] | None = None
+        """The state keys read (None: unknown, typed state)."""
+        self.branches: list[BranchRecord] | None = None
+        """A parallel node: per branch that succeeded, what it read and how many deltas."""
+        self.known: dict[str, list[str] | None] | None = None
+        """A re-run: the recorded reads of the branches handed in as kept outputs."""
+
+    def reset(self) -> None:
+        self.keys = self.branches = self.known = None
 
 
 async def execute_node(
@@ -45,6 +69,7 @@ async def execute_node(
     attempt: int = 1,
     beat: list[float] | None = None,
     fan: FanOut | None = None,
+    reads: Reads | None = None,
 ) -> Outcome:
     """Run node ``spec`` once against ``state`` (not changed here).
 
@@ -67,6 +92,8 @@ async def execute_node(
             else:
                 result = await call.fn(view) if call.is_async else await invoke(call, (view,))
                 usage = None
+            if reads is not None and graph.state_type is None:
+                reads.keys = view.keys_read
             if result is None:
                 return None, [], usage
             if isinstance(result, Goto | End | Fallback):
@@ -77,12 +104,23 @@ async def execute_node(
         if kind == "parallel":
             usage = _Usage()
             changes, failures = await run_parallel(
-                rec, usage, graph.reducers, spec, step, span, graph.spec.view(state), fan
+                rec,
+                usage,
+                graph.reducers,
+                spec,
+                step,
+                span,
+                lambda: graph.spec.view(state),
+                fan,
+                reads,
             )
             return _fell_back(spec, failures), changes, usage
         if kind == "map":
             usage = _Usage()
             changes, failures = await run_map(rec, usage, spec, step, span, state, fan)
+            if reads is not None:
+                assert spec.over is not None
+                reads.keys = frozenset((spec.over,))
             return _fell_back(spec, failures), changes, usage
         if kind == "barrier":
             raise AssertionError(f"barrier {name!r} is resolved by the loop, not executed")
@@ -116,6 +154,7 @@ async def run_attempts(
     first: GraphError | None = None,
     first_t0: float = 0.0,
     branch_backoff: BranchBackoff | None = None,
+    reads: Reads | None = None,
 ) -> tuple[Outcome, int]:
     """Execute ``spec`` until an attempt succeeds or its Retry gives up; the outcome and the
     number of the attempt that succeeded.
@@ -135,7 +174,7 @@ async def run_attempts(
         if kept is not None and (kept.node != spec.name or kept.step != step):
             kept = None
         fan = FanOut(res, graph.name, kept, branch_backoff)
-        outcome = await execute_node(graph, state, spec, step, span, rec, res, 1, None, fan)
+        outcome = await execute_node(graph, state, spec, step, span, rec, res, 1, None, fan, reads)
         return outcome, 1
     policy = spec.retry
     clock = res.clock
@@ -159,7 +198,9 @@ async def run_attempts(
                     spec,
                     step,
                     attempt,
-                    partial(execute_node, graph, state, spec, step, span, rec, res, attempt),
+                    partial(
+                        execute_node, graph, state, spec, step, span, rec, res, attempt, reads=reads
+                    ),
                 )
             except GraphError as exc:
                 error = exc

@@ -75,6 +75,15 @@ async def run(graph: gx.Graph, store: gx.CheckpointStore) -> None:
     concat = gx.reducers.register("typing-v1", lambda current, value: (current or "") + value)
     assert_type(concat, Callable[[Any, Any], Any])
     assert_type(await ex.runs(status="waiting"), list[gx.RunInfo])
+    plan = await ex.plan_rerun(graph, "t", "classify", update={"ticket": "z"})
+    assert_type(plan, gx.RerunPlan)
+    assert_type(plan.rows[0].reasons[0], gx.PlanReason)
+    assert_type(plan.table(), str)
+    async with ex.rerun(graph, "t", "classify", plan=plan, new_trace_id="t2") as rerun:
+        assert_type(rerun.result, gx.GraphResult)
+    assert_type((await ex.runs())[0].rerun_of, str | None)
+    versioned = gx.GraphBuilder("v", fingerprint="auto").node("a", lambda s: None, deps=[len])
+    del versioned
 
 
 async def stores() -> None:
