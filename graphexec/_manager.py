@@ -317,7 +317,7 @@ class RunManager:
             driver = self.live.get(trace_id)
             emitter = driver.rec.emitter if driver is not None else None
             log = emitter.log if emitter is not None else None
-            if driver is not None and log is not None and not driver.finished:
+            if driver is not None and log is not None and _tails_live(driver):
                 # In this process: what the store has, what the driver has not written yet,
                 # then every new event straight from the driver, until the driver ends.
                 snapshot, recv = log.subscribe()
@@ -360,8 +360,8 @@ class RunManager:
                 continue
             if ended:
                 return  # the run's last recorded event ends it, and nothing came after
-            if trace_id in self.live:
-                continue
+            if _tails_live(self.live.get(trace_id)):
+                continue  # driven here now (recovered meanwhile): follow it live
             info = await store.get_run(trace_id)
             if info is None:
                 if first:
@@ -380,6 +380,14 @@ class RunManager:
                 ended_since = None
             first = False
             await anyio.sleep(poll)
+
+
+def _tails_live(driver: Driver | None) -> bool:
+    """The driver runs in this process and its events can be followed live."""
+    if driver is None or driver.finished:
+        return False
+    emitter = driver.rec.emitter
+    return emitter is not None and emitter.log is not None
 
 
 async def _decision_arrived(store: CheckpointStore, info: RunInfo) -> bool:
