@@ -904,11 +904,6 @@ class Driver:
             self.log.info(
                 "barrier waiting", node=spec.name, step=step, barrier_id=pending.barrier_id
             )
-            emitter = self.rec.emitter
-            if emitter is not None:
-                # Recorded before it is shown, like the wait's checkpoint: a UI that showed the
-                # approval card finds it in the event log after a crash too.
-                await emitter.send(
             self._tel_event(
                 "graphexec.barrier.waiting",
                 pending.barrier_id,
@@ -916,8 +911,11 @@ class Driver:
                 step,
                 deadline=pending.deadline,
             )
-            if self.rec.emitter is not None:
-                await self.rec.send(
+            emitter = self.rec.emitter
+            if emitter is not None:
+                # Recorded before it is shown, like the wait's checkpoint: a UI that showed the
+                # approval card finds it in the event log after a crash too.
+                await emitter.send(
                     BarrierWaiting(
                         trace_id=self.trace_id,
                         step=step,
