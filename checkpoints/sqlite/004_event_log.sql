@@ -1,4 +1,4 @@
--- graphexec SQLite checkpoint store, schema version 3: the event log and cancel requests.
+-- graphexec SQLite checkpoint store, schema version 4: the event log and cancel requests.
 
 -- Recorded events, one row per batch. data: msgpack array of events (the tagged GraphEvent
 -- union) whose event_id runs from first_id to last_id, increasing.
