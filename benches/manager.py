@@ -13,8 +13,9 @@
   (0.05 s each).
 - ``SIGKILL -> resumed``: a child process drives a run and is SIGKILLed while a node works;
   this process calls ``ex.recover()`` until the run is resumed. Median over 5 kills, with the
-  child's ``lease_ttl`` given (until dead-owner detection on the same host lands, the lease has
-  to expire first, so the figure is bounded below by ``lease_ttl``).
+  child's ``lease_ttl`` given (default 30 s, the library's): the child runs on this host, so
+  its lease is found dead at once (``/proc/<pid>/stat``) and never waited for; the figure does
+  not depend on ``lease_ttl``. ``max`` is the worst of the 5.
 """
 
 from __future__ import annotations
@@ -183,15 +184,16 @@ async def main(rounds: int, samples: int, ttl: float) -> None:
     )
     print(f"| tail latency across processes, p99 ms | {pct(lags, 0.99):.1f} |")
     print(
-        f"| SIGKILL -> recover() resumed, median ms (lease_ttl={ttl}) | "
-        f"{statistics.median(kills):.0f} |"
+        f"| SIGKILL -> recover() resumed, median ms (lease_ttl={ttl:g}) | "
+        f"{statistics.median(kills):.1f} |"
     )
+    print(f"| SIGKILL -> recover() resumed, max ms of {len(kills)} | {max(kills):.1f} |")
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--lease-ttl", type=float, default=1.0)
+    p.add_argument("--lease-ttl", type=float, default=30.0)
     a = p.parse_args()
     anyio.run(main, a.rounds, a.samples, a.lease_ttl)

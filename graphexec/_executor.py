@@ -179,21 +179,25 @@ class GraphExecutor:
 
     async def decide(self, trace_id: str, barrier_id: str, decision: Decision) -> None:
         """Decide barrier ``"<node>#<n>"`` of a run: the live run if this process drives it,
-        else through the store (its driver, or the next resume, picks it up)."""
+        else through the store (its driver, or the next resume, picks it up). Checked by the
+        one decision check (``check_request``; with the run's graph when it is in ``graphs=``):
+        InvalidDecision, NodeNotFound, StateError, RunNotFound, RunFinished."""
         await self._manager.decide(trace_id, barrier_id, decision)
 
     async def cancel(self, trace_id: str) -> None:
         """Cancel a run from any process: the live run if this process drives it; else a
         request its driving process takes at its next poll (``decision_poll_interval``); a run
-        no one drives (waiting, interrupted, failed, or its driver died) is recorded
+        no live driver holds (waiting at a barrier: its lease is parked; interrupted; failed;
+        its driver's process on this host is dead, or its lease expired) is recorded
         ``"cancelled"`` at once."""
         await self._manager.cancel(trace_id)
 
     async def recover(self) -> list[str]:
         """Resume, in the executor's task group, every run of the store that needs a driver and
         whose graph is in ``graphs=``: interrupted runs, running runs whose owner is gone (its
-        lease expired), waiting runs whose decision arrived or whose timeout passed. Returns
-        their trace ids. A run another live process holds is left alone."""
+        process on this host is dead: at once; elsewhere: its lease expired), waiting runs
+        (their lease is parked) whose decision arrived or whose timeout passed. Returns their
+        trace ids. A run another live process holds is left alone."""
         return await self._manager.recover()
 
     def events(self, trace_id: str, *, after: int | None = None) -> AsyncIterator[GraphEvent]:

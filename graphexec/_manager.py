@@ -418,11 +418,11 @@ async def _decision_arrived(store: CheckpointStore, info: RunInfo) -> bool:
     pending = body.pending_barrier
     if pending is None:
         return False
-    keys = (pending.barrier_id, stored_key(pending.node, None))  # "node#3", "node#*"
     if pending.deadline is not None and pending.deadline <= now():
         return True
-    if any(k in body.decisions for k in keys):
-        return True
+    if pending.barrier_id in body.decisions or pending.node in body.decisions:
+        return True  # the run holds it already (a wildcard is kept under the node's name)
+    keys = (pending.barrier_id, stored_key(pending.node, None))  # inbox: "node#3", "node#*"
     found = await store.decisions_after(info.trace_id, body.decision_cursor)
     return any(d.barrier_id in keys and d.decision is not None for d in found)
 

@@ -291,7 +291,10 @@ class Driver:
             self._scope.cancel()
 
     async def _watch_cancel(self) -> None:
-        """Take a cancel requested through the store (ex.cancel() in another process)."""
+        """Take a cancel requested through the store (ex.cancel() in another process). While
+        a barrier waits the lease is parked, so ex.cancel elsewhere records the run cancelled
+        itself (no request): a waiting driver that sees that record stops as cancelled (it
+        writes nothing: its lease was taken)."""
         assert self.store is not None
         while not self.finished:
             await anyio.sleep(self.poll_interval)
@@ -300,6 +303,17 @@ class Driver:
                     self.log.info("cancel requested through the store")
                     self.request_cancel()
                     return
+                keeper = getattr(self.ckpt, "keeper", None)
+                if keeper is not None and keeper.parked:
+                    info = await self.store.get_run(self.trace_id)
+                    if (
+                        info is not None
+                        and info.status == "cancelled"
+                        and info.last_seq != keeper.committed_seq
+                    ):
+                        self.log.info("run cancelled elsewhere while it waited here")
+                        self.request_cancel()
+                        return
             except GraphError as exc:  # a passing store error: look again at the next poll
                 self.log.warning("cancel request not read", error=str(exc))
 

@@ -427,3 +427,27 @@ class TestDecideChecks:
             assert await ex.recover() == ["d2"]
             events = await tail(ex, "d2")
         assert isinstance(events[-1], gx.GraphComplete)
+
+
+class TestCancelAWaitingRun:
+    async def test_a_parked_driver_learns_of_a_cancel_recorded_elsewhere(
+        self, store: CheckpointStore
+    ) -> None:
+        """A run waiting at a barrier has parked its lease: ex.cancel from another executor
+        records it cancelled itself; the waiting driver sees that record at its next poll and
+        ends its stream with GraphFailed(cancelled), writing nothing over the record."""
+        ex1 = gx.GraphExecutor(store=store, decision_poll_interval=0.02)
+        seen: list[gx.GraphEvent] = []
+        with anyio.fail_after(10):
+            async with ex1.execute_stream(approval(), {}, trace_id="w1") as run:
+                async for event in run:
+                    seen.append(event)
+                    if isinstance(event, gx.BarrierWaiting):
+                        await gx.GraphExecutor(store=store).cancel("w1")
+        assert isinstance(seen[-1], gx.GraphFailed) and seen[-1].status == "cancelled"
+        assert run.result.status == "cancelled"
+        history = await ex1.history("w1")
+        assert [h.trigger for h in history][-1] == "cancel" and history[-1].status == "cancelled"
+        recorded = await tail(ex1, "w1")
+        failed = [e for e in recorded if isinstance(e, gx.GraphFailed)]
+        assert len(failed) == 1 and failed[0].event_id >> 32 == 2  # the canceller's record
