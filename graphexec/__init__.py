@@ -151,6 +151,7 @@ __all__ = (
     "PlanReason",
     "PlanRow",
     "PlanStale",
+    "PostgresStore",
     "Reject",
     "RerunPlan",
     "RetriesExhausted",
@@ -196,7 +197,7 @@ del _name, _obj
 
 
 if TYPE_CHECKING:
-    from .checkpoint import SQLiteStore
+    from .checkpoint import PostgresStore, SQLiteStore
 
 
 def __getattr__(name: str) -> Any:
@@ -205,4 +206,9 @@ def __getattr__(name: str) -> Any:
         from .checkpoint._sqlite import SQLiteStore
 
         return SQLiteStore
+    # gx.PostgresStore needs the `postgres` extra (psycopg): imported only when asked for.
+    if name == "PostgresStore":
+        from .checkpoint._postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
