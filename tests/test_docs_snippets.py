@@ -58,6 +58,20 @@ EXPECTED: dict[str, list[str]] = {
         "RunExists: waiting",
     ],
     "wire_format.py": ['{"type":"approve"}', '{"type":"skip"}', "RunState: {", "GraphResult: {"],
+    "run_manager.py": [
+        "4294967301 Custom order",
+        "(the page reconnects with Last-Event-ID: 4294967301)",
+        "4294967302 Custom A-17",
+        "4294967308 BarrierWaiting",
+        "4294967317 GraphComplete",
+        "completed A-17",
+    ],
+    "recover_after_crash.py": [
+        "crawl-1 running next: summarize",
+        "ran fetch at step 1",
+        "ran summarize at step 2",
+        "completed 1 page(s)",
+    ],
     "resume_after_crash.py": [
         "crawl-1 running next: summarize",
         "running summarize at step 2",
