@@ -300,7 +300,7 @@ class Driver:
         if reuse is not None:
             if await self._reused(spec, reuse):
                 return
-            if spec.kind != "node" and pos.kept is None:
+            if spec.kind in ("parallel", "map") and pos.kept is None:
                 found = reuse.kept_for(spec, self.state, pos.step + 1)
                 if found is not None:
                     pos.kept, reads.known = found
