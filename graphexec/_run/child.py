@@ -196,8 +196,12 @@ async def run_child(
         inner = error.node if error is not None and error.node is not None else None
         where = f"{path}/{inner}" if inner is not None else path
         cause: BaseException = error if error is not None else RuntimeError(result.status)
+        # The cause is what the user's code raised (what retry filters test), when a node
+        # raised it: the child's own NodeExecutionFailed only names where.
+        while isinstance(cause, NodeExecutionFailed) and cause.cause is not None:
+            cause = cause.cause
         raise NodeExecutionFailed(
-            f"child graph {graph.name!r} failed in {where}: {cause}",
+            f"child graph {graph.name!r} failed in {where}: {error if error else cause}",
             node=where,
             cause=cause,
         ) from cause

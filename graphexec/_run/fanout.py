@@ -209,10 +209,13 @@ async def _outcome(
     name = spec.name
     if spec.on_error == "fail_fast" and spec.on_failure not in _SURVIVED:
         first_branch, first = next(iter(failures.items()))
+        # A branch or item that is a child graph: the error names the path of the node that
+        # failed inside it ("tools[2]/search"), not only the fan-out node.
+        inner = getattr(first, "node", None)
         raise NodeExecutionFailed(
             f"branch {first_branch!r} of node {name!r} failed: {first!r} "
             "(on_error='fail_fast' cancelled the other branches)",
-            node=name,
+            node=inner if isinstance(inner, str) and inner.startswith(f"{name}[") else name,
             cause=first,
             failures=failures,
         )
