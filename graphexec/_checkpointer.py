@@ -326,6 +326,7 @@ class Checkpointer:
                 retry_at=run.retry_at,
                 kept=run.kept,
                 compensable=run.compensable,
+                children=run.children,
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:

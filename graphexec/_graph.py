@@ -177,8 +177,9 @@ class Graph:
         graphs (subgraph nodes, maps over a graph, branches that are graphs) as Mermaid
         ``subgraph`` blocks holding the child's nodes and edges."""
         lines = ["flowchart TD", "    __start__([start])"]
-        _mermaid_into(self, "n_", "    ", lines)
+        _mermaid_nodes(self, "n_", "    ", lines)
         lines.append(f"    __start__ --> {_mermaid_id(self.start)}")
+        _mermaid_edges(self, "n_", "    ", lines)
         lines.append("    __end__([end])")
         lines.extend(f"    {_mermaid_id(n)} --> __end__" for n in sorted(self.ends))
         return "\n".join(lines) + "\n"
@@ -186,6 +187,12 @@ class Graph:
 
 def _mermaid_into(graph: Graph, prefix: str, indent: str, lines: list[str]) -> None:
     """Append ``graph``'s nodes and edges, node ids starting with ``prefix``."""
+    _mermaid_nodes(graph, prefix, indent, lines)
+    _mermaid_edges(graph, prefix, indent, lines)
+
+
+def _mermaid_nodes(graph: Graph, prefix: str, indent: str, lines: list[str]) -> None:
+    """Append ``graph``'s nodes (a node with child graphs as a block holding them)."""
     for name, s in graph.nodes.items():
         ident = _mermaid_id(name, prefix)
         label = name.replace('"', "'")
@@ -214,6 +221,9 @@ def _mermaid_into(graph: Graph, prefix: str, indent: str, lines: list[str]) -> N
             "subgraph": f'[["{label}"]]',
         }[s.kind]
         lines.append(f"{indent}{ident}{shape}")
+
+
+def _mermaid_edges(graph: Graph, prefix: str, indent: str, lines: list[str]) -> None:
     for e in graph.edges:
         src, dst = _mermaid_id(e.source, prefix), _mermaid_id(e.target, prefix)
         if e.kind == "when" and e.when is not None:
@@ -664,13 +674,6 @@ def _child(name: str, graph: Any, input: Any, output: Any, max_steps: int) -> Ch
         raise TypeError(
             f"node {name!r}: expected a built gx.Graph to run as a child, got "
             f"{type(graph).__name__}"
-        )
-    waits = sorted(graph.decision_nodes)
-    if waits:
-        raise ValueError(
-            f"node {name!r}: child graph {graph.name!r} has nodes that wait for a decision "
-            f"({', '.join(map(repr, waits))}); barriers inside child graphs are not supported "
-            "yet: put the barrier in the parent graph, after the child"
         )
     for label, spec in (("input", input), ("output", output)):
         if spec is None or callable(spec) or isinstance(spec, str | Mapping):

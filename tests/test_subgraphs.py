@@ -317,19 +317,6 @@ class TestGraphBranches:
 class TestDeclaring:
     """What build() refuses, the hash, mermaid."""
 
-    def test_child_graphs_with_barriers_are_refused_for_now(self) -> None:
-        child = (
-            gx.GraphBuilder("c")
-            .node("a", lambda s: None)
-            .barrier("approve")
-            .edge("a", "approve")
-            .start("a")
-            .end("approve")
-            .build()
-        )
-        with pytest.raises(gx.InvalidGraph, match="'approve'.*not supported yet"):
-            one_node(child)
-
     def test_a_non_graph_child_and_bad_mappings_are_refused(self) -> None:
         with pytest.raises(gx.InvalidGraph, match="expected a built gx.Graph"):
             gx.GraphBuilder("p").subgraph("s", "nope").start("s").end("s").build()  # type: ignore[arg-type]

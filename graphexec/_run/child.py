@@ -16,18 +16,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
+from .._barrier_ids import is_resolved, parse_barrier_id
+from .._checkpointer import NullCheckpointer
+from .._decisions import Decision
 from .._emit import Emitter
 from .._events import CheckpointSaved, GraphComplete, GraphEvent, GraphFailed, GraphStart
 from .._spec import Child
-from ..exceptions import NodeExecutionFailed, StateError
+from ..checkpoint._record import ChildRun, KeptOutputs, PendingBarrier
+from ..exceptions import GraphError, InvalidDecision, NodeExecutionFailed, StateError
+from .decisions import check_decision_type, check_path_decision, segment_re, split_path
+from .position import Position
 from .recorder import Recorder
 
 if TYPE_CHECKING:
     from .._graph import Graph
 
-__all__ = ("PathEmitter", "item_value", "run_child", "state_in", "subgraph_changes")
+__all__ = (
+    "ChildCheckpointer",
+    "ChildHost",
+    "PathEmitter",
+    "item_value",
+    "run_child",
+    "state_in",
+    "subgraph_changes",
+)
 
 _OWN = (GraphStart, GraphComplete, GraphFailed, CheckpointSaved)
 """A child's own lifecycle events: the parent's NodeStart/NodeEnd (or BranchCompleted) of the
@@ -60,6 +75,9 @@ class PathEmitter(Emitter):
         span = getattr(event, "span_id", None)
         if isinstance(span, str):
             changes["span_id"] = f"{self._path}/{span}"
+        barrier = getattr(event, "barrier_id", None)
+        if isinstance(barrier, str):
+            changes["barrier_id"] = f"{self._path}/{barrier}"
         nxt = getattr(event, "next_node", None)
         if isinstance(nxt, str):
             changes["next_node"] = f"{self._path}/{nxt}"
@@ -165,33 +183,22 @@ def item_value(child: Child, path: str, final: Mapping[str, Any], typed: Any) ->
 async def run_child(
     graph: Graph, child: Child, state: Any, path: str, rec: Recorder, step: int
 ) -> tuple[dict[str, Any], Any]:
-    """Run ``graph`` from its start on ``state`` as the child at ``path``; its final state as a
-    dict and as the child's nodes see it (the Struct of a typed graph). Raises
-    NodeExecutionFailed naming the failing node by its path (``"tools[2]/search"``)."""
-    from .._checkpointer import NullCheckpointer
-    from .driver import Driver
-    from .position import Position
-
-    initial = graph.spec.initial(state, trace_id=rec.trace_id)
-    parent = rec.emitter
-    emitter = PathEmitter(parent, path, step) if parent is not None else None
-    driver = Driver(
-        graph=graph,
-        state=initial,
-        trace_id=rec.trace_id,
-        position=Position.start(graph.start),
-        max_steps=child.max_steps,
-        emitter=emitter,
-        checkpointer=NullCheckpointer(),
-        store=None,
-        poll_interval=1.0,
-        keep_log=False,
-        start_trigger=None,
-    )
-    await driver.main()
-    result = driver.result
-    assert result is not None
-    if result.status != "completed":
+    """Run ``graph`` as the child at ``path`` (from its start on ``state``, or where the
+    parent's last checkpoint left it); its final state as a dict and as the child's nodes see
+    it (the Struct of a typed graph). Raises NodeExecutionFailed naming the failing node by
+    its path (``"tools[2]/search"``)."""
+    host = rec.host
+    assert isinstance(host, ChildHost), "a child runs inside a Driver's step"
+    driver = host.spawn(graph, child, state, path, step)
+    completed = False
+    try:
+        await driver.main()
+        result = driver.result
+        assert result is not None
+        completed = result.status == "completed"
+    finally:
+        host.release(path, driver, completed)
+    if not completed:
         error = result.error
         inner = error.node if error is not None and error.node is not None else None
         where = f"{path}/{inner}" if inner is not None else path
@@ -206,3 +213,266 @@ async def run_child(
             cause=cause,
         ) from cause
     return driver.state, result.state
+
+
+def snapshot(driver: Any) -> ChildRun:
+    """A child driver's state and position, as its parent's checkpoint records it."""
+    pos = driver.pos
+    return ChildRun(
+        state=driver.state,
+        step=pos.step,
+        next_node=pos.next_node,
+        barrier_counts=dict(pos.barrier_counts),
+        pending_barrier=pos.pending,
+        decisions=dict(pos.decisions),
+        children=driver.host.children(),
+        compensable=list(pos.compensable),
+    )
+
+
+class ChildHost:
+    """The children of one run (its Driver): the live child drivers by path, the decisions
+    meant for them, the finished ones' outputs, and their part in the run's checkpoints.
+
+    Before each save of its run it writes the children into the run's position
+    (:meth:`prepare`): unfinished ones in ``children`` (their state and position), finished
+    fan-out jobs in ``kept`` (the mechanism a failed fan-out uses), and the first waiting
+    child's barrier as the run's ``pending`` (with its path id). A child that waits or is
+    decided asks its parent to save (:meth:`child_saved`): one record covers parent and
+    children, and a BarrierWaiting is only sent once it is committed.
+    """
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.live: dict[str, Any] = {}
+        """Child drivers running now, by path."""
+        self.finished: dict[str, Any] = {}
+        """Fan-out jobs (branch or item name) whose child finished, with their result."""
+        self._lock = anyio.Lock()
+        self._polling = False
+
+    # -- children ------------------------------------------------------------------------
+
+    def spawn(self, graph: Graph, child: Child, state: Any, path: str, step: int) -> Any:
+        """A driver for the child at ``path``: resumed from the run's last checkpoint if it
+        recorded one, else new on ``state``."""
+        parent = self.driver
+        pos = parent.pos
+        saved = pos.children.pop(path, None)
+        early = self._decisions_for(path)
+        if saved is not None:
+            position = Position(
+                step=saved.step,
+                next_node=saved.next_node,
+                status="waiting" if saved.pending_barrier is not None else "running",
+                barrier_counts=dict(saved.barrier_counts),
+                pending=saved.pending_barrier,
+                decisions={**saved.decisions, **early},
+                compensable=list(saved.compensable),
+                children=dict(saved.children),
+            )
+            initial = dict(saved.state)
+        else:
+            position = Position.start(graph.start, early)
+            initial = graph.spec.initial(state, trace_id=parent.trace_id)
+        emitter = parent.rec.emitter
+        driver = type(parent)(
+            graph=graph,
+            state=initial,
+            trace_id=parent.trace_id,
+            position=position,
+            max_steps=child.max_steps,
+            emitter=PathEmitter(emitter, path, step) if emitter is not None else None,
+            checkpointer=ChildCheckpointer(self, path),
+            store=None,
+            poll_interval=parent.poll_interval,
+            keep_log=False,
+            start_trigger=None,
+            resumed=saved is not None,
+            resilience=parent.res,
+            # execute() without a store: a child barrier with no decision fails at once, as a
+            # top-level one does, instead of waiting for a decision nothing can deliver.
+            must_be_decided=parent.must_be_decided and parent.store is None,
+        )
+        self.live[path] = driver
+        return driver
+
+    def release(self, path: str, driver: Any, completed: bool) -> None:
+        """The child at ``path`` stopped: a child that did not complete (cancelled: the run is
+        stopping) keeps its place in the run's position, so the run's last save records it."""
+        self.live.pop(path, None)
+        if not completed and driver.result is not None and driver.result.status == "waiting":
+            self.driver.pos.children[path] = snapshot(driver)
+
+    def done(self, job: str, value: Any) -> None:
+        """A fan-out job (branch or item) whose child finished returned ``value``."""
+        self.finished[job] = value
+
+    def clear(self) -> None:
+        """The run's step is over: its children are forgotten."""
+        self.finished.clear()
+        self.live.clear()
+        self.driver.pos.children = {}
+
+    def children(self) -> dict[str, ChildRun]:
+        """The unfinished children as a checkpoint records them."""
+        out = dict(self.driver.pos.children)
+        for path, d in self.live.items():
+            out[path] = snapshot(d)
+        return out
+
+    def prepare(self) -> None:
+        """Write the children into the run's position before a save."""
+        pos = self.driver.pos
+        if not self.live and not self.finished and not pos.children:
+            return
+        pos.children = self.children()
+        node = pos.next_node
+        if self.finished and node is not None:
+            step = pos.step + 1
+            kept = pos.kept
+            results = dict(kept.results) if kept is not None and kept.node == node else {}
+            results.update(self.finished)
+            attempts = kept.attempts if kept is not None and kept.node == node else {}
+            pos.kept = KeptOutputs(node=node, step=step, results=results, attempts=attempts)
+        waiting = sorted(
+            (p, c.pending_barrier) for p, c in pos.children.items() if c.pending_barrier
+        )
+        if waiting:
+            path, first = waiting[0]
+            pos.pending = PendingBarrier(
+                barrier_id=f"{path}/{first.barrier_id}",
+                node=f"{path}/{first.node}",
+                prompt=first.prompt,
+                deadline=first.deadline,
+            )
+            pos.status = "waiting"
+        elif pos.pending is not None and "/" in pos.pending.node:
+            pos.pending = None
+            pos.status = "running"
+
+    async def child_saved(self, trigger: str) -> None:
+        """A child started waiting at a barrier or resolved one: save the run (parent and
+        children in one record). While a child waits and the run has a store, decisions from
+        other processes are polled for (:meth:`_poll`)."""
+        parent = self.driver
+        async with self._lock:
+            found = await parent._save(trigger, decisions_after=parent.pos.decision_cursor)
+        if found:
+            parent.route_stored(found)
+        if trigger == "barrier_waiting" and not self._polling:
+            self._polling = parent.start_polling(self._poll)
+
+    async def flush(self) -> None:
+        await self.driver.ckpt.flush()
+
+    async def _poll(self) -> None:
+        """Look in the store for decisions while a child waits (the run itself is inside its
+        step, so its own poll at a barrier does not run)."""
+        parent = self.driver
+        try:
+            while True:
+                await anyio.sleep(parent.poll_interval)
+                if any(d.pos.pending is not None for d in self.live.values()):
+                    await parent._pull_store_decisions()
+        finally:
+            self._polling = False
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def _decisions_for(self, path: str) -> dict[str, Decision]:
+        """Decisions the run holds for the child at ``path``: exact ones are handed over
+        (removed here), wildcards over a path pattern stay (they serve every child)."""
+        decisions = self.driver.pos.decisions
+        out: dict[str, Decision] = {}
+        prefix = f"{path}/"
+        for key in [k for k in decisions if "/" in k]:
+            head, rest = split_path(key)
+            if "#" in key:
+                if key.startswith(prefix):
+                    out[key[len(prefix) :]] = decisions.pop(key)
+            elif segment_re(head).fullmatch(path):
+                out[rest] = decisions[key]
+        return out
+
+    def offer(self, key: str, decision: Decision, *, wildcard: bool) -> None:
+        """A decision for a barrier inside a child (``key`` has a path), checked, then given
+        to the live child or kept for it (early). Raises InvalidDecision naming the problem."""
+        parent = self.driver
+        check_decision_type(decision, trace_id=parent.trace_id)
+        check_path_decision(parent.graph, key, wildcard=wildcard, trace_id=parent.trace_id)
+        head, rest = split_path(key)
+        if wildcard:
+            parent.pos.decisions[key] = decision
+            pattern = segment_re(head)
+            for path, d in self.live.items():
+                if pattern.fullmatch(path):
+                    d.offer(rest, decision, wildcard=True)
+            return
+        live = self.live.get(head)
+        if live is not None:
+            live.offer(rest, decision, wildcard=False)
+            return
+        saved = parent.pos.children.get(head)
+        if head in self.finished or (
+            parent.pos.kept is not None and head in parent.pos.kept.results
+        ):
+            raise InvalidDecision(
+                f"barrier {key!r} was already resolved (child {head!r} has finished)",
+                trace_id=parent.trace_id,
+                node=key,
+            )
+        if saved is not None and saved.pending_barrier is not None and "/" not in rest:
+            node, occurrence = parse_barrier_id(rest)
+            assert occurrence is not None
+            if is_resolved(
+                saved.barrier_counts, saved.pending_barrier.barrier_id, node, occurrence
+            ):
+                raise InvalidDecision(
+                    f"barrier {key!r} was already resolved", trace_id=parent.trace_id, node=key
+                )
+        if key in parent.pos.decisions:
+            raise InvalidDecision(
+                f"barrier {key!r} already has a decision waiting to be used",
+                trace_id=parent.trace_id,
+                node=key,
+            )
+        parent.pos.decisions[key] = decision
+
+    def take_stored(self, key: str, decision: Decision) -> bool:
+        """A decision read from the store for a barrier inside a child: given to the child or
+        kept; False (ignored: the caller logs it) when no child barrier can use it."""
+        try:
+            self.offer(key, decision, wildcard="#" not in key)
+        except GraphError:
+            return False
+        return True
+
+
+class ChildCheckpointer(NullCheckpointer):
+    """A child run's checkpointer: it writes nothing itself; a barrier waiting or resolved in
+    the child asks the parent to save (the parent's record covers its children)."""
+
+    on_barrier = True
+
+    def __init__(self, host: ChildHost, path: str) -> None:
+        self.host = host
+        self.path = path
+
+    async def save(
+        self,
+        run: Position,
+        state: dict[str, Any],
+        trigger: str,
+        *,
+        error: str | None = None,
+        final: bool = False,
+        decisions_after: int | None = None,
+        allow_base: bool = True,
+    ) -> Any:
+        if trigger in ("barrier_waiting", "barrier_resolved"):
+            await self.host.child_saved(trigger)
+        return None
+
+    async def flush(self) -> None:
+        await self.host.flush()

@@ -8,6 +8,7 @@ functions read and update them there.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from .._barrier_ids import is_resolved, parse_barrier_id
 from .._decisions import Approve, Decision, Edit, Reject, Skip
 from .._graph import Graph
 from ..checkpoint._record import StoredDecision
-from ..exceptions import InvalidDecision, NodeNotFound, StateError
+from ..exceptions import GraphError, InvalidDecision, NodeNotFound, StateError
 from .position import Position
 
 __all__ = (
@@ -23,8 +24,11 @@ __all__ = (
     "check_decision_type",
     "check_edit",
     "check_offer",
+    "check_path_decision",
     "initial_decisions",
     "merge_stored",
+    "segment_re",
+    "split_path",
     "take_decision",
 )
 
@@ -72,9 +76,13 @@ def initial_decisions(
     decision never starts the run."""
     found: dict[str, Decision] = {}
     for key, decision in (decisions or {}).items():
+        check_decision_type(decision, trace_id=trace_id)
+        if "/" in key:  # a barrier inside a child graph: its id, or a path pattern
+            check_path_decision(graph, key, wildcard="#" not in key, trace_id=trace_id)
+            found[key] = decision
+            continue
         node, _occurrence = parse_barrier_id(key)
         check_barrier_node(graph, node, trace_id=trace_id)
-        check_decision_type(decision, trace_id=trace_id)
         if isinstance(decision, Edit):
             check_edit(graph, decision, node)
         found[key] = decision
@@ -125,6 +133,82 @@ def check_offer(
             )
     if isinstance(decision, Edit):
         check_edit(graph, decision, node)
+
+
+def segment_re(pattern: str) -> re.Pattern[str]:
+    """A path pattern's regex: ``*`` matches within one segment (``tools[*]/approve``)."""
+    return re.compile(re.escape(pattern).replace(r"\*", r"[^/]*"))
+
+
+def split_path(key: str) -> tuple[str, str]:
+    """``"tools[2]/approve#1"`` -> ``("tools[2]", "approve#1")`` (first segment, rest)."""
+    head, _sep, rest = key.partition("/")
+    return head, rest
+
+
+def _child_of(graph: Graph, head: str, *, pattern: bool) -> tuple[str, Graph] | None:
+    """The parent node and child graph a path segment names (``"sub"``, ``"tools[2]"``,
+    ``"research[deep]"``; with ``pattern``, ``"tools[*]"``), or None."""
+    name, bracket, rest = head.partition("[")
+    spec = graph.nodes.get(name)
+    if spec is None:
+        return None
+    if not bracket:
+        if spec.kind == "subgraph" and spec.child is not None:
+            return name, spec.child.graph
+        return None
+    if not rest.endswith("]"):
+        return None
+    key = rest[:-1]
+    if spec.kind == "map" and spec.child is not None:
+        if key.isdigit() or (pattern and "*" in key):
+            return name, spec.child.graph
+        return None
+    if spec.kind == "parallel":
+        for b in spec.branches:
+            if b.child is not None and (b.name == key or (pattern and "*" in key)):
+                return name, b.child.graph
+    return None
+
+
+def check_path_decision(graph: Graph, key: str, *, wildcard: bool, trace_id: str | None) -> str:
+    """Check that ``key`` (``"tools[2]/approve#1"``, or with ``wildcard`` a path pattern like
+    ``"tools[*]/approve"``) names a barrier inside a child graph of ``graph``; return the
+    barrier node's path. Raises NodeNotFound or InvalidDecision naming what is wrong."""
+    g = graph
+    rest = key
+    walked: list[str] = []
+    while "/" in rest:
+        head, rest = split_path(rest)
+        found = _child_of(g, head, pattern=wildcard)
+        if found is None:
+            raise NodeNotFound(
+                f"{key!r}: {'/'.join([*walked, head])!r} is not a child graph of graph "
+                f"{graph.name!r} (a subgraph node, a map item '<node>[<i>]' or a branch that "
+                "is a graph '<node>[<branch>]')",
+                trace_id=trace_id,
+                node=key,
+            )
+        walked.append(head)
+        g = found[1]
+    node, occurrence = parse_barrier_id(rest)
+    if wildcard and occurrence is not None:
+        raise InvalidDecision(
+            f"decide_node() takes a node path, got {key!r}; use decide() for one occurrence",
+            trace_id=trace_id,
+        )
+    if not wildcard and occurrence is None:
+        raise InvalidDecision(
+            f"{key!r} is not a barrier id ('<path>/<node>#<occurrence>'); use decide_node() "
+            "to decide every occurrence of a node path",
+            trace_id=trace_id,
+        )
+    try:
+        check_barrier_node(g, node, trace_id=trace_id)
+    except GraphError as exc:
+        exc.node = "/".join([*walked, node])
+        raise
+    return "/".join([*walked, node])
 
 
 def take_decision(position: Position, barrier_id: str, node: str) -> Decision | None:

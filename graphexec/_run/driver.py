@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from .._apply import TornUpdate, apply_changes
 from .._barrier_ids import barrier_id as _barrier_id
@@ -35,7 +36,7 @@ from .._events import (
 from .._graph import Graph, NodeSpec
 from .._spec import ERRORS_KEY
 from ..checkpoint._base import CheckpointStore
-from ..checkpoint._record import Invalidation, KeptOutputs, PendingBarrier, now
+from ..checkpoint._record import Invalidation, KeptOutputs, PendingBarrier, StoredDecision, now
 from ..checkpoint._retry import decisions_after
 from ..exceptions import (
     Cancelled,
@@ -50,6 +51,7 @@ from ..exceptions import (
 )
 from ..typing import RunStatus
 from .attempts import Resilience, cause_of, error_record
+from .child import ChildHost
 from .decisions import check_offer, merge_stored, take_decision
 from .invoke import invoke
 from .position import Position
@@ -121,6 +123,10 @@ class Driver:
         self._t0 = 0.0
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[str](math.inf)
         self._save_lock = anyio.Lock()
+        self._tg: TaskGroup | None = None
+        self.host = ChildHost(self)
+        """The child runs of the current step (subgraphs, maps over graphs, graph branches)."""
+        self.rec.host = self.host
 
     @property
     def status(self) -> RunStatus:
@@ -143,6 +149,7 @@ class Driver:
         self._t0 = time.perf_counter()
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 await self.ckpt.start(tg)
                 try:
                     await self._guarded()
@@ -214,6 +221,9 @@ class Driver:
                 f"takes no more decisions{hint}",
                 trace_id=self.trace_id,
             )
+        if "/" in key:  # a barrier inside a child run: its path id or a path pattern
+            self.host.offer(key, decision, wildcard=wildcard)
+            return
         check_offer(self.graph, self.pos, key, decision, wildcard=wildcard, trace_id=self.trace_id)
         self.pos.decisions[key] = decision
         try:
@@ -261,7 +271,12 @@ class Driver:
             await self._save(self.start_trigger)
             await anyio.lowlevel.checkpoint_if_cancelled()
         if pos.pending is not None:
-            await self._reenter_barrier(pos.pending)
+            if "/" in pos.pending.node:
+                # A child waits (a path id): the step of next_node resumes the children.
+                pos.pending = None
+                pos.status = "running"
+            else:
+                await self._reenter_barrier(pos.pending)
         nodes = graph.nodes
         scope = self._scope
         while pos.next_node is not None:
@@ -362,6 +377,8 @@ class Driver:
         pos.next_node = None
         if pos.kept is not None:
             pos.kept = None
+        if pos.children or self.host.finished:
+            self.host.clear()
         if spec.compensate is not None:
             pos.compensable.append(name)
         nxt = route(self.graph, self.state, name, directive)
@@ -767,7 +784,7 @@ class Driver:
             if found is None:
                 await self._pull_store_decisions()
             else:
-                merge_stored(self.graph, pos, found, self.log)
+                self.route_stored(found)
             decision = take_decision(pos, pending.barrier_id, spec.name)
         if decision is None:
             pos.status = "waiting"
@@ -838,7 +855,33 @@ class Driver:
         if self.store is None:
             return
         found = await decisions_after(self.store, self.trace_id, self.pos.decision_cursor)
-        merge_stored(self.graph, self.pos, found, self.log)
+        self.route_stored(found)
+
+    def route_stored(self, found: list[StoredDecision]) -> None:
+        """Keep decisions read from the store: those for barriers inside child runs (a path
+        id) go to the children (``ChildHost``), the others are merged here."""
+        if not any("/" in item.barrier_id for item in found):
+            merge_stored(self.graph, self.pos, found, self.log)
+            return
+        plain = []
+        for item in found:
+            if "/" not in item.barrier_id:
+                plain.append(item)
+                continue
+            self.pos.decision_cursor = max(self.pos.decision_cursor, item.id)
+            if not self.host.take_stored(item.barrier_id, item.decision):
+                self.log.warning(
+                    "ignored a stored decision", barrier_id=item.barrier_id, decision_id=item.id
+                )
+        merge_stored(self.graph, self.pos, plain, self.log)
+
+    def start_polling(self, poll: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``poll`` (a child host's store poll) beside the loop until the run ends; False
+        when there is no store to poll."""
+        if self.store is None or self._tg is None:
+            return False
+        self._tg.start_soon(poll)
+        return True
 
     async def _resolve(
         self,
@@ -912,6 +955,7 @@ class Driver:
         decisions_after: int | None = None,
         allow_base: bool = True,
     ) -> Any:
+        self.host.prepare()
         return await self.ckpt.save(
             self.pos,
             self.state,
@@ -1010,6 +1054,7 @@ class Driver:
     async def _stopped(self) -> None:
         """Cancelled (handle.cancel(), the consumer leaving, or an outer cancel scope)."""
         pos = self.pos
+        self.host.prepare()
         waiting = pos.pending is not None and not self._cancel_requested
         status: RunStatus = "waiting" if waiting else "cancelled"
         pos.status = status

@@ -248,7 +248,9 @@ def _branch_call(branch: Branch, node: str, rec: Recorder, step: int) -> UserFn:
     async def run(view: Any) -> Any:
         initial = state_in(child, view, path, item=False)
         final, typed = await run_child(child.graph, child, initial, path, rec, step)
-        return subgraph_changes(child, branch.name, final, typed)
+        out = subgraph_changes(child, branch.name, final, typed)
+        rec.host.done(branch.name, out)
+        return out
 
     return UserFn(run, True, False, True)
 
@@ -260,7 +262,9 @@ def _item_call(child: Child, path: str, rec: Recorder, step: int) -> UserFn:
     async def run(item: Any) -> Any:
         initial = state_in(child, item, path, item=True)
         final, typed = await run_child(child.graph, child, initial, path, rec, step)
-        return item_value(child, path, final, typed)
+        out = item_value(child, path, final, typed)
+        rec.host.done(path, out)
+        return out
 
     return UserFn(run, True, False, True)
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from .._decisions import Decision
-from ..checkpoint._record import CheckpointBody, KeptOutputs, PendingBarrier
+from ..checkpoint._record import CheckpointBody, ChildRun, KeptOutputs, PendingBarrier
 from ..typing import RunStatus
 
 __all__ = ("Position",)
@@ -43,6 +43,9 @@ class Position(msgspec.Struct):
     """Successful branches of a failed fan-out node, reused by its next execution."""
     compensable: list[str] = msgspec.field(default_factory=list)
     """Completed nodes with a ``compensate=`` node, in order (``on_failure="compensate"``)."""
+    children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
+    """Child runs of ``next_node`` not finished at the last checkpoint, by path (filled by
+    ``child.ChildHost`` before each save; a resumed step resumes them)."""
 
     @classmethod
     def start(cls, node: str, decisions: dict[str, Decision] | None = None) -> Position:
@@ -74,4 +77,5 @@ class Position(msgspec.Struct):
             retry_at=body.retry_at,
             kept=body.kept,
             compensable=list(body.compensable),
+            children=dict(body.children),
         )

@@ -36,7 +36,7 @@ def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
 class Recorder:
     """Events, execution-log lines and log lines of one run."""
 
-    __slots__ = ("emitter", "entries", "log", "trace_id")
+    __slots__ = ("emitter", "entries", "host", "log", "trace_id")
 
     def __init__(
         self, trace_id: str, graph_name: str, emitter: Emitter | None, *, keep_log: bool
@@ -46,6 +46,8 @@ class Recorder:
         """The consumer's stream; None for execute() (then no event is built)."""
         self.entries: list[LogEntry] | None = [] if keep_log else None
         self.log = get_logger(trace_id=trace_id, graph=graph_name)
+        self.host: Any = None
+        """The run's ``child.ChildHost`` (set by the Driver): where child runs start."""
 
     async def send(self, event: GraphEvent) -> None:
         """Deliver a built event (callers build it only under ``if rec.emitter``)."""

@@ -26,6 +26,7 @@ __all__ = (
     "CheckpointBody",
     "CheckpointKind",
     "CheckpointSummary",
+    "ChildRun",
     "Invalidation",
     "KeptOutputs",
     "Lease",
@@ -105,6 +106,24 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     """Wall-clock time (``time.time()``) at which the default action applies; None: never."""
 
 
+class ChildRun(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A child run (a subgraph node, a map item or a branch that is a graph) that had not
+    finished when its parent checkpointed: its whole state and position, so a resumed parent
+    resumes it where it stood (waiting at the same barrier id) instead of from its start."""
+
+    state: dict[str, Any]
+    step: int
+    next_node: str | None
+    barrier_counts: dict[str, int] = msgspec.field(default_factory=dict)
+    pending_barrier: PendingBarrier | None = None
+    """The barrier the child waits at (its id without the child's path)."""
+    decisions: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The child's unused decisions (ids without its path)."""
+    children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
+    """The child's own children that had not finished (nested paths), keyed by path."""
+    compensable: list[str] = msgspec.field(default_factory=list)
+
+
 class KeptOutputs(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """A parallel (map) node's progress at its step: what its finished branches (items)
     returned, recorded when it failed or before a branch's backoff; the next execution of the
@@ -182,6 +201,9 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     invalidated: list[Invalidation] = msgspec.field(default_factory=list)
     """The audit trail of a resume with ``invalidate_on_resume``: the executions it ran again
     because their node's fingerprint changed (recorded in the resume's first checkpoint)."""
+    children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
+    """Child runs of ``next_node`` (a subgraph, map or parallel node) that had not finished,
+    keyed by path (``"tools[2]"``); the finished ones are in ``kept``."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
