@@ -23,7 +23,7 @@ from ._restore import Restored, restore
 from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
 from ._run.attempts import Resilience
-from ._run.decisions import initial_decisions
+from ._run.decisions import check_path_decision, initial_decisions
 from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
@@ -641,8 +641,14 @@ class GraphExecutor:
                 node=next_node,
             )
         if pending is not None:
-            spec = graph.nodes.get(pending.node)
-            if spec is None or pending.node not in graph.decision_nodes:
+            known = pending.node in graph.decision_nodes
+            if "/" in pending.node:  # a barrier inside a child run
+                try:
+                    check_path_decision(graph, pending.barrier_id, wildcard=False, trace_id=None)
+                    known = True
+                except GraphError:
+                    known = False
+            if not known:
                 raise GraphChanged(
                     f"the run waits at barrier {pending.barrier_id!r}, but {pending.node!r} is no "
                     f"longer a barrier of graph {graph.name!r}",

@@ -304,9 +304,15 @@ class ChildHost:
         if not completed and driver.result is not None and driver.result.status == "waiting":
             self.driver.pos.children[path] = snapshot(driver)
 
-    def done(self, job: str, value: Any) -> None:
-        """A fan-out job (branch or item) whose child finished returned ``value``."""
+    async def saved_done(self, job: str, value: Any) -> None:
+        """A fan-out job whose child finished returned ``value``; while other children still
+        run or wait (and the run has a store), the run saves now ("child_finished"), so a
+        crash before the whole node ends does not run this job again."""
         self.finished[job] = value
+        parent = self.driver
+        if parent.store is not None and self.live:
+            async with self._lock:
+                await parent._save("child_finished")
 
     def clear(self) -> None:
         """The run's step is over: its children are forgotten."""
@@ -360,11 +366,13 @@ class ChildHost:
             found = await parent._save(trigger, decisions_after=parent.pos.decision_cursor)
         if found:
             parent.route_stored(found)
-        if trigger == "barrier_waiting" and not self._polling:
-            self._polling = parent.start_polling(self._poll)
 
     async def flush(self) -> None:
+        """Before a child sends BarrierWaiting (also a resumed child, which saves nothing
+        first): the run's checkpoints are committed, and the store is polled from now on."""
         await self.driver.ckpt.flush()
+        if not self._polling:
+            self._polling = self.driver.start_polling(self._poll)
 
     async def _poll(self) -> None:
         """Look in the store for decisions while a child waits (the run itself is inside its

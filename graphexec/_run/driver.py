@@ -272,9 +272,11 @@ class Driver:
             await anyio.lowlevel.checkpoint_if_cancelled()
         if pos.pending is not None:
             if "/" in pos.pending.node:
-                # A child waits (a path id): the step of next_node resumes the children.
+                # A child waits (a path id): the step of next_node resumes the children,
+                # with the decisions that reached the store meanwhile.
                 pos.pending = None
                 pos.status = "running"
+                await self._pull_store_decisions()
             else:
                 await self._reenter_barrier(pos.pending)
         nodes = graph.nodes

@@ -249,7 +249,7 @@ def _branch_call(branch: Branch, node: str, rec: Recorder, step: int) -> UserFn:
         initial = state_in(child, view, path, item=False)
         final, typed = await run_child(child.graph, child, initial, path, rec, step)
         out = subgraph_changes(child, branch.name, final, typed)
-        rec.host.done(branch.name, out)
+        await rec.host.saved_done(branch.name, out)
         return out
 
     return UserFn(run, True, False, True)
@@ -263,7 +263,7 @@ def _item_call(child: Child, path: str, rec: Recorder, step: int) -> UserFn:
         initial = state_in(child, item, path, item=True)
         final, typed = await run_child(child.graph, child, initial, path, rec, step)
         out = item_value(child, path, final, typed)
-        rec.host.done(path, out)
+        await rec.host.saved_done(path, out)
         return out
 
     return UserFn(run, True, False, True)
