@@ -104,7 +104,7 @@ def test_sigkills_between_decisions_lose_nothing_and_rerun_no_finished_item(
         undecided = {f"tools[{i}]/approve#1" for i in order[n + 1 :]}
         assert undecided <= rewaits
         if last:
-            out, _err = proc.communicate(timeout=30)
+            proc.communicate(timeout=30)
             result = json.loads(lines[-1].removeprefix("RESULT "))
         else:
             kill(proc)
