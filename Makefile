@@ -3,17 +3,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,cli,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 	$(PY) examples/approval.py --demo
+	$(PY) examples/tutorial.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check graphexec tests examples benches
@@ -22,12 +23,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck docs
 	$(PY) -m pytest -q
+
+# The documentation site (docs/, mkdocs.yml): warnings are errors; nothing is fetched.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benches/run.py
 
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .demo .site

@@ -24,6 +24,7 @@ from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
 from ._run.attempts import Resilience
 from ._run.decisions import check_path_decision, initial_decisions
+from ._telemetry import Telemetry
 from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
@@ -85,6 +86,9 @@ class GraphExecutor:
             continues where the run stopped).
         clock: the wall clock and sleep that retry backoffs and circuit-breaker cool-downs
             use (default: the real ones; ``gx.testing.FakeClock()`` in tests).
+        telemetry: spans for every run segment and node attempt, e.g.
+            ``graphexec.otel.OpenTelemetry(tracer_provider=...)`` (default None: none, at no
+            cost).
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class GraphExecutor:
         on_graph_change: Literal["warn", "fail"] = "warn",
         invalidate_on_resume: bool = False,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -118,6 +123,7 @@ class GraphExecutor:
         self.invalidate_on_resume = invalidate_on_resume
         self._resilience = Resilience(clock)
         """The clock and the circuit breakers, shared by every run of this executor."""
+        self.telemetry = telemetry
 
     # -- starting runs -----------------------------------------------------------------------
 
@@ -329,6 +335,7 @@ class GraphExecutor:
             start_trigger="fork",
             resumed=False,
             parent=trace_id,
+            linked_context=restored.trace_context,
         )
         async with self._running(driver, recv) as run:
             yield run
@@ -424,6 +431,7 @@ class GraphExecutor:
             start_trigger="rerun",
             resumed=False,
             parent=trace_id,
+            linked_context=source.first.trace_context,
         )
         driver.reuse = Reuse(source, from_node, list(changes.items()) if changes else None)
         async with self._running(driver, recv) as run:
@@ -524,6 +532,7 @@ class GraphExecutor:
         start_trigger: str | None,
         resumed: bool,
         parent: str | None,
+        linked_context: str | None = None,
     ) -> Driver:
         """A driver that continues from a checkpoint's position (resume_from and fork)."""
         assert self.store is not None
@@ -542,6 +551,8 @@ class GraphExecutor:
             start_trigger=start_trigger,
             resumed=resumed,
             parent=parent,
+            telemetry=self.telemetry,
+            linked_context=linked_context,
         )
 
     @staticmethod
@@ -587,6 +598,7 @@ class GraphExecutor:
         ckpt.seq = rows[-1].seq
         ckpt._base_bytes = len(rows[0].snapshot or b"")
         ckpt.base_graph_hash = restored.graph_hash
+        ckpt.trace_context = restored.trace_context  # kept in later bases, telemetry or not
         ckpt._deltas_since_base = len(rows) - 1
         ckpt._delta_bytes_since_base = sum(len(r.body) for r in rows[1:])
 
@@ -622,6 +634,7 @@ class GraphExecutor:
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
             resilience=self._resilience,
+            telemetry=self.telemetry,
         )
 
     def _check_graph(

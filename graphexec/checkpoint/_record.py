@@ -201,6 +201,9 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     invalidated: list[Invalidation] = msgspec.field(default_factory=list)
     """The audit trail of a resume with ``invalidate_on_resume``: the executions it ran again
     because their node's fingerprint changed (recorded in the resume's first checkpoint)."""
+    trace_context: str | None = None
+    """Base records: the W3C ``traceparent`` of the run's first traced segment (telemetry),
+    which the spans of later segments (resumes, in any process) join."""
     children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
     """Child runs of ``next_node`` (a subgraph, map or parallel node) that had not finished,
     keyed by path (``"tools[2]"``); the finished ones are in ``kept``."""
