@@ -23,6 +23,7 @@ from ._restore import Restored, restore
 from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
 from ._run.attempts import Resilience
+from ._run.child import pending_barriers
 from ._run.decisions import check_path_decision, initial_decisions
 from ._telemetry import Telemetry
 from ._values import check_trace_id
@@ -64,6 +65,9 @@ class RunState(msgspec.Struct, frozen=True):
     updated_at: float
     error: str | None = None
     parent: ParentRef | None = None
+    pending_barriers: list[PendingBarrier] = msgspec.field(default_factory=list)
+    """Every barrier the run waits at, with path ids for those inside child runs
+    (``"tools[2]/approve#1"``), by path; ``pending_barrier`` is the first of them."""
 
 
 class GraphExecutor:
@@ -466,6 +470,7 @@ class GraphExecutor:
             updated_at=body.created_at,
             error=body.error,
             parent=restored.parent,
+            pending_barriers=pending_barriers(body.pending_barrier, body.children),
         )
 
     async def history(

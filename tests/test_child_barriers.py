@@ -195,6 +195,9 @@ class TestWithAStore:
             assert state.status == "waiting"
             assert state.pending_barrier is not None
             assert state.pending_barrier.barrier_id == "tools[0]/approve#1"
+            assert [(p.barrier_id, p.node, p.prompt) for p in state.pending_barriers] == [
+                (f"tools[{i}]/approve#1", f"tools[{i}]/approve", {"call": i}) for i in range(3)
+            ]
             await store.submit_decision("t", "tools[2]/approve#1", gx.Reject("no"))
             rewaits: list[str] = []
             async with ex.resume_from(agent(), "t") as run:

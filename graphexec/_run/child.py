@@ -39,6 +39,7 @@ __all__ = (
     "ChildHost",
     "PathEmitter",
     "item_value",
+    "pending_barriers",
     "run_child",
     "state_in",
     "subgraph_changes",
@@ -213,6 +214,29 @@ async def run_child(
             cause=cause,
         ) from cause
     return driver.state, result.state
+
+
+def pending_barriers(
+    pending: PendingBarrier | None, children: Mapping[str, ChildRun], prefix: str = ""
+) -> list[PendingBarrier]:
+    """Every barrier a run waits at: its own, or each waiting child's (nested children
+    too), with path ids (``"tools[2]/approve#1"``), by path."""
+    if not children:
+        if pending is None:
+            return []
+        return [
+            PendingBarrier(
+                barrier_id=f"{prefix}{pending.barrier_id}",
+                node=f"{prefix}{pending.node}",
+                prompt=pending.prompt,
+                deadline=pending.deadline,
+            )
+        ]
+    out: list[PendingBarrier] = []
+    for path in sorted(children):
+        c = children[path]
+        out.extend(pending_barriers(c.pending_barrier, c.children, f"{prefix}{path}/"))
+    return out
 
 
 def snapshot(driver: Any) -> ChildRun:
