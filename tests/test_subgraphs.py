@@ -99,6 +99,32 @@ class TestSubgraphNode:
         assert {e.step for e in events if getattr(e, "node", "").startswith("sub/")} == {1}
         assert run.result is not None and run.result.status == "completed"
 
+    async def test_custom_events_from_child_nodes_carry_the_path(self) -> None:
+        async def talk(s: State, ctx: gx.NodeContext) -> None:
+            await ctx.emit({"token": "hi"})
+
+        def talk_sync(s: State, ctx: gx.NodeContext) -> None:
+            ctx.emit({"token": "from a thread"})
+
+        child = (
+            gx.GraphBuilder("c")
+            .node("talk", talk)
+            .node("sync", talk_sync)
+            .edge("talk", "sync")
+            .start("talk")
+            .end("sync")
+            .build()
+        )
+        events: list[gx.GraphEvent] = []
+        async with gx.GraphExecutor().execute_stream(one_node(child), {}) as run:
+            async for event in run:
+                events.append(event)
+        custom = [(e.node, e.data) for e in events if isinstance(e, gx.Custom)]
+        assert custom == [
+            ("sub/talk", {"token": "hi"}),
+            ("sub/sync", {"token": "from a thread"}),
+        ]
+
     async def test_a_failing_child_node_names_its_path(self) -> None:
         def boom(s: State) -> None:
             raise ValueError("no search today")

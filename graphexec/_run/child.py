@@ -64,6 +64,7 @@ class PathEmitter(Emitter):
         self._parent = parent
         self._path = path
         self._step = step
+        self._thread = parent._thread  # ctx.emit's Delivery compares threads with it
         self.gone = False
 
     def _rewrite(self, event: GraphEvent) -> GraphEvent | None:
