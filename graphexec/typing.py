@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, NewType, TypeAlias
+from typing import Any, Literal, NewType, TypeAlias, get_args
 
 __all__ = (
+    "RUN_STATUSES",
     "BarrierId",
     "Condition",
     "NodeFn",
@@ -41,5 +42,11 @@ Condition: TypeAlias = Callable[[Any], bool]
 PromptFn: TypeAlias = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 """Builds a barrier's prompt payload (anything msgspec can encode) from the state."""
 
-RunStatus: TypeAlias = Literal["running", "waiting", "completed", "failed", "cancelled"]
-"""The lifecycle of a run as recorded in its checkpoints."""
+RunStatus: TypeAlias = Literal[
+    "running", "waiting", "completed", "failed", "cancelled", "interrupted"
+]
+"""The lifecycle of a run as recorded in its checkpoints. ``"interrupted"``: stopped by a
+shutdown of the executor that drove it (resumable; distinct from a user's ``"cancelled"``)."""
+
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+"""Every RunStatus, for checking a status given as a string."""

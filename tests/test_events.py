@@ -127,7 +127,14 @@ class TestSequence:
         events, run = await stream_events(graph, {"messages": []}, trace_id="t")
         final = {"messages": ["drafted", "reviewed", "ok"], "text": "Hello"}
         assert [
-            gx.GraphStart(trace_id="t", step=0, graph="small", graph_hash=graph.hash, node="draft"),
+            gx.GraphStart(
+                trace_id="t",
+                step=0,
+                graph="small",
+                graph_hash=graph.hash,
+                node="draft",
+                input={"messages": []},
+            ),
             gx.NodeStart(trace_id="t", step=1, node="draft", span_id="draft@1", kind="node"),
             gx.Custom(trace_id="t", step=1, node="draft", span_id="draft@1", data="Hel"),
             gx.Custom(trace_id="t", step=1, node="draft", span_id="draft@1", data="lo"),
@@ -140,6 +147,7 @@ class TestSequence:
                 node="draft",
                 span_id="draft@1",
                 key="messages",
+                reducer="append",
                 delta="drafted",
             ),
             gx.NodeEnd(
@@ -158,6 +166,7 @@ class TestSequence:
                 node="review",
                 span_id="review@2",
                 key="messages",
+                reducer="append",
                 delta=["reviewed", "ok"],
             ),
             gx.NodeEnd(
@@ -172,7 +181,9 @@ class TestSequence:
         graph = gx.GraphBuilder("g").node("a", noop).start("a").end("a").build()
         events, _ = await stream_events(graph, {"x": 1}, trace_id="t")
         assert [
-            gx.GraphStart(trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="a"),
+            gx.GraphStart(
+                trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="a", input={"x": 1}
+            ),
             gx.NodeStart(trace_id="t", step=1, node="a", span_id="a@1", kind="node"),
             gx.NodeEnd(trace_id="t", step=1, node="a", span_id="a@1", ok=True, duration=0.0),
             gx.GraphComplete(trace_id="t", step=1, state={"x": 1}, steps=1, duration=0.0),

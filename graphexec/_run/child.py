@@ -23,10 +23,17 @@ from .._barrier_ids import is_resolved, parse_barrier_id
 from .._checkpointer import NullCheckpointer
 from .._decisions import Decision
 from .._emit import Emitter
-from .._events import CheckpointSaved, GraphComplete, GraphEvent, GraphFailed, GraphStart
+from .._events import (
+    CheckpointSaved,
+    ErrorInfo,
+    GraphComplete,
+    GraphEvent,
+    GraphFailed,
+    GraphStart,
+)
 from .._spec import Child
-from ..checkpoint._record import ChildRun, KeptOutputs, PendingBarrier
-from ..exceptions import GraphError, InvalidDecision, NodeExecutionFailed, StateError
+from ..checkpoint._record import ChildRun, KeptOutputs, PendingBarrier, StoredDecision
+from ..exceptions import InvalidDecision, NodeExecutionFailed, StateError
 from .decisions import check_decision_type, check_path_decision, segment_re, split_path
 from .position import Position
 from .recorder import Recorder
@@ -387,10 +394,18 @@ class ChildHost:
         children in one record). While a child waits and the run has a store, decisions from
         other processes are polled for (:meth:`_poll`)."""
         parent = self.driver
+        # Every child waits (none runs): the run waits, and, as at a top-level barrier, its
+        # checkpoint gives the lease up (the next write takes it back, checking that nobody
+        # drove the run meanwhile).
+        park = trigger == "barrier_waiting" and all(
+            d.pos.pending is not None for d in self.live.values()
+        )
         async with self._lock:
-            found = await parent._save(trigger, decisions_after=parent.pos.decision_cursor)
+            found = await parent._save(
+                trigger, decisions_after=parent.pos.decision_cursor, release=park
+            )
         if found:
-            parent.route_stored(found)
+            await parent._merge_stored(found)
 
     async def flush(self) -> None:
         """Before a child sends BarrierWaiting (also a resumed child, which saves nothing
@@ -472,14 +487,11 @@ class ChildHost:
             )
         parent.pos.decisions[key] = decision
 
-    def take_stored(self, key: str, decision: Decision) -> bool:
-        """A decision read from the store for a barrier inside a child: given to the child or
-        kept; False (ignored: the caller logs it) when no child barrier can use it."""
-        try:
-            self.offer(key, decision, wildcard="#" not in key)
-        except GraphError:
-            return False
-        return True
+    def offer_stored(self, key: str, decision: Decision, wildcard: bool) -> None:
+        """A decision read from the store for a barrier inside a child (``merge_stored``'s
+        route): given to the child or kept; raises what the run cannot use (the caller skips
+        and reports it)."""
+        self.offer(key, decision, wildcard=wildcard)
 
 
 class ChildCheckpointer(NullCheckpointer):
@@ -499,10 +511,12 @@ class ChildCheckpointer(NullCheckpointer):
         trigger: str,
         *,
         error: str | None = None,
+        failure: ErrorInfo | None = None,
         final: bool = False,
+        release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
-    ) -> Any:
+    ) -> list[StoredDecision] | None:
         if trigger in ("barrier_waiting", "barrier_resolved"):
             await self.host.child_saved(trigger)
         return None

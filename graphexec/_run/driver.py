@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from .._apply import TornUpdate, apply_changes
 from .._barrier_ids import barrier_id as _barrier_id
-from .._checkpointer import Checkpointer, NullCheckpointer
+from .._checkpointer import Checkpointer, NullCheckpointer, reducer_names
 from .._decisions import Decision, Edit, Reject, Skip, decision_name, default_decision
 from .._directives import Fallback
 from .._emit import Emitter
@@ -91,6 +91,7 @@ class Driver:
         resumed: bool = False,
         parent: str | None = None,
         must_be_decided: bool = False,
+        input: Any = None,
         resilience: Resilience | None = None,
         telemetry: Telemetry | None = None,
         linked_context: str | None = None,
@@ -106,7 +107,15 @@ class Driver:
         self.store = store
         """Where decisions from other processes arrive (None: only the handle decides)."""
         self.poll_interval = poll_interval
-        self.rec = Recorder(trace_id, graph.name, emitter, keep_log=keep_log)
+        self.rec = Recorder(
+            trace_id,
+            graph.name,
+            emitter,
+            keep_log=keep_log,
+            reducers=reducer_names(dict(graph.reducers)) if emitter is not None else None,
+        )
+        self.input = input
+        """What the caller passed to start this run or turn (GraphStart.input)."""
         self.start_trigger = start_trigger
         self.resumed = resumed
         self.parent = parent
@@ -314,6 +323,8 @@ class Driver:
                     node=pos.pending.node if pos.pending else pos.next_node,
                     resumed=self.resumed,
                     parent=self.parent,
+                    input=self.input,
+                    turn=pos.turn,
                 )
             )
         for inv in self.invalidated:
@@ -365,9 +376,10 @@ class Driver:
 
     def _next_step(self, name: str, what: str) -> int:
         step = self.pos.step + 1
-        if step > self.max_steps:
+        if step - self.pos.turn_start > self.max_steps:
+            turn = f" in turn {self.pos.turn}" if self.pos.turn > 1 else ""
             raise StepsExceeded(
-                f"the run reached max_steps={self.max_steps} before {what} {name!r}",
+                f"the run reached max_steps={self.max_steps}{turn} before {what} {name!r}",
                 max_steps=self.max_steps,
                 node=name,
                 step=self.pos.step,
@@ -390,7 +402,7 @@ class Driver:
                 if found is not None:
                     pos.kept, reads.known = found
         step = pos.step + 1
-        if step > self.max_steps:
+        if step - pos.turn_start > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
         span = f"{name}@{step}"
         rec = self.rec
@@ -871,11 +883,15 @@ class Driver:
             pos.next_node = spec.name
             found = None
             if self.ckpt.on_barrier:
-                found = await self._save("barrier_waiting", decisions_after=pos.decision_cursor)
+                # The waiting checkpoint also gives the lease up: a waiting run holds none,
+                # so any process may resume it when its decision comes.
+                found = await self._save(
+                    "barrier_waiting", decisions_after=pos.decision_cursor, release=True
+                )
             if found is None:
                 await self._pull_store_decisions()
             else:
-                self.route_stored(found)
+                await self._merge_stored(found)
             decision = take_decision(pos, pending.barrier_id, spec.name)
         if decision is None:
             pos.status = "waiting"
@@ -902,7 +918,11 @@ class Driver:
                         deadline=pending.deadline,
                     )
                 )
+            await self.ckpt.park()
             decision, by = await self._wait(spec, pending)
+        # Take the lease back before anything runs (LeaseLost if another process resumed the
+        # run meanwhile: then this driver stops and writes nothing).
+        await self.ckpt.unpark()
         return decision, by
 
     async def _wait(self, spec: NodeSpec, pending: PendingBarrier) -> tuple[Decision, str]:
@@ -962,25 +982,44 @@ class Driver:
         if self.store is None:
             return
         found = await decisions_after(self.store, self.trace_id, self.pos.decision_cursor)
-        self.route_stored(found)
+        await self._merge_stored(found)
 
-    def route_stored(self, found: list[StoredDecision]) -> None:
-        """Keep decisions read from the store: those for barriers inside child runs (a path
-        id) go to the children (``ChildHost``), the others are merged here."""
-        if not any("/" in item.barrier_id for item in found):
-            merge_stored(self.graph, self.pos, found, self.log)
+    async def _merge_stored(self, found: list[StoredDecision]) -> None:
+        """Take the usable decisions read from the store; skip and report the others (an
+        ObservedError and a log line, and the row marked refused so a corrected decision can
+        be submitted): nothing written to the store fails the run or uses up an occurrence."""
+        if not found:
             return
-        plain = []
-        for item in found:
-            if "/" not in item.barrier_id:
-                plain.append(item)
-                continue
-            self.pos.decision_cursor = max(self.pos.decision_cursor, item.id)
-            if not self.host.take_stored(item.barrier_id, item.decision):
-                self.log.warning(
-                    "ignored a stored decision", barrier_id=item.barrier_id, decision_id=item.id
-                )
-        merge_stored(self.graph, self.pos, plain, self.log)
+        skipped = merge_stored(
+            self.graph, self.pos, found, self.trace_id, route=self.host.offer_stored
+        )
+        for bad in skipped:
+            self.log.warning(
+                "skipped a stored decision",
+                barrier_id=bad.barrier_id,
+                decision_id=bad.id,
+                reason=bad.reason,
+            )
+            await self.rec.observed(
+                self.pos.step,
+                bad.node,
+                "",
+                ErrorInfo(
+                    type="InvalidDecision",
+                    message=f"stored decision {bad.id} for {bad.barrier_id!r} skipped: "
+                    f"{bad.reason}",
+                    node=bad.node,
+                ),
+            )
+            if self.store is not None:
+                try:
+                    await self.store.refuse_decision(self.trace_id, bad.id, bad.reason)
+                except Exception as exc:  # noqa: BLE001 - reported; the run goes on
+                    self.log.warning(
+                        "could not mark a stored decision refused",
+                        decision_id=bad.id,
+                        error=repr(exc),
+                    )
 
     def start_polling(self, poll: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``poll`` (a child host's store poll) beside the loop until the run ends; False
@@ -1067,7 +1106,9 @@ class Driver:
         trigger: str,
         error: str | None = None,
         *,
+        failure: ErrorInfo | None = None,
         final: bool = False,
+        release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
     ) -> Any:
@@ -1077,7 +1118,9 @@ class Driver:
             self.state,
             trigger,
             error=error,
+            failure=failure,
             final=final,
+            release=release,
             decisions_after=decisions_after,
             allow_base=allow_base,
         )
@@ -1085,7 +1128,7 @@ class Driver:
     def _finish(self, status: RunStatus, error: GraphError | None) -> GraphResult:
         self.pos.status = status
         entries = self.rec.entries
-        self.result = GraphResult(
+        self.result = GraphResult.of(
             trace_id=self.trace_id,
             state=self.graph.spec.public(self.state),
             status=status,
@@ -1093,6 +1136,7 @@ class Driver:
             duration=time.perf_counter() - self._t0,
             execution_log=entries if entries is not None else [],
             error=error,
+            turn=self.pos.turn,
             reused=self.reused,
         )
         return self.result
@@ -1150,6 +1194,7 @@ class Driver:
                 await self._save(
                     "completion_failed" if self._completing else "failure",
                     error=f"{type(exc).__name__}: {exc}",
+                    failure=error_info(exc, exc.node),
                     final=True,
                     allow_base=not self._torn,
                 )
@@ -1182,7 +1227,11 @@ class Driver:
             )
         )
         try:
-            await self._save("cancel" if not waiting else "left", final=True)
+            await self._save(
+                "cancel" if not waiting else "left",
+                failure=None if error is None else error_info(error, None),
+                final=True,
+            )
             await self.ckpt.flush()
         except GraphError as exc:
             self.log.error("cancel checkpoint not written", error=str(exc))

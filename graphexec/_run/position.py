@@ -43,6 +43,10 @@ class Position(msgspec.Struct):
     """Successful branches of a failed fan-out node, reused by its next execution."""
     compensable: list[str] = msgspec.field(default_factory=list)
     """Completed nodes with a ``compensate=`` node, in order (``on_failure="compensate"``)."""
+    turn: int = 1
+    """The conversation turn (a completed trace's next run is the next turn)."""
+    turn_start: int = 0
+    """The step count when this turn started: ``max_steps`` counts the steps after it."""
     children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
     """Child runs of ``next_node`` not finished at the last checkpoint, by path (filled by
     ``child.ChildHost`` before each save; a resumed step resumes them)."""
@@ -77,5 +81,7 @@ class Position(msgspec.Struct):
             retry_at=body.retry_at,
             kept=body.kept,
             compensable=list(body.compensable),
+            turn=body.turn,
+            turn_start=body.turn_start,
             children=dict(body.children),
         )

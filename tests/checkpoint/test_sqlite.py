@@ -161,7 +161,7 @@ class TestSchema:
         async with SQLiteStore(path) as store:
             assert await store.runs() == []
 
-        assert user_version(path) == LATEST == 2
+        assert user_version(path) == LATEST
         db = sqlite3.connect(path)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -362,7 +362,7 @@ class TestLifecycle:
                     scope.cancel()
                     await store.save([make_row("t1", seq)], make_run("t1", last_seq=seq))
             await store.save([make_row("t1", 20)], make_run("t1", last_seq=20))
-            await store.submit_decision("t1", "review", Approve())
+            await store.submit_decision("t1", "review", Approve(), every_occurrence=True)
 
             chain = [r.seq for r in await store.load_chain("t1")]
             assert chain[0] == 0 and chain[-1] == 20 and chain == sorted(chain)

@@ -127,7 +127,8 @@ class TestShow:
         """A failed run shows its status, the node it stopped at and the error."""
         state = cli("show", "fail-1", "--json").json()
         assert ("failed", "boom") == (state["status"], state["next_node"])
-        assert "the flaky service is down" in state["error"]
+        assert "the flaky service is down" in state["error"]["message"]
+        assert ("NodeExecutionFailed", "boom") == (state["error"]["type"], state["error"]["node"])
 
     def test_at_a_checkpoint(self, cli: Cli) -> None:
         """--seq shows the run as of that checkpoint; a seq it does not have exits 3."""
