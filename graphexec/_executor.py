@@ -515,7 +515,7 @@ class GraphExecutor:
             graph_name=graph.name,
             graph_hash=graph.hash,
             reducers=reducer_names(dict(graph.reducers)),
-            barrier_nodes=sorted(graph.decision_nodes),
+            barrier_nodes=graph.decision_paths,
             lease_ttl=self.lease_ttl,
             send_event=emitter.send if emitter is not None else None,
             parent=parent,

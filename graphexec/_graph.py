@@ -168,6 +168,20 @@ class Graph:
 
         return hashlib.sha256(msgspec.json.encode(self.structure())).hexdigest()
 
+    @property
+    def decision_paths(self) -> list[str]:
+        """The nodes that take decisions, with those inside child graphs as path patterns
+        (``"tools[*]/approve"``, ``"sub/approve"``, ``"research[deep]/approve"``): what a
+        checkpoint records as the graph's barrier nodes, so a store checks path ids too."""
+        out = set(self.decision_nodes)
+        for name, spec in self.nodes.items():
+            kids = [(f"{name}[{b.name}]", b.child) for b in spec.branches if b.child]
+            if spec.child is not None:
+                kids.append((name if spec.kind == "subgraph" else f"{name}[*]", spec.child))
+            for head, child in kids:
+                out.update(f"{head}/{p}" for p in child.graph.decision_paths)
+        return sorted(out)
+
     def routes(self, node: str) -> _Routes:
         """The edges out of ``node``, split by kind (internal to the executor)."""
         return self._routes[node]

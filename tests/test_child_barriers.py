@@ -211,3 +211,24 @@ class TestWithAStore:
             assert sorted(rewaits) == ["tools[0]/approve#1", "tools[1]/approve#1"]
             assert run.result is not None and run.result.status == "completed"
             assert run.result.state["results"] == [1, 11, None]
+
+    async def test_the_store_checks_path_ids_against_the_graphs_barrier_paths(
+        self, tmp_path: Path
+    ) -> None:
+        async with gx.SQLiteStore(tmp_path / "runs.db") as store:
+            ex = gx.GraphExecutor(store=store, decision_poll_interval=0.01)
+            async with ex.execute_stream(agent(), calls(2), trace_id="t") as run:
+                async for event in run:
+                    if isinstance(event, gx.BarrierWaiting):
+                        break
+            with pytest.raises(gx.InvalidDecision, match="not a barrier node"):
+                await store.submit_decision("t", "tools[1]/act#1", gx.Approve())
+            with pytest.raises(gx.InvalidDecision, match="not a barrier node"):
+                await store.submit_decision("t", "other[1]/approve#1", gx.Approve())
+            await store.submit_decision(
+                "t", "tools[*]/approve", gx.Reject("all"), every_occurrence=True
+            )
+            async with ex.resume_from(agent(), "t") as run:
+                async for _event in run:
+                    pass
+            assert run.result is not None and run.result.state["results"] == [None, None]

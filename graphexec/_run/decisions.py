@@ -15,7 +15,13 @@ from collections.abc import Callable, Container, Mapping
 
 import msgspec
 
-from .._barrier_ids import WILDCARD, check_decision, check_decision_value, parse_barrier_id
+from .._barrier_ids import (
+    WILDCARD,
+    check_decision,
+    check_decision_value,
+    parse_barrier_id,
+    path_pattern,
+)
 from .._decisions import Decision, Edit
 from .._graph import Graph
 from ..checkpoint._record import StoredDecision
@@ -162,7 +168,7 @@ def check_offer(
 
 def segment_re(pattern: str) -> re.Pattern[str]:
     """A path pattern's regex: ``*`` matches within one segment (``tools[*]/approve``)."""
-    return re.compile(re.escape(pattern).replace(r"\*", r"[^/]*"))
+    return path_pattern(pattern)
 
 
 def split_path(key: str) -> tuple[str, str]:
