@@ -2,13 +2,15 @@
 over a graph, a parallel branch that is a graph).
 
 A child run is a :class:`~graphexec._run.driver.Driver` over the child graph, with its own
-state and :class:`Position`, driven inside the parent's step: its reducers, routing, retries
-and fan-outs are the top-level ones, because they are the same loop. It writes no checkpoint
-of its own (the parent's step is the unit a checkpoint covers: a child that did not finish
-runs again from its start on resume, like any node). Its events go to the parent's consumer
-through a :class:`PathEmitter`, which names each node by its path (``"tools[2]/search"``);
-nested children compose their paths. A child that fails raises ``NodeExecutionFailed`` whose
-``node`` is the failing node's path.
+state and :class:`Position`, driven inside the parent's step: its reducers, routing, retries,
+fan-outs and barriers are the top-level ones, because they are the same loop. It writes no
+checkpoint of its own: its :class:`ChildCheckpointer` asks the parent to save when one of its
+barriers starts waiting or is resolved, and the parent's :class:`ChildHost` puts every
+unfinished child's state and position (and the finished fan-out jobs' outputs) into the
+parent's record, so one record covers parent and children. Its events go to the parent's
+consumer through a :class:`PathEmitter`, which names each node, span and barrier by its path
+(``"tools[2]/search"``, ``"tools[2]/approve#1"``); nested children compose their paths. A
+child that fails raises ``NodeExecutionFailed`` whose ``node`` is the failing node's path.
 """
 
 from __future__ import annotations
