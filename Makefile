@@ -22,6 +22,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	@# pyproject.toml leaves the subfolders' conftest.py files out (all are named "conftest")
+	for f in $$(find tests -mindepth 2 -name conftest.py); do $(VENV)/bin/mypy "$$f" || exit 1; done
 
 test: lint typecheck docs
 	$(PY) -m pytest -q

@@ -62,12 +62,14 @@ def stream_events() -> StreamEvents:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> None:
     """Mark every coroutine test for anyio's plugin (no per-file marker to forget), before the
     plugin looks for the marker."""
     fn = getattr(obj, "hypothesis", None)
     inner = getattr(fn, "inner_test", obj)
-    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(inner):  # type: ignore[attr-defined]
+    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(inner):
         pytest.mark.anyio(obj)
 
 
