@@ -111,4 +111,5 @@ async def main(db: str, trace_id: str, mode: str, *decide: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, *sys.argv[1:])
+    db, trace_id, mode, *decide = sys.argv[1:]
+    anyio.run(main, db, trace_id, mode, *decide)
