@@ -232,3 +232,48 @@ class TestWithAStore:
                 async for _event in run:
                     pass
             assert run.result is not None and run.result.state["results"] == [None, None]
+
+    async def test_nested_children_wait_and_resume_with_nested_path_ids(
+        self, tmp_path: Path
+    ) -> None:
+        inner = (
+            gx.GraphBuilder("inner")
+            .map("tools", item_graph(), over="calls", into="results", output="out")
+            .start("tools")
+            .end("tools")
+            .build()
+        )
+        g = (
+            gx.GraphBuilder("outer")
+            .subgraph("agent", inner, output=["results"])
+            .start("agent")
+            .end("agent")
+            .build()
+        )
+        async with gx.SQLiteStore(tmp_path / "runs.db") as store:
+            ex = gx.GraphExecutor(store=store, decision_poll_interval=0.01)
+            ids: list[str] = []
+            async with ex.execute_stream(g, calls(2), trace_id="n") as run:
+                async for event in run:
+                    if isinstance(event, gx.BarrierWaiting):
+                        ids.append(event.barrier_id)
+                        if len(ids) == 1:
+                            await run.handle.approve(event.barrier_id)
+                        else:
+                            break
+            assert sorted(ids) == ["agent/tools[0]/approve#1", "agent/tools[1]/approve#1"]
+            state = await ex.get_state("n")
+            left = ids[1:]
+            assert [p.barrier_id for p in state.pending_barriers] == left
+            rewaits: list[str] = []
+            async with ex.resume_from(g, "n") as run:
+                async for event in run:
+                    if isinstance(event, gx.BarrierWaiting):
+                        rewaits.append(event.barrier_id)
+                        await store.submit_decision("n", event.barrier_id, gx.Reject("no"))
+            assert rewaits == left
+            assert run.result is not None and run.result.status == "completed"
+            approved = int(ids[0].split("[")[1][0])
+            assert run.result.state["results"] == [
+                i * 10 + 1 if i == approved else None for i in range(2)
+            ]

@@ -399,9 +399,7 @@ class ChildHost:
         # Every child waits (none runs): the run waits, and, as at a top-level barrier, its
         # checkpoint gives the lease up (the next write takes it back, checking that nobody
         # drove the run meanwhile).
-        park = trigger == "barrier_waiting" and all(
-            d.pos.pending is not None for d in self.live.values()
-        )
+        park = trigger == "barrier_waiting" and self.all_waiting()
         async with self._lock:
             found = await parent._save(
                 trigger, decisions_after=parent.pos.decision_cursor, release=park
@@ -423,10 +421,21 @@ class ChildHost:
         try:
             while True:
                 await anyio.sleep(parent.poll_interval)
-                if any(d.pos.pending is not None for d in self.live.values()):
+                if self.waiting():
                     await parent._pull_store_decisions()
         finally:
             self._polling = False
+
+    def waiting(self) -> bool:
+        """Whether a live child, or a child of one (nested), waits at a barrier."""
+        return any(d.pos.pending is not None or d.host.waiting() for d in self.live.values())
+
+    def all_waiting(self) -> bool:
+        """Whether every live child waits (itself, or all of its own live children)."""
+        return all(
+            d.pos.pending is not None or (d.host.live and d.host.all_waiting())
+            for d in self.live.values()
+        )
 
     # -- decisions -----------------------------------------------------------------------
 
