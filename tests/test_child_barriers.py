@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -277,3 +278,35 @@ class TestWithAStore:
             assert run.result.state["results"] == [
                 i * 10 + 1 if i == approved else None for i in range(2)
             ]
+
+    async def test_an_early_edit_is_checked_against_the_childs_typed_state(self) -> None:
+        class Tool(msgspec.Struct):
+            i: int
+            n: int = 0
+            out: int | None = None
+            approve: dict[str, Any] = {}
+
+        child = (
+            gx.GraphBuilder("typed-tool", state=Tool)
+            .barrier("approve")
+            .node("act", lambda s: {"out": s.n + 1}, inline=True)
+            .edge("approve", "act")
+            .start("approve")
+            .end("act")
+            .build()
+        )
+        g = (
+            gx.GraphBuilder("p")
+            .map("tools", child, over="calls", into="results", output="out")
+            .start("tools")
+            .end("tools")
+            .build()
+        )
+        with pytest.raises(gx.StateError, match="'n'"):
+            await gx.GraphExecutor().execute(
+                g, calls(1), decisions={"tools[0]/approve#1": gx.Edit({"n": "ten"})}
+            )
+        result = await gx.GraphExecutor().execute(
+            g, calls(2), decisions={"tools[*]/approve": gx.Edit({"n": 10})}
+        )
+        assert result.state["results"] == [11, 11]

@@ -459,7 +459,9 @@ class ChildHost:
         to the live child or kept for it (early). Raises InvalidDecision naming the problem."""
         parent = self.driver
         check_decision_type(decision, trace_id=parent.trace_id)
-        check_path_decision(parent.graph, key, wildcard=wildcard, trace_id=parent.trace_id)
+        check_path_decision(
+            parent.graph, key, wildcard=wildcard, trace_id=parent.trace_id, decision=decision
+        )
         head, rest = split_path(key)
         if wildcard:
             parent.pos.decisions[key] = decision

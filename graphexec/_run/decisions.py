@@ -127,7 +127,9 @@ def initial_decisions(
     for key, decision in (decisions or {}).items():
         if "/" in key:  # a barrier inside a child graph: its id, or a path pattern
             check_decision_value(decision, trace_id=trace_id)
-            check_path_decision(graph, key, wildcard="#" not in key, trace_id=trace_id)
+            check_path_decision(
+                graph, key, wildcard="#" not in key, trace_id=trace_id, decision=decision
+            )
             found[key] = decision
             continue
         check_request(
@@ -202,7 +204,14 @@ def _child_of(graph: Graph, head: str, *, pattern: bool) -> tuple[str, Graph] | 
     return None
 
 
-def check_path_decision(graph: Graph, key: str, *, wildcard: bool, trace_id: str | None) -> str:
+def check_path_decision(
+    graph: Graph,
+    key: str,
+    *,
+    wildcard: bool,
+    trace_id: str | None,
+    decision: object = None,
+) -> str:
     """Check that ``key`` (``"tools[2]/approve#1"``, or with ``wildcard`` a path pattern like
     ``"tools[*]/approve"``) names a barrier inside a child graph of ``graph``; return the
     barrier node's path. Raises NodeNotFound or InvalidDecision naming what is wrong."""
@@ -236,6 +245,8 @@ def check_path_decision(graph: Graph, key: str, *, wildcard: bool, trace_id: str
         )
     try:
         check_barrier_node(g, node, trace_id=trace_id)
+        if isinstance(decision, Edit):  # against the child's state, where it applies
+            check_edit(g, decision, node)
     except GraphError as exc:
         exc.node = "/".join([*walked, node])
         raise
