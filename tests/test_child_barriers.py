@@ -310,3 +310,30 @@ class TestWithAStore:
             g, calls(2), decisions={"tools[*]/approve": gx.Edit({"n": 10})}
         )
         assert result.state["results"] == [11, 11]
+
+    async def test_a_paused_child_node_waits_with_its_path_id(self) -> None:
+        tries: list[int] = []
+
+        def flaky(s: State) -> dict[str, Any]:
+            tries.append(1)
+            if len(tries) == 1:
+                raise ValueError("first")
+            return {"ok": True}
+
+        child = (
+            gx.GraphBuilder("c")
+            .node("call", flaky, inline=True, on_failure="pause")
+            .start("call")
+            .end("call")
+            .build()
+        )
+        g = gx.GraphBuilder("p").subgraph("sub", child, output=["ok"]).start("sub").end("sub")
+        paused: list[tuple[str, str]] = []
+        async with gx.GraphExecutor().execute_stream(g.build(), {}) as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    paused.append((event.barrier_id, event.node))
+                    await run.handle.approve(event.barrier_id)  # Approve: retry
+        assert paused == [("sub/call#1", "sub/call")]
+        assert run.result is not None and run.result.state == {"ok": True}
+        assert len(tries) == 2
