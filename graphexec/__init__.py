@@ -149,6 +149,7 @@ __all__ = (
     "PlanReason",
     "PlanRow",
     "PlanStale",
+    "PostgresStore",
     "Reject",
     "RerunPlan",
     "RetriesExhausted",
@@ -194,7 +195,7 @@ del _name, _obj
 
 
 if TYPE_CHECKING:
-    from .checkpoint import SQLiteStore
+    from .checkpoint import PostgresStore, SQLiteStore
 
 
 def __getattr__(name: str) -> Any:
@@ -203,4 +204,9 @@ def __getattr__(name: str) -> Any:
         from .checkpoint._sqlite import SQLiteStore
 
         return SQLiteStore
+    # gx.PostgresStore needs the `postgres` extra (psycopg): imported only when asked for.
+    if name == "PostgresStore":
+        from .checkpoint._postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
