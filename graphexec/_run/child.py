@@ -15,6 +15,7 @@ child that fails raises ``NodeExecutionFailed`` whose ``node`` is the failing no
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,11 @@ class PathEmitter(Emitter):
         self._step = step
         self._thread = parent._thread  # ctx.emit's Delivery compares threads with it
         self.gone = False
+        # The base class's other slots, unused here (every method goes to the parent, which
+        # stamps and records what it forwards), set so nothing reading them fails.
+        for slot in Emitter.__slots__:
+            if not hasattr(self, slot):
+                object.__setattr__(self, slot, deque() if slot == "_backlog" else None)
 
     def _rewrite(self, event: GraphEvent) -> GraphEvent | None:
         if isinstance(event, _OWN):
@@ -94,10 +100,11 @@ class PathEmitter(Emitter):
             changes["next_node"] = f"{self._path}/{nxt}"
         return msgspec.structs.replace(event, **changes)
 
-    async def send(self, event: GraphEvent) -> None:
+    async def send(self, event: GraphEvent, **how: Any) -> None:
+        """``how``: passed on (whatever the parent's ``send`` takes, e.g. ``durable``)."""
         out = self._rewrite(event)
         if out is not None:
-            await self._parent.send(out)
+            await self._parent.send(out, **how)
         self.gone = self._parent.gone
 
     def send_soon(self, event: GraphEvent) -> None:
