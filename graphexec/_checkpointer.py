@@ -45,6 +45,7 @@ from .checkpoint._record import (
 from .exceptions import CheckpointError, GraphError, LeaseLost
 
 if TYPE_CHECKING:
+    from ._eventlog import EventLog
     from ._run.position import Position
 
 __all__ = (
@@ -89,8 +90,11 @@ class Checkpointer:
         lease_ttl: float,
         send_event: Callable[[CheckpointSaved], Awaitable[None]] | None,
         parent: ParentRef | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
+        self.events = events
+        """The run's event log: its pending events ride each checkpoint's transaction."""
         self.policy = policy
         self.trace_id = trace_id
         self.graph_name = graph_name
@@ -107,6 +111,9 @@ class Checkpointer:
         """The graph hash in force since the trace's latest base (what a restore would find)."""
         self.created_at = now()
         self.keeper = LeaseKeeper(store, trace_id, lease_ttl)
+        if events is not None:
+            keeper = self.keeper
+            events.lease = lambda: keeper.lease  # event appends are fenced by this lease
         self.explicit_requested = False
         self.rewind: list[Invalidation] | None = None
         """Set by a resume that invalidates executions: the next checkpoint is a base (the
@@ -448,19 +455,40 @@ class Checkpointer:
         last = batch[-1][0].seq
         final = last == self._final_seq
         park = last == self._park_seq
+        log = self.events
         try:
             # A barrier that waited gave the lease up: take it back (checking nobody drove
             # the run meanwhile) before writing.
             await keeper.unpark()
-            found = await self.store.save(
-                [r for r, _ in batch],
-                batch[-1][1],
-                lease=self.lease,
-                release=final or park,
-                decisions_after=decisions_after,
-            )
+            if log is None or log.store is None:
+                found = await self.store.save(
+                    [r for r, _ in batch],
+                    batch[-1][1],
+                    lease=self.lease,
+                    release=final or park,
+                    decisions_after=decisions_after,
+                )
+            else:
+                # The run's pending events ride the checkpoint's transaction (fenced by the
+                # same lease check).
+                async with log.lock:
+                    ok = False
+                    try:
+                        found = await self.store.save(
+                            [r for r, _ in batch],
+                            batch[-1][1],
+                            lease=self.lease,
+                            release=final or park,
+                            decisions_after=decisions_after,
+                            events=log.take(),
+                        )
+                        ok = True
+                    finally:
+                        log.written(ok)
         except LeaseLost as exc:
             keeper.lost(exc)
+            if log is not None:
+                log.drop(exc)
             raise
         except GraphError:
             raise

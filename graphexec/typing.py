@@ -45,8 +45,9 @@ PromptFn: TypeAlias = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 RunStatus: TypeAlias = Literal[
     "running", "waiting", "completed", "failed", "cancelled", "interrupted"
 ]
-"""The lifecycle of a run as recorded in its checkpoints. ``"interrupted"``: stopped by a
-shutdown of the executor that drove it (resumable; distinct from a user's ``"cancelled"``)."""
+"""The lifecycle of a run as recorded in its checkpoints. ``"interrupted"``: stopped by the
+shutdown of the executor that drove it (``async with GraphExecutor(...)`` ended); resumable, and
+what ``ex.recover()`` picks up, unlike a user's ``"cancelled"``."""
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 """Every RunStatus, for checking a status given as a string."""

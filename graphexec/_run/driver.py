@@ -31,6 +31,7 @@ from .._events import (
     ErrorInfo,
     GraphComplete,
     GraphFailed,
+    GraphInterrupted,
     GraphStart,
     NodeInvalidated,
 )
@@ -134,6 +135,10 @@ class Driver:
         """What the current node execution read (recorded with its step)."""
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
+        self._interrupted = False
+        self.recorded = anyio.Event()
+        """Set once the run's first checkpoint is committed (or the run ended without one):
+        from then on other processes find it in the store."""
         self._torn = False
         self._completing = False
         self._t0 = 0.0
@@ -163,12 +168,18 @@ class Driver:
         """Run to the end; never raises a GraphError (it becomes the result and an event)."""
         task_status.started()
         self._t0 = time.perf_counter()
+        emitter = self.rec.emitter
+        log = emitter.log if emitter is not None else None
         if self.telemetry is not None:
             self._open_segment(self.telemetry)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await self.ckpt.start(tg)
+                if log is not None and log.store is not None:
+                    tg.start_soon(log.run)
+                if self.store is not None:
+                    tg.start_soon(self._watch_cancel)
                 try:
                     await self._guarded()
                 finally:
@@ -179,14 +190,16 @@ class Driver:
                             self.log.error("final checkpoint flush failed", error=str(exc))
                     tg.cancel_scope.cancel()
         finally:
+            self.recorded.set()
             if self.rec.tel is not None:  # the run's span, not the consumer's reading
                 self._close_segment()
             self._wake_send.close()
             self._wake_recv.close()
-            emitter = self.rec.emitter
             if emitter is not None:
                 with anyio.CancelScope(shield=True):
                     await emitter.flush()
+                    if log is not None:
+                        await log.close()
                 emitter.close()
 
     # -- telemetry: one span per segment (this driver), a child span per node attempt --------
@@ -275,6 +288,42 @@ class Driver:
         if self._scope is not None:
             self._scope.cancel()
 
+    def interrupt(self) -> None:
+        """The executor that drives the run shuts down: checkpoint and stop as "interrupted"
+        (a run waiting at a barrier stays "waiting")."""
+        if self.finished:
+            return
+        self._interrupted = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _watch_cancel(self) -> None:
+        """Take a cancel requested through the store (ex.cancel() in another process). While
+        a barrier waits the lease is parked, so ex.cancel elsewhere records the run cancelled
+        itself (no request): a waiting driver that sees that record stops as cancelled (it
+        writes nothing: its lease was taken)."""
+        assert self.store is not None
+        while not self.finished:
+            await anyio.sleep(self.poll_interval)
+            try:
+                if await self.store.take_cancel_request(self.trace_id):
+                    self.log.info("cancel requested through the store")
+                    self.request_cancel()
+                    return
+                keeper = getattr(self.ckpt, "keeper", None)
+                if keeper is not None and keeper.parked:
+                    info = await self.store.get_run(self.trace_id)
+                    if (
+                        info is not None
+                        and info.status == "cancelled"
+                        and info.last_seq != keeper.committed_seq
+                    ):
+                        self.log.info("run cancelled elsewhere while it waited here")
+                        self.request_cancel()
+                        return
+            except GraphError as exc:  # a passing store error: look again at the next poll
+                self.log.warning("cancel request not read", error=str(exc))
+
     def leave(self) -> None:
         """The consumer left the stream early: stop, checkpointing first."""
         if self._scope is not None and not self.finished:
@@ -313,7 +362,10 @@ class Driver:
     async def _steps(self) -> None:
         graph = self.graph
         pos = self.pos
-        if self.rec.emitter is not None:
+        emitter = self.rec.emitter
+        if emitter is not None and emitter.log is not None:
+            await emitter.log.open()  # this driver's event-id segment, before the first event
+        if emitter is not None:
             await self.rec.send(
                 GraphStart(
                     trace_id=self.trace_id,
@@ -349,6 +401,7 @@ class Driver:
         if self.start_trigger is not None:
             await self._save(self.start_trigger)
             await anyio.lowlevel.checkpoint_if_cancelled()
+        self.recorded.set()
         if pos.pending is not None:
             if "/" in pos.pending.node:
                 # A child waits (a path id): the step of next_node resumes the children,
@@ -907,8 +960,11 @@ class Driver:
                 step,
                 deadline=pending.deadline,
             )
-            if self.rec.emitter is not None:
-                await self.rec.send(
+            emitter = self.rec.emitter
+            if emitter is not None:
+                # Recorded before it is shown, like the wait's checkpoint: a UI that showed the
+                # approval card finds it in the event log after a crash too.
+                await emitter.send(
                     BarrierWaiting(
                         trace_id=self.trace_id,
                         step=step,
@@ -916,7 +972,8 @@ class Driver:
                         node=spec.name,
                         prompt=pending.prompt,
                         deadline=pending.deadline,
-                    )
+                    ),
+                    durable=True,
                 )
             await self.ckpt.park()
             decision, by = await self._wait(spec, pending)
@@ -1000,6 +1057,17 @@ class Driver:
                 decision_id=bad.id,
                 reason=bad.reason,
             )
+            # Marked refused before the ObservedError goes out: a UI that reacts to the error
+            # by submitting a corrected decision must find the occurrence free again.
+            if self.store is not None:
+                try:
+                    await self.store.refuse_decision(self.trace_id, bad.id, bad.reason)
+                except Exception as exc:  # noqa: BLE001 - reported; the run goes on
+                    self.log.warning(
+                        "could not mark a stored decision refused",
+                        decision_id=bad.id,
+                        error=repr(exc),
+                    )
             await self.rec.observed(
                 self.pos.step,
                 bad.node,
@@ -1011,15 +1079,6 @@ class Driver:
                     node=bad.node,
                 ),
             )
-            if self.store is not None:
-                try:
-                    await self.store.refuse_decision(self.trace_id, bad.id, bad.reason)
-                except Exception as exc:  # noqa: BLE001 - reported; the run goes on
-                    self.log.warning(
-                        "could not mark a stored decision refused",
-                        decision_id=bad.id,
-                        error=repr(exc),
-                    )
 
     def start_polling(self, poll: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``poll`` (a child host's store poll) beside the loop until the run ends; False
@@ -1213,30 +1272,38 @@ class Driver:
             )
 
     async def _stopped(self) -> None:
-        """Cancelled (handle.cancel(), the consumer leaving, or an outer cancel scope)."""
+        """Cancelled (handle.cancel(), the consumer leaving, or an outer cancel scope), or
+        interrupted (the executor's shutdown)."""
         pos = self.pos
         self.host.prepare()
         waiting = pos.pending is not None and not self._cancel_requested
-        status: RunStatus = "waiting" if waiting else "cancelled"
+        interrupted = self._interrupted and not self._cancel_requested and not waiting
+        status: RunStatus = "waiting" if waiting else "interrupted" if interrupted else "cancelled"
         pos.status = status
         error = (
             None
-            if waiting
+            if waiting or interrupted
             else Cancelled(
                 f"run {self.trace_id!r} was cancelled", trace_id=self.trace_id, step=pos.step
             )
         )
+        trigger = "left" if waiting else "interrupt" if interrupted else "cancel"
         try:
             await self._save(
-                "cancel" if not waiting else "left",
+                trigger,
                 failure=None if error is None else error_info(error, None),
                 final=True,
             )
             await self.ckpt.flush()
         except GraphError as exc:
-            self.log.error("cancel checkpoint not written", error=str(exc))
+            self.log.error(f"{trigger} checkpoint not written", error=str(exc))
         self._finish(status, error)
-        if error is not None and self.rec.emitter is not None and self._cancel_requested:
+        if interrupted and self.rec.emitter is not None:
+            await self.rec.send(
+                GraphInterrupted(trace_id=self.trace_id, step=pos.step, state=self.state)
+            )
+        # Sent even when the consumer left: the event log records it (a tail ends there).
+        if error is not None and self.rec.emitter is not None:
             await self.rec.send(
                 GraphFailed(
                     trace_id=self.trace_id,

@@ -4,7 +4,8 @@ A store persists :class:`StoredCheckpoint` rows, a runs index (:class:`RunInfo`)
 inbox per trace and a lease per trace. It never interprets states or deltas: encoding,
 restoring and replaying live in the executor, so every store behaves the same.
 
-Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every store):
+Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every store; the
+event log, its fencing and cancel requests by ``tests/checkpoint/test_run_manager.py``):
 
 - ``save(rows, run, lease=...)`` is atomic: the rows, the runs-index row and the lease renewal
   commit together or not at all. Saving a ``base`` row at seq ``s`` demotes every earlier base of
@@ -18,9 +19,28 @@ Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every s
   written and :class:`CheckpointError` is raised.
 - ``load_chain(trace_id, seq)`` returns the latest base at or before ``seq`` (default: the
   latest) and every row after it up to ``seq``, ordered by seq; ``[]`` for an unknown trace.
+- Leases: ``acquire_lease`` grants by ``_leases.grant`` (a new owner gets ``token + 1``; a
+  live holder answers RunLocked; a holder on this host whose process is gone never blocks);
+  ``release_lease`` keeps the row and its token (so the next grant's token grows).
 - ``submit_decision`` checks the decision with :func:`check_decision_target` in the same
   transaction as the insert (a refused decision is never stored); ``refuse_decision`` marks
   one the run skipped, so it no longer blocks a corrected one.
+- The event log: ``save(..., events=batch)`` appends the batch in the checkpoint's transaction
+  (under the save's lease check); ``append_events(trace_id, batch, lease=...)`` appends one on
+  its own (a batch written between checkpoints). An append is fenced like a save
+  (``_leases.check_append``): the lease row must still carry the writer's fencing token, held
+  by the writer or released by it and taken by no one since (a run parked at a barrier, or
+  whose final save released the lease, still records its last events); otherwise nothing is
+  written and :class:`LeaseLost` is raised. ``events_after(trace_id, after)`` returns the
+  batches holding an id greater than ``after``, in id order; ``next_event_segment`` hands out
+  1, 2, 3, ... per trace (one per driver), never the same number twice. ``prune`` deletes a
+  run's events with it.
+- Cancel requests: ``request_cancel`` records one and returns True while a live driver holds
+  the trace's lease (held, unexpired, and not an owner on this host whose process is gone:
+  ``_leases.LeaseRow.live``); that driver takes it with ``take_cancel_request`` at its next
+  poll. It records nothing and returns False when no one drives the run (no lease, released or
+  parked at a barrier, expired, or a dead owner): the caller then writes the cancelled record
+  itself, taking the lease.
 """
 
 from __future__ import annotations
@@ -42,6 +62,7 @@ from ..exceptions import CheckpointError, RunFinished, RunNotFound
 from ..typing import RUN_STATUSES
 from ._record import (
     CheckpointSummary,
+    EventBatch,
     Lease,
     LeaseGrant,
     RunInfo,
@@ -79,9 +100,11 @@ class CheckpointStore(Protocol):
         lease: Lease | None = None,
         release: bool = False,
         decisions_after: int | None = None,
+        events: EventBatch | None = None,
     ) -> list[StoredDecision]:
         """Atomically append rows, update the run's index row and hold the lease (released in
-        the same transaction with ``release=True``: a run's final save).
+        the same transaction with ``release=True``: a run's final save), and append ``events``
+        to the trace's event log.
 
         With ``decisions_after``, also returns the trace's decisions with a greater id (what
         ``decisions_after()`` would), read in the same round trip; otherwise ``[]``.
@@ -157,6 +180,31 @@ class CheckpointStore(Protocol):
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         """Give the lease up (no-op if ``owner`` does not hold it)."""
+        ...
+
+    async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
+        """Append a batch of recorded events to the trace's event log, written by the driver
+        holding ``lease`` (or that held it last: ``_leases.check_append``); LeaseLost, nothing
+        written, when another driver has taken the lease since."""
+        ...
+
+    async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
+        """The trace's event batches holding an id greater than ``after``, in id order."""
+        ...
+
+    async def next_event_segment(self, trace_id: str) -> int:
+        """The next event-id segment of the trace: 1, then 2, ... (one per driver)."""
+        ...
+
+    async def request_cancel(self, trace_id: str) -> bool:
+        """Ask the process driving the run to cancel it. True: recorded (a live driver holds the
+        lease: ``LeaseRow.live``); False: nothing recorded, no one drives it (no lease, or one
+        released, parked, expired, or held by a dead process on this host): the caller marks
+        the run cancelled itself."""
+        ...
+
+    async def take_cancel_request(self, trace_id: str) -> bool:
+        """True (and the request removed) if a cancel was requested for the trace."""
         ...
 
     async def prune(

@@ -26,6 +26,7 @@ from ._record import Lease, LeaseInfo
 
 __all__ = (
     "LeaseRow",
+    "check_append",
     "check_write",
     "describe",
     "grant",
@@ -47,6 +48,11 @@ class LeaseRow(msgspec.Struct, kw_only=True):
     def held(self, t: float) -> bool:
         """True while an owner holds it and it has not expired."""
         return bool(self.owner) and self.expires_at > t
+
+    def live(self, t: float) -> bool:
+        """True while a live driver holds it: held, unexpired, and not an owner on this host
+        whose process is gone (a parked or released lease has no owner)."""
+        return self.held(t) and not process_gone(self.host, self.pid, self.started)
 
     def info(self) -> LeaseInfo:
         return LeaseInfo(
@@ -186,6 +192,28 @@ def check_write(row: LeaseRow | None, lease: Lease, t: float, *, trace_id: str) 
         f"run {trace_id!r}: this driver's lease (fencing token {lease.token}) was taken over; "
         f"it is now held by {holder}. This driver writes nothing more: the run goes on where "
         "its new owner drives it",
+        trace_id=trace_id,
+        token=lease.token,
+    )
+
+
+def check_append(row: LeaseRow | None, lease: Lease, *, trace_id: str) -> None:
+    """The check an event append makes: the row must still carry the writer's fencing token,
+    held by the writer or released by it (parked at a barrier, or after its final save) and
+    taken by no one since (every new grant raises the token). Raises LeaseLost otherwise: a
+    driver whose lease was taken over records no events."""
+    if (
+        row is not None
+        and lease.token > 0
+        and row.token == lease.token
+        and row.owner in (lease.owner, "")
+    ):
+        return
+    holder = describe(row) if row is not None and row.owner else "no one (released)"
+    raise LeaseLost(
+        f"run {trace_id!r}: events not recorded: this driver's lease (fencing token "
+        f"{lease.token}) was taken over; the lease is now held by {holder} (token "
+        f"{row.token if row is not None else 0})",
         trace_id=trace_id,
         token=lease.token,
     )

@@ -17,9 +17,10 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
-from ._leases import LeaseRow, check_write, grant
+from ._leases import LeaseRow, check_append, check_write, grant
 from ._record import (
     CheckpointSummary,
+    EventBatch,
     Lease,
     LeaseGrant,
     RunInfo,
@@ -44,6 +45,9 @@ class MemoryStore(StoreBase):
         self._refused: dict[str, set[int]] = {}
         """Per trace, the inbox ids a run skipped (refuse_decision)."""
         self._leases: dict[str, LeaseRow] = {}
+        self._events: dict[str, list[EventBatch]] = {}
+        self._segments: dict[str, int] = {}
+        self._cancels: set[str] = set()
         self._ids = itertools.count(1)
         self._lock = anyio.Lock()
 
@@ -55,6 +59,7 @@ class MemoryStore(StoreBase):
         lease: Lease | None = None,
         release: bool = False,
         decisions_after: int | None = None,
+        events: EventBatch | None = None,
     ) -> list[StoredDecision]:
         async with self._lock:
             chain = self._rows.get(run.trace_id, [])
@@ -71,6 +76,8 @@ class MemoryStore(StoreBase):
                     bases[1:] = [len(chain)]
                 chain.append(row)
             self._runs[run.trace_id] = run
+            if events is not None:
+                self._events.setdefault(run.trace_id, []).append(events)
             if release and lease is not None:
                 self._release(run.trace_id, lease.owner)
         if decisions_after is None:
@@ -198,6 +205,37 @@ class MemoryStore(StoreBase):
             held.owner = ""  # the row and its token stay: the next owner's token grows
             held.expires_at = 0.0
 
+    async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
+        async with self._lock:
+            check_append(self._leases.get(trace_id), lease, trace_id=trace_id)
+            self._events.setdefault(trace_id, []).append(batch)
+
+    async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
+        found = [b for b in self._events.get(trace_id, []) if b.last_id > after]
+        found.sort(key=lambda b: b.last_id)
+        return found
+
+    async def next_event_segment(self, trace_id: str) -> int:
+        async with self._lock:
+            segment = self._segments.get(trace_id, 0) + 1
+            self._segments[trace_id] = segment
+            return segment
+
+    async def request_cancel(self, trace_id: str) -> bool:
+        async with self._lock:
+            held = self._leases.get(trace_id)
+            if held is None or not held.live(now()):
+                return False
+            self._cancels.add(trace_id)
+            return True
+
+    async def take_cancel_request(self, trace_id: str) -> bool:
+        async with self._lock:
+            if trace_id in self._cancels:
+                self._cancels.discard(trace_id)
+                return True
+            return False
+
     async def prune(
         self, *, older_than: float, statuses: Sequence[str] = ("completed",)
     ) -> list[str]:
@@ -213,6 +251,9 @@ class MemoryStore(StoreBase):
                 self._decisions.pop(t, None)
                 self._refused.pop(t, None)
                 self._leases.pop(t, None)
+                self._events.pop(t, None)
+                self._segments.pop(t, None)
+                self._cancels.discard(t)
             return gone
 
     async def aclose(self) -> None:

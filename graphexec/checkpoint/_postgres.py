@@ -40,9 +40,10 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
-from ._leases import LeaseRow, check_write, grant
+from ._leases import LeaseRow, check_append, check_write, grant
 from ._record import (
     CheckpointSummary,
+    EventBatch,
     Lease,
     LeaseGrant,
     RunInfo,
@@ -143,8 +144,38 @@ class _Sql:
         )
         self.prune_rest = [
             f"DELETE FROM {s}.{table} WHERE trace_id = ANY(%s)"
-            for table in ("checkpoints", "decisions", "leases")
+            for table in (
+                "checkpoints",
+                "decisions",
+                "leases",
+                "events",
+                "event_segments",
+                "cancel_requests",
+            )
         ]
+        self.insert_events = (
+            f"INSERT INTO {s}.events (trace_id, last_id, first_id, data) VALUES (%s, %s, %s, %s)"
+        )
+        self.events_after = (
+            f"SELECT first_id, last_id, data FROM {s}.events WHERE trace_id = %s "
+            "AND last_id > %s ORDER BY last_id"
+        )
+        self.next_segment = (
+            f"INSERT INTO {s}.event_segments AS e (trace_id, segment) VALUES (%s, 1) "
+            "ON CONFLICT (trace_id) DO UPDATE SET segment = e.segment + 1 RETURNING segment"
+        )
+        # The lease row (locked: a grant waits for the append, and the append for a grant)
+        # and the database clock.
+        self.lease_row = (
+            "SELECT owner, token, expires_at, host, pid, started, "
+            "extract(epoch FROM clock_timestamp())::float8 "
+            f"FROM {s}.leases WHERE trace_id = %s FOR UPDATE"
+        )
+        self.put_cancel = (
+            f"INSERT INTO {s}.cancel_requests (trace_id, requested_at) VALUES (%s, %s) "
+            "ON CONFLICT (trace_id) DO UPDATE SET requested_at = excluded.requested_at"
+        )
+        self.take_cancel = f"DELETE FROM {s}.cancel_requests WHERE trace_id = %s RETURNING 1"
         self.version = f"SELECT max(version) FROM {s}.schema_version"
 
 
@@ -347,6 +378,7 @@ class PostgresStore(StoreBase):
         lease: Lease | None = None,
         release: bool = False,
         decisions_after: int | None = None,
+        events: EventBatch | None = None,
     ) -> list[StoredDecision]:
         trace_id = run.trace_id
         check_rows(rows, run, None)  # one trace, increasing seqs; the last seq is checked there
@@ -365,13 +397,20 @@ class PostgresStore(StoreBase):
         )
         async with self._conn(trace_id) as cur:
             try:
-                if lease is not None and not fenced:
+                if (lease is not None and not fenced) or events is not None:
                     # A writer that never acquired (token 0: a tool, a test) takes the lease as
-                    # acquire_lease would, in the save's transaction.
+                    # acquire_lease would, in the save's transaction; a batch of events is
+                    # inserted in it too (after the save's lease check).
                     async with cur.connection.transaction():
-                        await self._grant(cur, trace_id, lease)
+                        if lease is not None and not fenced:
+                            await self._grant(cur, trace_id, lease)
                         await cur.execute(self._sql.save, args)
                         found = await cur.fetchall()
+                        if events is not None:
+                            await cur.execute(
+                                self._sql.insert_events,
+                                (trace_id, events.last_id, events.first_id, events.data),
+                            )
                 else:
                     await cur.execute(self._sql.save, args)
                     found = await cur.fetchall()
@@ -477,6 +516,45 @@ class PostgresStore(StoreBase):
         async with self._conn(trace_id) as cur:
             await cur.execute(self._sql.release, (trace_id, owner))
 
+    async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
+        async with self._tx(trace_id) as cur:
+            await cur.execute(self._sql.lease_row, (trace_id,))
+            r = await cur.fetchone()
+            check_append(None if r is None else _lease_row(r), lease, trace_id=trace_id)
+            await cur.execute(
+                self._sql.insert_events, (trace_id, batch.last_id, batch.first_id, batch.data)
+            )
+
+    async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.events_after, (trace_id, after))
+            return [
+                EventBatch(first_id=r[0], last_id=r[1], data=bytes(r[2]))
+                for r in await cur.fetchall()
+            ]
+
+    async def next_event_segment(self, trace_id: str) -> int:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.next_segment, (trace_id,))
+            r = await cur.fetchone()
+        assert r is not None
+        return int(r[0])
+
+    async def request_cancel(self, trace_id: str) -> bool:
+        async with self._tx(trace_id) as cur:
+            await cur.execute(self._sql.lease_row, (trace_id,))
+            r = await cur.fetchone()
+            # Only a live driver gets a request (on the database clock, like every lease).
+            if r is None or not _lease_row(r).live(r[6]):
+                return False
+            await cur.execute(self._sql.put_cancel, (trace_id, now()))
+            return True
+
+    async def take_cancel_request(self, trace_id: str) -> bool:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.take_cancel, (trace_id,))
+            return await cur.fetchone() is not None
+
     async def prune(
         self, *, older_than: float, statuses: Sequence[str] = ("completed",)
     ) -> list[str]:
@@ -551,6 +629,11 @@ class PostgresStore(StoreBase):
         async with self._conn(trace_id) as cur:
             await cur.execute(self._sql.decisions_after, (trace_id, cursor))
             return [stored_decision(r) for r in await cur.fetchall()]
+
+
+def _lease_row(r: Sequence[Any]) -> LeaseRow:
+    """A lease row as read by ``lease_row`` (its first six columns)."""
+    return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
 
 
 def _on_asyncio() -> bool:

@@ -28,6 +28,7 @@ __all__ = (
     "CheckpointKind",
     "CheckpointSummary",
     "ChildRun",
+    "EventBatch",
     "Invalidation",
     "KeptOutputs",
     "Lease",
@@ -294,6 +295,16 @@ class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):
     """None when the stored bytes are not a decision (``error`` says why): the run skips it."""
     created_at: float
     error: str | None = None
+
+
+class EventBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """Recorded events of one trace, written together: ``data`` is a msgpack array of events
+    (the tagged ``GraphEvent`` union) with ids from ``first_id`` to ``last_id``, increasing.
+    Stores keep batches as they are; the executor encodes and decodes them."""
+
+    first_id: int
+    last_id: int
+    data: bytes
 
 
 class Lease(msgspec.Struct, frozen=True):

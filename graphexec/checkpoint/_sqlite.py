@@ -29,9 +29,10 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
-from ._leases import LeaseRow, check_write, grant
+from ._leases import LeaseRow, check_append, check_write, grant
 from ._record import (
     CheckpointSummary,
+    EventBatch,
     Lease,
     LeaseGrant,
     RunInfo,
@@ -129,6 +130,24 @@ _HAS_DECISION = (
     "SELECT 1 FROM decisions WHERE trace_id = ? AND barrier_id = ? AND refused IS NULL LIMIT 1"
 )
 _REFUSE_DECISION = "UPDATE decisions SET refused = ? WHERE trace_id = ? AND id = ?"
+_INSERT_EVENTS = "INSERT INTO events (trace_id, last_id, first_id, data) VALUES (?,?,?,?)"
+# A checkpoint row that also carries the batch of events written with it.
+_INSERT_ROW_EVENTS = (
+    f"INSERT INTO checkpoints ({_ROW_COLUMNS}, ev_first, ev_last, events) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_EVENTS_AFTER = (
+    "SELECT first_id, last_id, data FROM events WHERE trace_id = ?1 AND last_id > ?2 "
+    "UNION ALL SELECT ev_first, ev_last, events FROM checkpoints "
+    "WHERE trace_id = ?1 AND ev_last > ?2 ORDER BY 2"
+)
+_NEXT_SEGMENT = (
+    "INSERT INTO event_segments (trace_id, segment) VALUES (?, 1) "
+    "ON CONFLICT (trace_id) DO UPDATE SET segment = segment + 1 RETURNING segment"
+)
+_GET_LEASE = "SELECT owner, token, expires_at, host, pid, started FROM leases WHERE trace_id = ?"
+_HAS_CANCEL = "SELECT 1 FROM cancel_requests WHERE trace_id = ?"
+_TAKE_CANCEL = "DELETE FROM cancel_requests WHERE trace_id = ?"
 _DECISIONS_AFTER = (
     "SELECT id, barrier_id, decision, created_at FROM decisions "
     "WHERE trace_id = ? AND id > ? ORDER BY id"
@@ -314,6 +333,7 @@ class SQLiteStore(StoreBase):
         lease: Lease | None = None,
         release: bool = False,
         decisions_after: int | None = None,
+        events: EventBatch | None = None,
     ) -> list[StoredDecision]:
         trace_id = run.trace_id
         params = [_row_params(r) for r in rows]
@@ -334,7 +354,15 @@ class SQLiteStore(StoreBase):
                     # Demote before inserting, so the pages the old bases' snapshots free are
                     # reused by the new base instead of the file growing by a state's size.
                     db.execute(_DEMOTE_ALL, (trace_id,))
-                if len(params) == 1:
+                if events is not None:
+                    # The batch rides in the last row: no other table is written.
+                    if len(params) > 1:
+                        db.executemany(_INSERT_ROW, params[:-1])
+                    db.execute(
+                        _INSERT_ROW_EVENTS,
+                        (*params[-1], events.first_id, events.last_id, events.data),
+                    )
+                elif len(params) == 1:
                     db.execute(_INSERT_ROW, params[0])  # the usual case; skips executemany's setup
                 else:
                     db.executemany(_INSERT_ROW, params)
@@ -427,6 +455,62 @@ class SQLiteStore(StoreBase):
 
         await self._run(tx, trace_id, _TX_OVERHEAD)
 
+    async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            with _write(db):
+                # Fenced like a save (check_append): a driver whose lease was taken over
+                # records nothing.
+                check_append(
+                    _lease_of(db.execute(_GET_LEASE, (trace_id,)).fetchone()),
+                    lease,
+                    trace_id=trace_id,
+                )
+                db.execute(_INSERT_EVENTS, (trace_id, batch.last_id, batch.first_id, batch.data))
+
+        await self._run(tx, trace_id)
+
+    async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
+        def read(db: sqlite3.Connection) -> list[EventBatch]:
+            return [
+                EventBatch(first_id=r[0], last_id=r[1], data=r[2])
+                for r in db.execute(_EVENTS_AFTER, (trace_id, after))
+            ]
+
+        return await self._run(read, trace_id)
+
+    async def next_event_segment(self, trace_id: str) -> int:
+        def tx(db: sqlite3.Connection) -> int:
+            with _write(db):
+                segment: int = db.execute(_NEXT_SEGMENT, (trace_id,)).fetchone()[0]
+            return segment
+
+        return await self._run(tx, trace_id)
+
+    async def request_cancel(self, trace_id: str) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            with _write(db):
+                t = now()
+                row = _lease_of(db.execute(_GET_LEASE, (trace_id,)).fetchone())
+                if row is None or not row.live(t):
+                    return False  # released, parked, expired, or its owner's process is gone
+                db.execute(
+                    "INSERT OR REPLACE INTO cancel_requests (trace_id, requested_at) VALUES (?, ?)",
+                    (trace_id, t),
+                )
+                return True
+
+        return await self._run(tx, trace_id)
+
+    async def take_cancel_request(self, trace_id: str) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            # Read first: the poll is almost always a miss, and a miss needs no write lock.
+            if db.execute(_HAS_CANCEL, (trace_id,)).fetchone() is None:
+                return False
+            with _write(db):
+                return db.execute(_TAKE_CANCEL, (trace_id,)).rowcount > 0
+
+        return await self._run(tx, trace_id)
+
     async def prune(
         self, *, older_than: float, statuses: Sequence[str] = ("completed",)
     ) -> list[str]:
@@ -444,7 +528,15 @@ class SQLiteStore(StoreBase):
                     )
                 ]
                 ids = [(t,) for t in gone]
-                for table in ("checkpoints", "decisions", "leases", "runs"):
+                for table in (
+                    "checkpoints",
+                    "decisions",
+                    "leases",
+                    "events",
+                    "event_segments",
+                    "cancel_requests",
+                    "runs",
+                ):
                     db.executemany(f"DELETE FROM {table} WHERE trace_id = ?", ids)
             return gone
 

@@ -241,4 +241,6 @@ def describe_event(event: ev.GraphEvent) -> str:
         case ev.GraphFailed():
             where = f" at {event.error.node}" if event.error.node else ""
             return f"{head} {event.status}{where}: {event.error.type}: {event.error.message}"
+        case ev.GraphInterrupted():
+            return f"{head} interrupted by a shutdown at step {event.step}: resumable"
     assert_never(event)

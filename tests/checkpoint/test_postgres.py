@@ -66,8 +66,9 @@ class TestSchema:
         schema = new_schema()
         async with gx.PostgresStore(pg_dsn, schema=schema) as store:
             assert await store.runs() == []
-        rows = sql(pg_dsn, f"SELECT version FROM {schema}.schema_version")
-        assert [(LATEST,)] == rows
+        rows = sql(pg_dsn, f"SELECT version FROM {schema}.schema_version ORDER BY version")
+        assert [(v,) for v in range(1, LATEST + 1)] == rows  # one row per migration applied
+        assert LATEST == 2
         tables = {
             r[0]
             for r in sql(
@@ -76,7 +77,16 @@ class TestSchema:
                 schema,
             )
         }
-        assert {"checkpoints", "runs", "decisions", "leases", "schema_version"} == tables
+        assert {
+            "checkpoints",
+            "runs",
+            "decisions",
+            "leases",
+            "schema_version",
+            "events",
+            "event_segments",
+            "cancel_requests",
+        } == tables
 
     async def test_concurrent_first_opens_migrate_once(self, pg_dsn: str) -> None:
         """Eight stores opening one new schema at once (separate pools and connections): the
@@ -91,7 +101,27 @@ class TestSchema:
         finally:
             for store in stores:
                 await store.aclose()
-        assert [(LATEST,)] == sql(pg_dsn, f"SELECT version FROM {schema}.schema_version")
+        versions = sql(pg_dsn, f"SELECT version FROM {schema}.schema_version ORDER BY version")
+        assert [(v,) for v in range(1, LATEST + 1)] == versions  # each applied once
+
+    async def test_a_version_1_schema_gets_the_event_log(
+        self, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A schema created at version 1 (before the event log) migrates to the latest on
+        open: its rows load as they were and a run's events are recorded and read back."""
+        schema = new_schema()
+        with monkeypatch.context() as m:
+            m.setattr(postgres_module, "migrations", lambda backend: MIGRATIONS[:1])
+            async with gx.PostgresStore(pg_dsn, schema=schema) as store:
+                rows = await save_kinds(store, "t1", "bd")
+        assert [(1,)] == sql(pg_dsn, f"SELECT max(version) FROM {schema}.schema_version")
+        async with gx.PostgresStore(pg_dsn, schema=schema) as store:
+            assert await store.load_chain("t1") == rows
+            ex = gx.GraphExecutor(store=store)
+            await ex.execute(approval(), {}, trace_id="t2", decisions={"approve": Approve()})
+            events = [e async for e in ex.events("t2")]
+        assert isinstance(events[0], gx.GraphStart) and isinstance(events[-1], gx.GraphComplete)
+        assert [(LATEST,)] == sql(pg_dsn, f"SELECT max(version) FROM {schema}.schema_version")
 
     async def test_reopen_applies_only_new_migrations(
         self, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
@@ -143,7 +173,7 @@ class TestSchema:
         with pytest.raises(CheckpointError, match="schema version 99, newer"):
             await store.load_chain("t1")
         await store.aclose()
-        assert [(2,)] == sql(pg_dsn, f"SELECT count(*) FROM {schema}.schema_version")
+        assert [(LATEST + 1,)] == sql(pg_dsn, f"SELECT count(*) FROM {schema}.schema_version")
 
     def test_schema_name_is_an_identifier(self) -> None:
         """The schema name goes into SQL text, so only plain identifiers are taken."""
