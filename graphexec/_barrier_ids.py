@@ -12,6 +12,7 @@ and every store (decisions submitted from another process), so it lives apart fr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Container, Mapping
 
 from ._decisions import Approve, Edit, Reject, Skip
@@ -62,6 +63,19 @@ def is_resolved(counts: Mapping[str, int], pending: str | None, node: str, occur
     if occurrence < reached:
         return True
     return occurrence == reached and pending != f"{node}#{occurrence}"
+
+
+def path_pattern(pattern: str) -> re.Pattern[str]:
+    """A barrier path pattern as a regex: ``*`` matches within one path segment, so
+    ``"tools[*]/approve"`` matches ``"tools[2]/approve"`` (and the pattern itself)."""
+    return re.compile(re.escape(pattern).replace(r"\*", r"[^/]*"))
+
+
+def path_known(node: str, barrier_nodes: Collection[str]) -> bool:
+    """Whether ``node``, a barrier inside a child run (``"tools[2]/approve"``), matches one of
+    the graph's barrier path patterns (``"tools[*]/approve"``, recorded with its barrier
+    nodes, so a store can check a path id without the graph)."""
+    return "/" in node and any("/" in p and path_pattern(p).fullmatch(node) for p in barrier_nodes)
 
 
 def check_decision_value(decision: object, *, trace_id: str | None) -> None:
@@ -127,7 +141,11 @@ def check_decision(
                 trace_id=trace_id,
                 node=node,
             )
-    if barrier_nodes is not None and node not in barrier_nodes:
+    if (
+        barrier_nodes is not None
+        and node not in barrier_nodes
+        and not path_known(node, barrier_nodes)
+    ):
         graph = f" of graph {graph_name!r}" if graph_name else ""
         raise InvalidDecision(
             f"{node!r} is not a barrier node{graph} "

@@ -355,6 +355,7 @@ class Checkpointer:
                 failure=failure,
                 turn=run.turn,
                 turn_start=run.turn_start,
+                children=run.children,
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:

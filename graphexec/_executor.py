@@ -25,7 +25,8 @@ from ._restore import Restored, restore
 from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
 from ._run.attempts import Resilience
-from ._run.decisions import check_request, initial_decisions
+from ._run.child import pending_barriers
+from ._run.decisions import check_path_decision, check_request, initial_decisions
 from ._runstate import RunState, barrier_info, failure_of
 from ._state import changes_of
 from ._telemetry import Telemetry
@@ -504,6 +505,11 @@ class GraphExecutor:
             error=failure_of(body),
             parent=restored.parent,
             turn=body.turn,
+            pending_barriers=[
+                info
+                for p in pending_barriers(body.pending_barrier, body.children)
+                if (info := barrier_info(p)) is not None
+            ],
         )
 
     async def history(
@@ -630,7 +636,7 @@ class GraphExecutor:
             graph_name=graph.name,
             graph_hash=graph.hash,
             reducers=reducer_names(dict(graph.reducers)),
-            barrier_nodes=sorted(graph.decision_nodes),
+            barrier_nodes=graph.decision_paths,
             lease_ttl=self.lease_ttl,
             send_event=emitter.send if emitter is not None else None,
             parent=parent,
@@ -871,8 +877,14 @@ class GraphExecutor:
                 node=next_node,
             )
         if pending is not None:
-            spec = graph.nodes.get(pending.node)
-            if spec is None or pending.node not in graph.decision_nodes:
+            known = pending.node in graph.decision_nodes
+            if "/" in pending.node:  # a barrier inside a child run
+                try:
+                    check_path_decision(graph, pending.barrier_id, wildcard=False, trace_id=None)
+                    known = True
+                except GraphError:
+                    known = False
+            if not known:
                 raise GraphChanged(
                     f"the run waits at barrier {pending.barrier_id!r}, but {pending.node!r} is no "
                     f"longer a barrier of graph {graph.name!r}",

@@ -14,7 +14,17 @@ from ._callables import classify, describe
 from ._decisions import DefaultAction
 from ._rerun.fingerprint import FingerprintOption, node_fingerprint
 from ._retry import Retry
-from ._spec import _DEFAULTS, _ON_ERROR, Branch, Edge, NodeKind, NodeSpec, OnError, OnFailure
+from ._spec import (
+    _DEFAULTS,
+    _ON_ERROR,
+    Branch,
+    Child,
+    Edge,
+    NodeKind,
+    NodeSpec,
+    OnError,
+    OnFailure,
+)
 from ._state import StateSpec
 from ._validate import validate
 
@@ -125,6 +135,11 @@ class Graph:
                 data.update(over=s.over, into=s.into, on_error=s.on_error)
             elif s.kind == "barrier":
                 data.update(timeout=s.timeout, default=s.default, record=s.record)
+            if s.child is not None:
+                data["child"] = s.child.graph.hash
+            children = {b.name: b.child.graph.hash for b in s.branches if b.child is not None}
+            if children:
+                data["child_branches"] = children
             # Routing-relevant resilience settings, only when set (older hashes stay valid).
             if s.on_failure not in (None, "fail"):
                 data["on_failure"] = s.on_failure
@@ -153,36 +168,85 @@ class Graph:
 
         return hashlib.sha256(msgspec.json.encode(self.structure())).hexdigest()
 
+    @property
+    def decision_paths(self) -> list[str]:
+        """The nodes that take decisions, with those inside child graphs as path patterns
+        (``"tools[*]/approve"``, ``"sub/approve"``, ``"research[deep]/approve"``): what a
+        checkpoint records as the graph's barrier nodes, so a store checks path ids too."""
+        out = set(self.decision_nodes)
+        for name, spec in self.nodes.items():
+            kids = [(f"{name}[{b.name}]", b.child) for b in spec.branches if b.child]
+            if spec.child is not None:
+                kids.append((name if spec.kind == "subgraph" else f"{name}[*]", spec.child))
+            for head, child in kids:
+                out.update(f"{head}/{p}" for p in child.graph.decision_paths)
+        return sorted(out)
+
     def routes(self, node: str) -> _Routes:
         """The edges out of ``node``, split by kind (internal to the executor)."""
         return self._routes[node]
 
     def to_mermaid(self) -> str:
-        """A Mermaid flowchart: parallel nodes as subroutines, barriers as hexagons."""
+        """A Mermaid flowchart: parallel nodes as subroutines, barriers as hexagons, child
+        graphs (subgraph nodes, maps over a graph, branches that are graphs) as Mermaid
+        ``subgraph`` blocks holding the child's nodes and edges."""
         lines = ["flowchart TD", "    __start__([start])"]
-        for name, s in self.nodes.items():
-            ident = _mermaid_id(name)
-            label = name.replace('"', "'")
-            shape = {
-                "node": f'["{label}"]',
-                "parallel": f'[["{label}"]]',
-                "map": f'[["{label} (map)"]]',
-                "barrier": f'{{{{"{label}"}}}}',
-            }[s.kind]
-            lines.append(f"    {ident}{shape}")
+        _mermaid_nodes(self, "n_", "    ", lines)
         lines.append(f"    __start__ --> {_mermaid_id(self.start)}")
-        for e in self.edges:
-            src, dst = _mermaid_id(e.source), _mermaid_id(e.target)
-            if e.kind == "when" and e.when is not None:
-                cond = _condition_label(e.when)
-                lines.append(f'    {src} -- "{cond}" --> {dst}')
-            elif e.kind == "fallback":
-                lines.append(f"    {src} -. fallback .-> {dst}")
-            else:
-                lines.append(f"    {src} --> {dst}")
+        _mermaid_edges(self, "n_", "    ", lines)
         lines.append("    __end__([end])")
         lines.extend(f"    {_mermaid_id(n)} --> __end__" for n in sorted(self.ends))
         return "\n".join(lines) + "\n"
+
+
+def _mermaid_into(graph: Graph, prefix: str, indent: str, lines: list[str]) -> None:
+    """Append ``graph``'s nodes and edges, node ids starting with ``prefix``."""
+    _mermaid_nodes(graph, prefix, indent, lines)
+    _mermaid_edges(graph, prefix, indent, lines)
+
+
+def _mermaid_nodes(graph: Graph, prefix: str, indent: str, lines: list[str]) -> None:
+    """Append ``graph``'s nodes (a node with child graphs as a block holding them)."""
+    for name, s in graph.nodes.items():
+        ident = _mermaid_id(name, prefix)
+        label = name.replace('"', "'")
+        children = [(b.name, b.child) for b in s.branches if b.child is not None]
+        if s.child is not None:
+            children.append(("", s.child))
+        if children:
+            suffix = {"map": " (map)", "parallel": " (parallel)"}.get(s.kind, "")
+            lines.append(f'{indent}subgraph {ident}["{label}{suffix}"]')
+            lines.append(f"{indent}    direction TB")
+            for branch, child in children:
+                inner = f"{ident}__{branch}_" if branch else f"{ident}__"
+                if branch:
+                    lines.append(f'{indent}    subgraph {inner}["{branch}"]')
+                    _mermaid_into(child.graph, inner, indent + "        ", lines)
+                    lines.append(f"{indent}    end")
+                else:
+                    _mermaid_into(child.graph, inner, indent + "    ", lines)
+            lines.append(f"{indent}end")
+            continue
+        shape = {
+            "node": f'["{label}"]',
+            "parallel": f'[["{label}"]]',
+            "map": f'[["{label} (map)"]]',
+            "barrier": f'{{{{"{label}"}}}}',
+            "subgraph": f'[["{label}"]]',
+        }[s.kind]
+        lines.append(f"{indent}{ident}{shape}")
+
+
+def _mermaid_edges(graph: Graph, prefix: str, indent: str, lines: list[str]) -> None:
+    for e in graph.edges:
+        src, dst = _mermaid_id(e.source, prefix), _mermaid_id(e.target, prefix)
+        if e.kind == "when" and e.when is not None:
+            cond = _condition_label(e.when)
+            lines.append(f'{indent}{src} -- "{cond}" --> {dst}')
+        elif e.kind == "fallback":
+            lines.append(f"{indent}{src} -. fallback .-> {dst}")
+        else:
+            lines.append(f"{indent}{src} --> {dst}")
 
 
 def _condition_label(fn: Callable[..., Any]) -> str:
@@ -194,9 +258,9 @@ def _condition_label(fn: Callable[..., Any]) -> str:
     return name.replace('"', "'").replace("<", "").replace(">", "")
 
 
-def _mermaid_id(name: str) -> str:
+def _mermaid_id(name: str, prefix: str = "n_") -> str:
     safe = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-    return f"n_{safe}"
+    return f"{prefix}{safe}"
 
 
 class GraphBuilder:
@@ -314,7 +378,7 @@ class GraphBuilder:
     def parallel(
         self,
         name: str,
-        branches: Mapping[str, Callable[..., Any]],
+        branches: Mapping[str, Callable[..., Any] | Graph],
         *,
         on_error: OnError = "fail_fast",
         inline: bool = False,
@@ -342,7 +406,9 @@ class GraphBuilder:
                 name=name,
                 kind="parallel",
                 branches=tuple(
-                    Branch(
+                    Branch(b, None, None, _child(f"{name}[{b}]", fn, None, None, 100))
+                    if isinstance(fn, Graph)
+                    else Branch(
                         b,
                         classify(fn, what=f"branch {b!r} of node {name!r}", inline=inline),
                         node_fingerprint(
@@ -360,7 +426,7 @@ class GraphBuilder:
                 fingerprint=self._fingerprint(
                     name,
                     fingerprint,
-                    list(branches.values()),
+                    [f for f in branches.values() if not isinstance(f, Graph)],
                     {
                         "kind": "parallel",
                         "branches": list(branches),
@@ -383,11 +449,14 @@ class GraphBuilder:
     def map(
         self,
         name: str,
-        fn: Callable[..., Any],
+        fn: Callable[..., Any] | Graph,
         *,
         over: str,
         into: str,
         max_concurrency: int | None = None,
+        input: Any = None,
+        output: Any = None,
+        max_steps: int = 100,
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
@@ -401,10 +470,30 @@ class GraphBuilder:
         breaker: CircuitBreaker | None = None,
     ) -> GraphBuilder:
         """Run ``fn(item)`` or ``fn(item, ctx)`` once per item of ``state[over]``, at most
-        ``max_concurrency`` at a time, and append the results in item order to ``into``."""
+        ``max_concurrency`` at a time, and append the results in item order to ``into``.
+
+        ``fn`` may be a built Graph: each item then runs a child graph at path
+        ``"<name>[<i>]"``. ``input`` makes its initial state from the item (None: the item,
+        which must be a mapping; key names; ``{child_key: item_key}``; a callable (item) ->
+        mapping); ``output`` makes the item's result from the child's final state (None: the
+        whole final state; a key name: that key's value; a callable (final state) -> value).
+        ``input``/``output``/``max_steps`` are for graphs only."""
 
         def make() -> NodeSpec:
             _check_on_error(name, on_error)
+            if isinstance(fn, Graph):
+                child: Child | None = _child(name, fn, input, output, max_steps)
+                if output is not None and not (callable(output) or isinstance(output, str)):
+                    raise ValueError(
+                        f"map node {name!r}: output= is a key name or a callable (an item's "
+                        "result is one value)"
+                    )
+            else:
+                child = None
+                if input is not None or output is not None:
+                    raise ValueError(
+                        f"map node {name!r}: input= and output= apply when the map runs a graph"
+                    )
             if max_concurrency is not None and max_concurrency < 1:
                 raise ValueError(f"map node {name!r}: max_concurrency must be >= 1")
             for label, key in (("over", over), ("into", into)):
@@ -413,7 +502,10 @@ class GraphBuilder:
             return NodeSpec(
                 name=name,
                 kind="map",
-                call=classify(fn, what=f"map node {name!r}", inline=inline, arg="item"),
+                call=None
+                if child is not None
+                else classify(fn, what=f"map node {name!r}", inline=inline, arg="item"),
+                child=child,
                 over=over,
                 into=into,
                 max_concurrency=max_concurrency,
@@ -422,7 +514,7 @@ class GraphBuilder:
                 fingerprint=self._fingerprint(
                     name,
                     fingerprint,
-                    [fn],
+                    [] if child is not None else [fn],  # type: ignore[list-item]  # a function here
                     {
                         "kind": "map",
                         "over": over,
@@ -436,6 +528,48 @@ class GraphBuilder:
                 retry=retry,
                 timeout=timeout,
                 heartbeat_timeout=heartbeat_timeout,
+                on_failure=on_failure,
+                compensate=compensate,
+                breaker=breaker,
+            )
+
+        return self._add(name, make)
+
+    def subgraph(
+        self,
+        name: str,
+        graph: Graph,
+        *,
+        input: Any = None,
+        output: Any = None,
+        max_steps: int = 100,
+        side_effects: bool = False,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        compensate: str | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> GraphBuilder:
+        """Run ``graph`` as this node: a child run with its own state, reducers and routing.
+
+        ``input`` makes the child's initial state from the parent's: None (a copy of the
+        whole state), key names, ``{child_key: parent_key}``, or a callable (state) ->
+        mapping. ``output`` gives back the child's final state: None (``{name: final
+        state}``), key names (those keys, written to the parent's keys of the same name),
+        ``{parent_key: child_key}``, or a callable (final state) -> updates. The updates go
+        through the parent's reducers. The child's events reach the parent's consumer with
+        their path (``"<name>/<child node>"``); ``max_steps`` bounds the child's steps.
+        ``retry``, ``timeout`` and ``on_failure`` apply to the whole child run (a retry runs
+        it again from its start)."""
+
+        def make() -> NodeSpec:
+            return NodeSpec(
+                name=name,
+                kind="subgraph",
+                child=_child(name, graph, input, output, max_steps),
+                side_effects=side_effects,
+                retry=retry,
+                timeout=timeout,
                 on_failure=on_failure,
                 compensate=compensate,
                 breaker=breaker,
@@ -546,6 +680,28 @@ class GraphBuilder:
             ends=v.ends,
             state_type=v.state_type,
         )
+
+
+def _child(name: str, graph: Any, input: Any, output: Any, max_steps: int) -> Child:
+    """Check a child graph declaration (raising ValueError naming the node)."""
+    if not isinstance(graph, Graph):
+        raise TypeError(
+            f"node {name!r}: expected a built gx.Graph to run as a child, got "
+            f"{type(graph).__name__}"
+        )
+    for label, spec in (("input", input), ("output", output)):
+        if spec is None or callable(spec) or isinstance(spec, str | Mapping):
+            continue
+        if not isinstance(spec, Sequence) or not all(isinstance(k, str) for k in spec):
+            raise ValueError(
+                f"node {name!r}: {label}= must be None, key names, a mapping of key names or "
+                f"a callable, got {type(spec).__name__}"
+            )
+    if isinstance(input, str):
+        raise TypeError(f"node {name!r}: input= takes key names as a list, not one str")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"node {name!r}: max_steps must be a positive int")
+    return Child(graph=graph, input=input, output=output, max_steps=max_steps)
 
 
 def _check_on_error(name: str, on_error: str) -> None:

@@ -49,6 +49,10 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     parent: ParentRef | None = None
     turn: int = 1
     """The conversation turn of the last checkpointed run on this trace."""
+    pending_barriers: list[BarrierInfo] = msgspec.field(default_factory=list)
+    """Every barrier the run waits at, by path: barriers inside child runs (map items,
+    subgraph nodes, graph branches) with path ids (``"tools[2]/approve#1"``);
+    ``pending_barrier`` is the first of them."""
 
 
 def barrier_info(pending: PendingBarrier | None) -> BarrierInfo | None:

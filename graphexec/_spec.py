@@ -21,6 +21,7 @@ from ._retry import Retry
 
 __all__ = (
     "Branch",
+    "Child",
     "Declarations",
     "Edge",
     "NodeKind",
@@ -30,7 +31,7 @@ __all__ = (
     "Validated",
 )
 
-NodeKind: TypeAlias = Literal["node", "parallel", "map", "barrier"]
+NodeKind: TypeAlias = Literal["node", "parallel", "map", "barrier", "subgraph"]
 OnError: TypeAlias = Literal["fail_fast", "collect", "continue"]
 _ON_ERROR = ("fail_fast", "collect", "continue")
 OnFailure: TypeAlias = Literal["fail", "skip", "fallback", "compensate", "pause"]
@@ -44,9 +45,27 @@ class Branch(msgspec.Struct, frozen=True):
     """One branch of a static parallel node."""
 
     name: str
-    call: UserFn
+    call: UserFn | None
     fingerprint: str | None = None
     """The branch's own fingerprint (a re-run runs only the branches that changed)."""
+    child: Child | None = None
+    """A branch that is a graph (``call`` is then unused): how it runs as a child."""
+
+
+class Child(msgspec.Struct, frozen=True):
+    """A graph run as a child of a node: a subgraph node, each item of a map over a graph, or
+    a parallel branch that is a graph (``_run/child.py`` runs it)."""
+
+    graph: Any
+    """The child's ``Graph`` (Any: ``_graph`` imports this module)."""
+    input: Any = None
+    """How the child's initial state is made: None (subgraph, branch: a copy of the parent's
+    state; map: the item, which must be a mapping), a sequence of key names, a mapping
+    ``{child_key: parent_key}``, or a callable (parent state view or item) -> mapping."""
+    output: Any = None
+    """What the child's final state gives back: see ``_run/child.py`` (``out_of``)."""
+    max_steps: int = 100
+    """The child run's own bound on steps (StepsExceeded inside the child)."""
 
 
 class NodeSpec(msgspec.Struct, frozen=True):
@@ -79,6 +98,8 @@ class NodeSpec(msgspec.Struct, frozen=True):
     compensate: str | None = None
     """The node that undoes this one (run by a later ``on_failure="compensate"``)."""
     breaker: CircuitBreaker | None = None
+    child: Child | None = None
+    """subgraph: the graph it runs; map: set when each item runs a graph (``call`` unused)."""
     resilient: bool = False
     """Set by build(): the node has a retry, a timeout, a heartbeat timeout or a breaker."""
     guarded: bool = False

@@ -210,7 +210,7 @@ def _resilience(
         ):
             if value is not None and not (isinstance(value, int | float) and value > 0):
                 problems.append(f"{where}: {label} must be > 0 seconds, got {value!r}")
-        calls = [spec.call] if spec.call is not None else [b.call for b in spec.branches]
+        calls = [spec.call] if spec.call is not None else [b.call for b in spec.branches if b.call]
         if (spec.timeout is not None or spec.heartbeat_timeout is not None) and any(
             c.inline and not c.is_async for c in calls
         ):

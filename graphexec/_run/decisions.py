@@ -10,11 +10,18 @@ per occurrence) is ``_barrier_ids.check_decision``, which the stores call too.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+import re
+from collections.abc import Callable, Container, Mapping
 
 import msgspec
 
-from .._barrier_ids import WILDCARD, check_decision, check_decision_value
+from .._barrier_ids import (
+    WILDCARD,
+    check_decision,
+    check_decision_value,
+    parse_barrier_id,
+    path_pattern,
+)
 from .._decisions import Decision, Edit
 from .._graph import Graph
 from ..checkpoint._record import StoredDecision
@@ -27,9 +34,12 @@ __all__ = (
     "check_decision_type",
     "check_edit",
     "check_offer",
+    "check_path_decision",
     "check_request",
     "initial_decisions",
     "merge_stored",
+    "segment_re",
+    "split_path",
     "take_decision",
 )
 
@@ -115,6 +125,13 @@ def initial_decisions(
     Checked as the handle checks them: a bad decision never starts the run."""
     found: dict[str, Decision] = {}
     for key, decision in (decisions or {}).items():
+        if "/" in key:  # a barrier inside a child graph: its id, or a path pattern
+            check_decision_value(decision, trace_id=trace_id)
+            check_path_decision(
+                graph, key, wildcard="#" not in key, trace_id=trace_id, decision=decision
+            )
+            found[key] = decision
+            continue
         check_request(
             key,
             decision,
@@ -151,6 +168,91 @@ def check_offer(
     )
 
 
+def segment_re(pattern: str) -> re.Pattern[str]:
+    """A path pattern's regex: ``*`` matches within one segment (``tools[*]/approve``)."""
+    return path_pattern(pattern)
+
+
+def split_path(key: str) -> tuple[str, str]:
+    """``"tools[2]/approve#1"`` -> ``("tools[2]", "approve#1")`` (first segment, rest)."""
+    head, _sep, rest = key.partition("/")
+    return head, rest
+
+
+def _child_of(graph: Graph, head: str, *, pattern: bool) -> tuple[str, Graph] | None:
+    """The parent node and child graph a path segment names (``"sub"``, ``"tools[2]"``,
+    ``"research[deep]"``; with ``pattern``, ``"tools[*]"``), or None."""
+    name, bracket, rest = head.partition("[")
+    spec = graph.nodes.get(name)
+    if spec is None:
+        return None
+    if not bracket:
+        if spec.kind == "subgraph" and spec.child is not None:
+            return name, spec.child.graph
+        return None
+    if not rest.endswith("]"):
+        return None
+    key = rest[:-1]
+    if spec.kind == "map" and spec.child is not None:
+        if key.isdigit() or (pattern and "*" in key):
+            return name, spec.child.graph
+        return None
+    if spec.kind == "parallel":
+        for b in spec.branches:
+            if b.child is not None and (b.name == key or (pattern and "*" in key)):
+                return name, b.child.graph
+    return None
+
+
+def check_path_decision(
+    graph: Graph,
+    key: str,
+    *,
+    wildcard: bool,
+    trace_id: str | None,
+    decision: object = None,
+) -> str:
+    """Check that ``key`` (``"tools[2]/approve#1"``, or with ``wildcard`` a path pattern like
+    ``"tools[*]/approve"``) names a barrier inside a child graph of ``graph``; return the
+    barrier node's path. Raises NodeNotFound or InvalidDecision naming what is wrong."""
+    g = graph
+    rest = key
+    walked: list[str] = []
+    while "/" in rest:
+        head, rest = split_path(rest)
+        found = _child_of(g, head, pattern=wildcard)
+        if found is None:
+            raise NodeNotFound(
+                f"{key!r}: {'/'.join([*walked, head])!r} is not a child graph of graph "
+                f"{graph.name!r} (a subgraph node, a map item '<node>[<i>]' or a branch that "
+                "is a graph '<node>[<branch>]')",
+                trace_id=trace_id,
+                node=key,
+            )
+        walked.append(head)
+        g = found[1]
+    node, occurrence = parse_barrier_id(rest)
+    if wildcard and occurrence is not None:
+        raise InvalidDecision(
+            f"decide_node() takes a node path, got {key!r}; use decide() for one occurrence",
+            trace_id=trace_id,
+        )
+    if not wildcard and occurrence is None:
+        raise InvalidDecision(
+            f"{key!r} is not a barrier id ('<path>/<node>#<occurrence>'); use decide_node() "
+            "to decide every occurrence of a node path",
+            trace_id=trace_id,
+        )
+    try:
+        check_barrier_node(g, node, trace_id=trace_id)
+        if isinstance(decision, Edit):  # against the child's state, where it applies
+            check_edit(g, decision, node)
+    except GraphError as exc:
+        exc.node = "/".join([*walked, node])
+        raise
+    return "/".join([*walked, node])
+
+
 def take_decision(position: Position, barrier_id: str, node: str) -> Decision | None:
     """The decision for one occurrence: an exact one is used up; a wildcard serves them all."""
     decision = position.decisions.pop(barrier_id, None)
@@ -160,13 +262,20 @@ def take_decision(position: Position, barrier_id: str, node: str) -> Decision | 
 
 
 def merge_stored(
-    graph: Graph, position: Position, items: list[StoredDecision], trace_id: str
+    graph: Graph,
+    position: Position,
+    items: list[StoredDecision],
+    trace_id: str,
+    *,
+    route: Callable[[str, Decision, bool], None] | None = None,
 ) -> list[SkippedDecision]:
     """Keep decisions that came through the store; return the ones the run cannot use.
 
     A row the run cannot use (undecodable, a bare node name, not a barrier, an occurrence
     already resolved or already decided, an Edit the typed state refuses) never fails the run
-    and never uses up an occurrence: it is skipped, and the caller reports it.
+    and never uses up an occurrence: it is skipped, and the caller reports it. A decision
+    for a barrier inside a child run (a path id or pattern) goes to ``route`` (the run's
+    ``ChildHost``), which checks it against the child graph and raises what it refuses.
     """
     skipped: list[SkippedDecision] = []
     pending = position.pending.barrier_id if position.pending else None
@@ -183,6 +292,9 @@ def merge_stored(
                     f"{key!r} is a bare node name: a wildcard is only taken when submitted "
                     "with every_occurrence=True"
                 )
+            if "/" in key and route is not None:
+                route(node if wildcard else key, item.decision, wildcard)
+                continue
             node, _ = check_request(
                 node if wildcard else key,
                 item.decision,

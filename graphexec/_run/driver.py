@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from .._apply import TornUpdate, apply_changes
 from .._barrier_ids import barrier_id as _barrier_id
@@ -53,6 +54,7 @@ from ..exceptions import (
 )
 from ..typing import RunStatus
 from .attempts import Resilience, cause_of, error_record
+from .child import ChildHost
 from .decisions import check_offer, merge_stored, take_decision
 from .invoke import invoke
 from .position import Position
@@ -142,6 +144,10 @@ class Driver:
         self._t0 = 0.0
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[str](math.inf)
         self._save_lock = anyio.Lock()
+        self._tg: TaskGroup | None = None
+        self.host = ChildHost(self)
+        """The child runs of the current step (subgraphs, maps over graphs, graph branches)."""
+        self.rec.host = self.host
 
     @property
     def status(self) -> RunStatus:
@@ -168,6 +174,7 @@ class Driver:
             self._open_segment(self.telemetry)
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 await self.ckpt.start(tg)
                 if log is not None and log.store is not None:
                     tg.start_soon(log.run)
@@ -340,6 +347,9 @@ class Driver:
                 f"takes no more decisions{hint}",
                 trace_id=self.trace_id,
             )
+        if "/" in key:  # a barrier inside a child run: its path id or a path pattern
+            self.host.offer(key, decision, wildcard=wildcard)
+            return
         check_offer(self.graph, self.pos, key, decision, wildcard=wildcard, trace_id=self.trace_id)
         self.pos.decisions[key] = decision
         try:
@@ -393,7 +403,14 @@ class Driver:
             await anyio.lowlevel.checkpoint_if_cancelled()
         self.recorded.set()
         if pos.pending is not None:
-            await self._reenter_barrier(pos.pending)
+            if "/" in pos.pending.node:
+                # A child waits (a path id): the step of next_node resumes the children,
+                # with the decisions that reached the store meanwhile.
+                pos.pending = None
+                pos.status = "running"
+                await self._pull_store_decisions()
+            else:
+                await self._reenter_barrier(pos.pending)
         nodes = graph.nodes
         scope = self._scope
         while pos.next_node is not None:
@@ -433,7 +450,7 @@ class Driver:
         if reuse is not None:
             if await self._reused(spec, reuse):
                 return
-            if spec.kind != "node" and pos.kept is None:
+            if spec.kind in ("parallel", "map") and pos.kept is None:
                 found = reuse.kept_for(spec, self.state, pos.step + 1)
                 if found is not None:
                     pos.kept, reads.known = found
@@ -500,6 +517,8 @@ class Driver:
         pos.next_node = None
         if pos.kept is not None:
             pos.kept = None
+        if pos.children or self.host.finished:
+            self.host.clear()
         if spec.compensate is not None:
             pos.compensable.append(name)
         nxt = route(self.graph, self.state, name, directive)
@@ -1028,7 +1047,9 @@ class Driver:
         be submitted): nothing written to the store fails the run or uses up an occurrence."""
         if not found:
             return
-        skipped = merge_stored(self.graph, self.pos, found, self.trace_id)
+        skipped = merge_stored(
+            self.graph, self.pos, found, self.trace_id, route=self.host.offer_stored
+        )
         for bad in skipped:
             self.log.warning(
                 "skipped a stored decision",
@@ -1058,6 +1079,14 @@ class Driver:
                     node=bad.node,
                 ),
             )
+
+    def start_polling(self, poll: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``poll`` (a child host's store poll) beside the loop until the run ends; False
+        when there is no store to poll."""
+        if self.store is None or self._tg is None:
+            return False
+        self._tg.start_soon(poll)
+        return True
 
     async def _resolve(
         self,
@@ -1142,6 +1171,7 @@ class Driver:
         decisions_after: int | None = None,
         allow_base: bool = True,
     ) -> Any:
+        self.host.prepare()
         return await self.ckpt.save(
             self.pos,
             self.state,
@@ -1245,6 +1275,7 @@ class Driver:
         """Cancelled (handle.cancel(), the consumer leaving, or an outer cancel scope), or
         interrupted (the executor's shutdown)."""
         pos = self.pos
+        self.host.prepare()
         waiting = pos.pending is not None and not self._cancel_requested
         interrupted = self._interrupted and not self._cancel_requested and not waiting
         status: RunStatus = "waiting" if waiting else "interrupted" if interrupted else "cancelled"

@@ -19,12 +19,13 @@ from .._context import NodeContext, _Usage
 from .._directives import End, Fallback, Goto
 from .._events import BranchCompleted, ParallelCompleted, ParallelStarted
 from .._graph import NodeSpec
-from .._spec import ERRORS_KEY
+from .._spec import ERRORS_KEY, Branch, Child
 from .._state import changes_of
 from .._view import fresh
 from ..checkpoint._record import BranchRecord, KeptOutputs
 from ..exceptions import NodeExecutionFailed, StateError
 from .attempts import Resilience, error_record, retry_branch
+from .child import item_value, run_child, state_in, subgraph_changes
 from .invoke import invoke
 from .recorder import Recorder, error_info
 
@@ -208,10 +209,13 @@ async def _outcome(
     name = spec.name
     if spec.on_error == "fail_fast" and spec.on_failure not in _SURVIVED:
         first_branch, first = next(iter(failures.items()))
+        # A branch or item that is a child graph: the error names the path of the node that
+        # failed inside it ("tools[2]/search"), not only the fan-out node.
+        inner = getattr(first, "node", None)
         raise NodeExecutionFailed(
             f"branch {first_branch!r} of node {name!r} failed: {first!r} "
             "(on_error='fail_fast' cancelled the other branches)",
-            node=name,
+            node=inner if isinstance(inner, str) and inner.startswith(f"{name}[") else name,
             cause=first,
             failures=failures,
         )
@@ -232,6 +236,39 @@ async def _outcome(
         await rec.observed(step, name, span, error_info(exc, name), bname)
 
 
+def _branch_call(branch: Branch, node: str, rec: Recorder, step: int) -> UserFn:
+    """A branch's callable: its function, or for a branch that is a graph, a call that runs
+    the child at path ``<node>[<branch>]`` and returns ``output=``'s updates."""
+    child = branch.child
+    if child is None:
+        assert branch.call is not None
+        return branch.call
+    path = f"{node}[{branch.name}]"
+
+    async def run(view: Any) -> Any:
+        initial = state_in(child, view, path, item=False)
+        final, typed = await run_child(child.graph, child, initial, path, rec, step)
+        out = subgraph_changes(child, branch.name, final, typed)
+        await rec.host.saved_done(branch.name, out)
+        return out
+
+    return UserFn(run, True, False, True)
+
+
+def _item_call(child: Child, path: str, rec: Recorder, step: int) -> UserFn:
+    """A map item's callable when each item runs a graph: the child at ``path``
+    (``"<node>[<i>]"``), whose final state gives the item's result."""
+
+    async def run(item: Any) -> Any:
+        initial = state_in(child, item, path, item=True)
+        final, typed = await run_child(child.graph, child, initial, path, rec, step)
+        out = item_value(child, path, final, typed)
+        await rec.host.saved_done(path, out)
+        return out
+
+    return UserFn(run, True, False, True)
+
+
 async def run_parallel(
     rec: Recorder,
     usage: _Usage,
@@ -250,7 +287,7 @@ async def run_parallel(
     branch read: per branch that succeeded, its keys and how many of the deltas it wrote, and
     for the node every branch's keys (a branch whose output was kept: the keys ``reads.known``
     gives for it, else unknown)."""
-    jobs = [(b.name, b.call, view()) for b in spec.branches]
+    jobs = [(b.name, _branch_call(b, spec.name, rec, step), view()) for b in spec.branches]
     results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None, fan)
     writers: dict[str, list[str]] = {}
     merged: list[tuple[str, Any]] = []
@@ -320,7 +357,7 @@ async def run_map(
 ) -> tuple[list[tuple[str, Any]], dict[str, BaseException]]:
     """Run a map node over ``state[over]``; one delta appending the results to ``into`` (a
     failed item that did not fail the node contributes nothing), and the failed items."""
-    assert spec.call is not None and spec.over is not None and spec.into is not None
+    assert spec.over is not None and spec.into is not None
     items = state.get(spec.over)
     if items is None:
         items = []
@@ -332,7 +369,15 @@ async def run_map(
             node=spec.name,
         )
     # Each item is a copy (fresh): a map function mutating its item cannot change the state.
-    jobs = [(f"{spec.name}[{i}]", spec.call, fresh(item)) for i, item in enumerate(items)]
+    child = spec.child
+    call = spec.call
+    jobs: list[tuple[str, UserFn, Any]] = []
+    for i, item in enumerate(items):
+        path = f"{spec.name}[{i}]"
+        if child is not None:
+            call = _item_call(child, path, rec, step)
+        assert call is not None
+        jobs.append((path, call, fresh(item)))
     results, failures = await _fan_out(
         rec, usage, spec, step, span, jobs, spec.max_concurrency, fan
     )

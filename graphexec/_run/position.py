@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from .._decisions import Decision
-from ..checkpoint._record import CheckpointBody, KeptOutputs, PendingBarrier
+from ..checkpoint._record import CheckpointBody, ChildRun, KeptOutputs, PendingBarrier
 from ..typing import RunStatus
 
 __all__ = ("Position",)
@@ -47,6 +47,9 @@ class Position(msgspec.Struct):
     """The conversation turn (a completed trace's next run is the next turn)."""
     turn_start: int = 0
     """The step count when this turn started: ``max_steps`` counts the steps after it."""
+    children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
+    """Child runs of ``next_node`` not finished at the last checkpoint, by path (filled by
+    ``child.ChildHost`` before each save; a resumed step resumes them)."""
 
     @classmethod
     def start(cls, node: str, decisions: dict[str, Decision] | None = None) -> Position:
@@ -80,4 +83,5 @@ class Position(msgspec.Struct):
             compensable=list(body.compensable),
             turn=body.turn,
             turn_start=body.turn_start,
+            children=dict(body.children),
         )

@@ -38,7 +38,7 @@ def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
 class Recorder:
     """Events, execution-log lines and log lines of one run."""
 
-    __slots__ = ("emitter", "entries", "log", "reducers", "tel", "trace_id", "wall")
+    __slots__ = ("emitter", "entries", "host", "log", "reducers", "tel", "trace_id", "wall")
 
     def __init__(
         self,
@@ -61,6 +61,8 @@ class Recorder:
         self.wall = time.time() - time.perf_counter()
         """Added to a ``perf_counter`` reading: wall-clock time for the execution log (one
         offset per run, so durations stay monotonic and a line costs no extra clock call)."""
+        self.host: Any = None
+        """The run's ``child.ChildHost`` (set by the Driver): where child runs start."""
 
     async def send(self, event: GraphEvent) -> None:
         """Deliver a built event (callers build it only under ``if rec.emitter``)."""

@@ -26,6 +26,7 @@ from .._state import changes_of
 from ..checkpoint._record import BranchRecord
 from ..exceptions import GraphError, NodeExecutionFailed, NodeTimeout, RetriesExhausted
 from .attempts import Resilience, attempt_call, cause_of
+from .child import run_child, state_in, subgraph_changes
 from .fanout import BranchBackoff, FanOut, run_map, run_parallel
 from .invoke import invoke
 from .position import Position
@@ -122,6 +123,12 @@ async def execute_node(
                 assert spec.over is not None
                 reads.keys = frozenset((spec.over,))
             return _fell_back(spec, failures), changes, usage
+        if kind == "subgraph":
+            child = spec.child
+            assert child is not None
+            initial = state_in(child, graph.spec.view(state), name, item=False)
+            final, typed = await run_child(child.graph, child, initial, name, rec, step)
+            return None, changes_of(subgraph_changes(child, name, final, typed), node=name), None
         if kind == "barrier":
             raise AssertionError(f"barrier {name!r} is resolved by the loop, not executed")
         assert_never(kind)
@@ -169,7 +176,7 @@ async def run_attempts(
     and ``branch_backoff`` runs before each branch's backoff (see fanout.BranchBackoff).
     Raises the last error, as RetriesExhausted when the budget ran out.
     """
-    if spec.kind != "node":
+    if spec.kind in ("parallel", "map"):
         kept = pos.kept
         if kept is not None and (kept.node != spec.name or kept.step != step):
             kept = None

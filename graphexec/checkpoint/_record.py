@@ -27,6 +27,7 @@ __all__ = (
     "CheckpointBody",
     "CheckpointKind",
     "CheckpointSummary",
+    "ChildRun",
     "EventBatch",
     "Invalidation",
     "KeptOutputs",
@@ -107,6 +108,24 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     prompt: Any = None
     deadline: float | None = None
     """Wall-clock time (``time.time()``) at which the default action applies; None: never."""
+
+
+class ChildRun(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A child run (a subgraph node, a map item or a branch that is a graph) that had not
+    finished when its parent checkpointed: its whole state and position, so a resumed parent
+    resumes it where it stood (waiting at the same barrier id) instead of from its start."""
+
+    state: dict[str, Any]
+    step: int
+    next_node: str | None
+    barrier_counts: dict[str, int] = msgspec.field(default_factory=dict)
+    pending_barrier: PendingBarrier | None = None
+    """The barrier the child waits at (its id without the child's path)."""
+    decisions: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The child's unused decisions (ids without its path)."""
+    children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
+    """The child's own children that had not finished (nested paths), keyed by path."""
+    compensable: list[str] = msgspec.field(default_factory=list)
 
 
 class KeptOutputs(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -195,6 +214,9 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     """The conversation turn the run is in (a completed trace's next run is turn + 1)."""
     turn_start: int = 0
     """The step count when this turn started (``max_steps`` counts the steps after it)."""
+    children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
+    """Child runs of ``next_node`` (a subgraph, map or parallel node) that had not finished,
+    keyed by path (``"tools[2]"``); the finished ones are in ``kept``."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
