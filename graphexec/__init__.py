@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import reducers, testing
+from ._breaker import CircuitBreaker
 from ._context import NodeContext
 from ._decisions import Approve, Decision, Edit, Reject, Skip
 from ._directives import End, Fallback, Goto, Overwrite, StateDelta
@@ -18,6 +19,7 @@ from ._events import (
     BarrierWaiting,
     BranchCompleted,
     CheckpointSaved,
+    CircuitChanged,
     Custom,
     ErrorInfo,
     GraphComplete,
@@ -26,6 +28,8 @@ from ._events import (
     GraphStart,
     LogEntry,
     NodeEnd,
+    NodeInvalidated,
+    NodeRetry,
     NodeStart,
     ObservedError,
     ParallelCompleted,
@@ -35,6 +39,8 @@ from ._events import (
 from ._executor import GraphExecutor, RunState
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
+from ._rerun.plan import PlanReason, PlanRow, RerunPlan
+from ._retry import Retry
 from ._run import GraphResult, Run, RunHandle
 from .checkpoint import (
     CheckpointStore,
@@ -45,6 +51,7 @@ from .checkpoint import (
 from .exceptions import (
     Cancelled,
     CheckpointError,
+    CircuitOpen,
     GraphChanged,
     GraphChangedWarning,
     GraphError,
@@ -54,6 +61,11 @@ from .exceptions import (
     MissingEdge,
     NodeExecutionFailed,
     NodeNotFound,
+    NodeTimeout,
+    NonRetryable,
+    PlanStale,
+    RetriesExhausted,
+    RetryAfter,
     RunFinished,
     RunLocked,
     RunNotFound,
@@ -80,6 +92,10 @@ __all__ = (
     "CheckpointScore",
     "CheckpointStore",
     "CheckpointSummary",
+    # Resilience
+    "CircuitBreaker",
+    "CircuitChanged",
+    "CircuitOpen",
     "Custom",
     "Decision",
     "Edit",
@@ -110,13 +126,25 @@ __all__ = (
     "NodeContext",
     "NodeEnd",
     "NodeExecutionFailed",
+    "NodeInvalidated",
     "NodeNotFound",
+    "NodeRetry",
     "NodeStart",
+    "NodeTimeout",
+    "NonRetryable",
     "ObservedError",
     "Overwrite",
     "ParallelCompleted",
     "ParallelStarted",
+    # Re-runs
+    "PlanReason",
+    "PlanRow",
+    "PlanStale",
     "Reject",
+    "RerunPlan",
+    "RetriesExhausted",
+    "Retry",
+    "RetryAfter",
     "Run",
     "RunFinished",
     "RunHandle",

@@ -11,7 +11,7 @@ whether there is a store.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,15 +21,18 @@ from anyio.abc import TaskGroup
 from . import reducers as _reducers
 from ._callables import describe
 from ._context import _Usage
-from ._directives import StateDelta
+from ._directives import End, Goto, StateDelta
 from ._events import CheckpointSaved
 from ._lease import LeaseKeeper
 from ._policy import CheckpointPolicy
 from .checkpoint._base import CheckpointStore
 from .checkpoint._record import (
+    BranchRecord,
     CheckpointBody,
+    Invalidation,
     Lease,
     ParentRef,
+    RecordedRoute,
     RunInfo,
     StepRecord,
     StoredCheckpoint,
@@ -44,10 +47,25 @@ from .exceptions import CheckpointError, GraphError
 if TYPE_CHECKING:
     from ._run.position import Position
 
-__all__ = ("MIN_BASE_WEIGHT", "Checkpointer", "NullCheckpointer", "reducer_names")
+__all__ = (
+    "MIN_BASE_WEIGHT",
+    "Checkpointer",
+    "NullCheckpointer",
+    "recorded_route",
+    "reducer_names",
+)
 
 MIN_BASE_WEIGHT = 4096
 """Bytes of deltas since the last base below which the deltas never count as outweighing it."""
+
+
+def recorded_route(directive: Any) -> RecordedRoute:
+    """How a step record keeps a ``Goto``, ``End`` or ``Fallback`` a node returned."""
+    if isinstance(directive, Goto):
+        return RecordedRoute("goto", directive.target)
+    if isinstance(directive, End):
+        return RecordedRoute("end")
+    return RecordedRoute("fallback", reason=directive.reason)
 
 
 def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
@@ -88,6 +106,9 @@ class Checkpointer:
         self.created_at = now()
         self.keeper = LeaseKeeper(store, trace_id, lease_ttl)
         self.explicit_requested = False
+        self.rewind: list[Invalidation] | None = None
+        """Set by a resume that invalidates executions: the next checkpoint is a base (the
+        trace's state starts over from its first one) recording these invalidations."""
         # compaction bookkeeping
         self._steps: list[StepRecord] = []
         self._deltas_since_base = 0
@@ -140,9 +161,27 @@ class Checkpointer:
         changes: list[tuple[str, Any]],
         seconds: float = 0.0,
         tokens: float = 0.0,
+        *,
+        fingerprint: str | None = None,
+        keys_read: Collection[str] | None = None,
+        directive: Any = None,
+        reused_from: int | None = None,
+        branches: list[BranchRecord] | None = None,
     ) -> None:
-        """Buffer one node execution's deltas, and add its work to the adaptive score."""
-        self._steps.append(StepRecord(step, node, [StateDelta(k, v) for k, v in changes]))
+        """Buffer one node execution's record (its deltas, fingerprint, the keys it read, the
+        directive it returned), and add its work to the adaptive score."""
+        self._steps.append(
+            StepRecord(
+                step,
+                node,
+                [StateDelta(k, v) for k, v in changes],
+                fingerprint,
+                sorted(keys_read) if keys_read is not None else None,
+                None if directive is None else recorded_route(directive),
+                reused_from,
+                branches,
+            )
+        )
         self._score += self.policy.score.score(seconds, tokens)
 
     def after_step(
@@ -155,10 +194,24 @@ class Checkpointer:
         side_effects: bool,
         *,
         more: bool,
+        fingerprint: str | None = None,
+        keys_read: Collection[str] | None = None,
+        directive: Any = None,
+        branches: list[BranchRecord] | None = None,
     ) -> str | None:
         """Note a node execution (note_step); the trigger of a checkpoint due now, if ``more``
         steps follow (the run's end writes its own)."""
-        self.note_step(step, node, changes, seconds, usage.tokens if usage else 0.0)
+        self.note_step(
+            step,
+            node,
+            changes,
+            seconds,
+            usage.tokens if usage else 0.0,
+            fingerprint=fingerprint,
+            keys_read=keys_read,
+            directive=directive,
+            branches=branches,
+        )
         if not more:
             return None
         return self.trigger_after_step(side_effects or bool(usage and usage.side_effects))
@@ -234,8 +287,10 @@ class Checkpointer:
             # replaying the deltas would cost more than loading a fresh base. Below
             # MIN_BASE_WEIGHT, replaying is cheap whatever the ratio, and a base is not worth
             # its write (it also demotes the previous one).
+            rewind = self.rewind
             base = allow_base and (
                 seq == 1
+                or rewind is not None
                 or self._deltas_since_base + 1 >= self.policy.compact_every
                 or self._delta_bytes_since_base + len(steps)
                 > max(self._base_bytes, MIN_BASE_WEIGHT)
@@ -266,6 +321,11 @@ class Checkpointer:
                 parent=self.parent if base else None,
                 reducers=self.reducers if base else {},
                 barrier_nodes=self.barrier_nodes if base else [],
+                invalidated=(rewind or []) if base else [],
+                attempt=run.attempt,
+                retry_at=run.retry_at,
+                kept=run.kept,
+                compensable=run.compensable,
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -287,10 +347,12 @@ class Checkpointer:
             self._base_bytes,
             self._deltas_since_base,
             self._delta_bytes_since_base,
+            self.rewind,
         )
         self._steps = []
         self._score = 0.0
         if base:
+            self.rewind = None
             assert snapshot is not None
             self.base_graph_hash = self.graph_hash
             self._base_bytes = len(snapshot)
@@ -347,6 +409,7 @@ class Checkpointer:
                 self._base_bytes,
                 self._deltas_since_base,
                 self._delta_bytes_since_base,
+                self.rewind,
             ) = undo
             raise
         return found
@@ -466,6 +529,12 @@ class NullCheckpointer:
         changes: list[tuple[str, Any]],
         seconds: float = 0.0,
         tokens: float = 0.0,
+        *,
+        fingerprint: str | None = None,
+        keys_read: Collection[str] | None = None,
+        directive: Any = None,
+        reused_from: int | None = None,
+        branches: list[BranchRecord] | None = None,
     ) -> None:
         """Steps are not buffered: nothing would write them."""
 
@@ -479,6 +548,10 @@ class NullCheckpointer:
         side_effects: bool,
         *,
         more: bool,
+        fingerprint: str | None = None,
+        keys_read: Collection[str] | None = None,
+        directive: Any = None,
+        branches: list[BranchRecord] | None = None,
     ) -> str | None:
         """Nothing to note, no checkpoint ever due."""
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -31,9 +32,22 @@ class NodeContext:
         span_id: ``"<node>@<step>"``; events of this execution carry it.
         branch: For a branch of a parallel or map node, its name (``"<node>[<i>]"`` for map
             items); None otherwise.
+        attempt: 1 for the first call of this execution, 2 for its first retry, and so on
+            (counted across resumes: the count is checkpointed). The idempotency key does
+            not change between attempts.
     """
 
-    __slots__ = ("_emitter", "_usage", "branch", "node", "span_id", "step", "trace_id")
+    __slots__ = (
+        "_beat",
+        "_emitter",
+        "_usage",
+        "attempt",
+        "branch",
+        "node",
+        "span_id",
+        "step",
+        "trace_id",
+    )
 
     def __init__(
         self,
@@ -43,8 +57,12 @@ class NodeContext:
         span_id: str,
         branch: str | None = None,
         _emitter: Emitter | None = None,
+        attempt: int = 1,
+        _beat: list[float] | None = None,
     ) -> None:
         self.trace_id = trace_id
+        self.attempt = attempt
+        self._beat = _beat
         self.step = step
         self.node = node
         self.span_id = span_id
@@ -55,7 +73,7 @@ class NodeContext:
     def __repr__(self) -> str:
         return (
             f"NodeContext(trace_id={self.trace_id!r}, step={self.step}, node={self.node!r}, "
-            f"span_id={self.span_id!r}, branch={self.branch!r})"
+            f"span_id={self.span_id!r}, branch={self.branch!r}, attempt={self.attempt})"
         )
 
     @property
@@ -95,3 +113,11 @@ class NodeContext:
             raise ValueError("token_cost must be >= 0")
         self._usage.tokens += token_cost
         self._usage.side_effects = self._usage.side_effects or side_effects
+
+    def heartbeat(self) -> None:
+        """Say the node is still making progress: with ``heartbeat_timeout=`` on the node, an
+        attempt that goes that long without a heartbeat fails with ``NodeTimeout(idle=True)``.
+        Cheap (one clock read); safe to call from a sync node's worker thread."""
+        beat = self._beat
+        if beat is not None:
+            beat[0] = time.monotonic()

@@ -16,6 +16,7 @@ __all__ = (
     "BarrierWaiting",
     "BranchCompleted",
     "CheckpointSaved",
+    "CircuitChanged",
     "Custom",
     "ErrorInfo",
     "GraphComplete",
@@ -24,6 +25,8 @@ __all__ = (
     "GraphStart",
     "LogEntry",
     "NodeEnd",
+    "NodeInvalidated",
+    "NodeRetry",
     "NodeStart",
     "ObservedError",
     "ParallelCompleted",
@@ -167,8 +170,44 @@ class ObservedError(_Event, frozen=True, kw_only=True, tag=True):
     branch: str | None = None
 
 
+class NodeInvalidated(_Event, frozen=True, kw_only=True, tag=True):
+    """A completed execution whose node's fingerprint changed since it ran: a resume with
+    ``GraphExecutor(invalidate_on_resume=True)`` runs it again (and what depends on it)."""
+
+    node: str
+    span_id: str
+    """The invalidated execution (``"<node>@<step>"`` as it ran)."""
+    old_fingerprint: str | None
+    new_fingerprint: str | None
+
+
+class NodeRetry(_Event, frozen=True, kw_only=True, tag=True):
+    """An attempt of a node (or of one branch or map item) failed and will be retried after
+    ``wait`` seconds."""
+
+    node: str
+    span_id: str
+    attempt: int
+    """The attempt that failed (1 for the first call)."""
+    error: ErrorInfo
+    wait: float
+    """Seconds until the next attempt."""
+    branch: str | None = None
+
+
+class CircuitChanged(_Event, frozen=True, kw_only=True, tag=True):
+    """A node's circuit breaker (shared by the runs of one executor) changed state."""
+
+    node: str
+    state: Literal["closed", "open", "half_open"]
+    failures: int
+    """Consecutive failed calls when the change happened."""
+    until: float | None = None
+    """When opened: the wall-clock end of the cool-down."""
+
+
 class LogEntry(msgspec.Struct, frozen=True, array_like=True):
-    """One line of ``GraphResult.execution_log``."""
+    """One line of ``GraphResult.execution_log``: one attempt of a node execution."""
 
     step: int
     node: str
@@ -176,6 +215,8 @@ class LogEntry(msgspec.Struct, frozen=True, array_like=True):
     """``time.perf_counter()`` at the node's start."""
     end: float
     success: bool
+    attempt: int = 1
+    """Which attempt this line is (failed attempts that were retried have their own line)."""
 
 
 class GraphComplete(_Event, frozen=True, kw_only=True, tag=True):
@@ -208,6 +249,9 @@ GraphEvent: TypeAlias = (
     | BarrierResolved
     | CheckpointSaved
     | ObservedError
+    | NodeInvalidated
+    | NodeRetry
+    | CircuitChanged
     | GraphComplete
     | GraphFailed
 )

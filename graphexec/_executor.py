@@ -6,7 +6,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import msgspec
@@ -20,7 +20,9 @@ from ._graph import Graph
 from ._history import history_page
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
+from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
+from ._run.attempts import Resilience
 from ._run.decisions import initial_decisions
 from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
@@ -35,9 +37,13 @@ from .exceptions import (
     GraphChangedWarning,
     GraphError,
     InvalidGraph,
+    PlanStale,
     RunFinished,
     RunNotFound,
 )
+
+if TYPE_CHECKING:
+    from ._rerun.plan import RerunPlan
 
 __all__ = ("GraphExecutor", "RunState")
 
@@ -74,6 +80,11 @@ class GraphExecutor:
         execution_log: keep ``GraphResult.execution_log`` (default True).
         on_graph_change: ``"warn"`` (default) or ``"fail"`` when a resumed run's graph differs
             structurally from the checkpointed one (a missing next node always fails).
+        invalidate_on_resume: on resume, run again every completed execution whose node's
+            fingerprint changed since it ran, and what depends on it (default False: a resume
+            continues where the run stopped).
+        clock: the wall clock and sleep that retry backoffs and circuit-breaker cool-downs
+            use (default: the real ones; ``gx.testing.FakeClock()`` in tests).
     """
 
     def __init__(
@@ -87,6 +98,8 @@ class GraphExecutor:
         event_buffer: int = 64,
         execution_log: bool = True,
         on_graph_change: Literal["warn", "fail"] = "warn",
+        invalidate_on_resume: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -102,6 +115,9 @@ class GraphExecutor:
         self.event_buffer = event_buffer
         self.execution_log = execution_log
         self.on_graph_change = on_graph_change
+        self.invalidate_on_resume = invalidate_on_resume
+        self._resilience = Resilience(clock)
+        """The clock and the circuit breakers, shared by every run of this executor."""
 
     # -- starting runs -----------------------------------------------------------------------
 
@@ -230,6 +246,8 @@ class GraphExecutor:
                 resumed=True,
                 parent=info.parent.trace_id if info.parent else None,
             )
+            if self.invalidate_on_resume:
+                await self._invalidate(driver, store, graph, trace_id, body, ckpt)
         except BaseException:
             send.close()
             recv.close()
@@ -315,6 +333,102 @@ class GraphExecutor:
         async with self._running(driver, recv) as run:
             yield run
 
+    # -- re-running from a node -------------------------------------------------------------
+
+    async def plan_rerun(
+        self,
+        graph: Graph,
+        trace_id: str,
+        from_node: str,
+        *,
+        update: Mapping[str, Any] | None = None,
+    ) -> RerunPlan:
+        """What ``rerun(graph, trace_id, from_node, update=update)`` would do, per execution of
+        the source trace: reuse, run (with the reasons, traced to a root cause) or not reached.
+        Writes nothing and takes no lease; ``print(plan)`` shows a table.
+        """
+        from ._rerun.plan import make_plan
+        from ._rerun.source import load_source
+
+        store = self._need_store("plan_rerun")
+        check_trace_id(trace_id)
+        source = await load_source(store, trace_id, graph, inputs=False)
+        return make_plan(source, graph, from_node, dict(update) if update else None)
+
+    @asynccontextmanager
+    async def rerun(
+        self,
+        graph: Graph,
+        trace_id: str,
+        from_node: str,
+        *,
+        update: Mapping[str, Any] | None = None,
+        plan: RerunPlan | None = None,
+        new_trace_id: str | None = None,
+    ) -> AsyncIterator[Run]:
+        """Run trace ``trace_id`` again from ``from_node`` as a new trace, reusing every node
+        execution whose fingerprint and read values are unchanged (see ``plan_rerun``).
+
+        ``update`` is applied through the reducers just before ``from_node`` first runs. The
+        new trace records ``rerun_of`` lineage (``RunInfo.rerun_of``; its first checkpoint's
+        trigger is ``"rerun"``). With ``plan``, PlanStale if the source or the graph changed
+        since it was made. The source is only read: completed, failed, waiting or cancelled.
+        """
+        from ._rerun.plan import check_target, make_plan
+        from ._rerun.reuse import Reuse
+        from ._rerun.source import load_source
+
+        store = self._need_store("rerun")
+        check_trace_id(trace_id)
+        if new_trace_id is not None:
+            check_trace_id(new_trace_id)
+        changes = dict(update) if update else None
+        source = await load_source(store, trace_id, graph, inputs=True)
+        if plan is not None:
+            _check_plan(plan, make_plan(source, graph, from_node, changes))
+        else:
+            check_target(source, graph, from_node)
+            if changes and graph.spec.checks is not None:
+                for key, value in changes.items():  # typed state: refuse a bad update now
+                    graph.spec.check(key, value, node=None)
+        state: dict[str, Any] = msgspec.msgpack.decode(msgspec.msgpack.encode(source.initial))
+        if graph.state_type is not None:
+            state = graph.spec.restored(state)
+        new_id = new_trace_id or uuid.uuid4().hex
+        send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
+        emitter = Emitter(send)
+        ckpt = self._checkpointer(
+            graph,
+            new_id,
+            emitter,
+            ParentRef(trace_id=trace_id, seq=source.last_seq, kind="rerun"),
+        )
+        try:
+            if await store.acquire_lease(new_id, ckpt.lease) is not None:
+                with anyio.CancelScope(shield=True):
+                    await store.release_lease(new_id, ckpt.owner)
+                raise _trace_taken(new_id)
+        except BaseException:
+            send.close()
+            recv.close()
+            raise
+        driver = self._driver_at(
+            graph,
+            state,
+            new_id,
+            # Like a fork: the re-run decides its barriers anew (those it reuses keep the
+            # source's decision), with an empty inbox.
+            Position.of(source.first, decisions={}, decision_cursor=0),
+            emitter,
+            ckpt,
+            start_trigger="rerun",
+            resumed=False,
+            parent=trace_id,
+        )
+        driver.reuse = Reuse(source, from_node, list(changes.items()) if changes else None)
+        async with self._running(driver, recv) as run:
+            yield run
+
     # -- reading runs back -------------------------------------------------------------------
 
     async def get_state(
@@ -392,7 +506,7 @@ class GraphExecutor:
             graph_name=graph.name,
             graph_hash=graph.hash,
             reducers=reducer_names(dict(graph.reducers)),
-            barrier_nodes=sorted(graph.barrier_nodes),
+            barrier_nodes=sorted(graph.decision_nodes),
             lease_ttl=self.lease_ttl,
             send_event=emitter.send if emitter is not None else None,
             parent=parent,
@@ -424,10 +538,47 @@ class GraphExecutor:
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
+            resilience=self._resilience,
             start_trigger=start_trigger,
             resumed=resumed,
             parent=parent,
         )
+
+    @staticmethod
+    async def _invalidate(
+        driver: Driver,
+        store: CheckpointStore,
+        graph: Graph,
+        trace_id: str,
+        body: Any,
+        ckpt: Checkpointer,
+    ) -> None:
+        """invalidate_on_resume: when completed executions' fingerprints changed, the resume
+        starts over from the trace's first checkpoint, reusing every execution whose
+        fingerprint and read values are unchanged (a re-run in place)."""
+        from ._rerun.reuse import Reuse
+        from ._rerun.source import load_source
+        from .checkpoint._record import Invalidation
+
+        source = await load_source(store, trace_id, graph, inputs=True)
+        changed = [
+            Invalidation(e.step, e.node, e.fingerprint, graph.nodes[e.node].fingerprint)
+            for e in source.execs
+            if e.node in graph.nodes and e.fingerprint != graph.nodes[e.node].fingerprint
+        ]
+        if not changed:
+            return
+        state: dict[str, Any] = msgspec.msgpack.decode(msgspec.msgpack.encode(source.initial))
+        if graph.state_type is not None:
+            state = graph.spec.restored(state)
+        driver.state = state
+        driver.pos = Position.of(
+            source.first, decisions=dict(body.decisions), decision_cursor=body.decision_cursor
+        )
+        driver.start_trigger = "invalidated"
+        driver.reuse = Reuse(source, None, None)
+        driver.invalidated = changed
+        ckpt.rewind = changed
 
     @staticmethod
     def _prime(ckpt: Checkpointer, restored: Restored) -> None:
@@ -470,6 +621,7 @@ class GraphExecutor:
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
+            resilience=self._resilience,
         )
 
     def _check_graph(
@@ -490,7 +642,7 @@ class GraphExecutor:
             )
         if pending is not None:
             spec = graph.nodes.get(pending.node)
-            if spec is None or spec.kind != "barrier":
+            if spec is None or pending.node not in graph.decision_nodes:
                 raise GraphChanged(
                     f"the run waits at barrier {pending.barrier_id!r}, but {pending.node!r} is no "
                     f"longer a barrier of graph {graph.name!r}",
@@ -528,6 +680,34 @@ class GraphExecutor:
                 raise
         if raised is not None:
             raise raised
+
+
+def _check_plan(plan: RerunPlan, fresh: RerunPlan) -> None:
+    """PlanStale unless ``plan`` was made for the source and graph as they are now."""
+    what = []
+    if plan.trace_id != fresh.trace_id or plan.from_node != fresh.from_node:
+        what.append(
+            f"it plans trace {plan.trace_id!r} from {plan.from_node!r}, not "
+            f"{fresh.trace_id!r} from {fresh.from_node!r}"
+        )
+    if plan.source_seq != fresh.source_seq:
+        what.append(
+            f"the source has checkpoints up to seq {fresh.source_seq} now (planned at "
+            f"seq {plan.source_seq})"
+        )
+    if plan.graph_hash != fresh.graph_hash:
+        what.append("the graph's structure changed")
+    if plan.fingerprints != fresh.fingerprints:
+        what.append("node fingerprints changed")
+    if plan.update != fresh.update:
+        what.append("the update differs")
+    if what:
+        raise PlanStale(
+            f"the re-run plan of trace {fresh.trace_id!r} is stale: {'; '.join(what)}; "
+            "call plan_rerun() again",
+            trace_id=fresh.trace_id,
+            node=fresh.from_node,
+        )
 
 
 def _trace_taken(trace_id: str) -> GraphError:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from . import reducers as _reducers
+from ._breaker import CircuitBreaker
 from ._callables import classify, describe
 from ._decisions import DefaultAction
-from ._spec import _DEFAULTS, _ON_ERROR, Branch, Edge, NodeKind, NodeSpec, OnError
+from ._rerun.fingerprint import FingerprintOption, node_fingerprint
+from ._retry import Retry
+from ._spec import _DEFAULTS, _ON_ERROR, Branch, Edge, NodeKind, NodeSpec, OnError, OnFailure
 from ._state import StateSpec
 from ._validate import validate
 
@@ -31,6 +34,7 @@ class Graph:
     __slots__ = (
         "_routes",
         "barrier_nodes",
+        "decision_nodes",
         "edges",
         "ends",
         "hash",
@@ -51,6 +55,8 @@ class Graph:
     state_type: type[msgspec.Struct] | None
     hash: str
     barrier_nodes: frozenset[str]
+    decision_nodes: frozenset[str]
+    """Nodes that take decisions: barriers and nodes with ``on_failure="pause"``."""
     spec: StateSpec
     _routes: dict[str, _Routes]
 
@@ -78,6 +84,13 @@ class Graph:
             self,
             "barrier_nodes",
             frozenset(n for n, s in nodes.items() if s.kind == "barrier"),
+        )
+        setattr_(
+            self,
+            "decision_nodes",
+            frozenset(
+                n for n, s in nodes.items() if s.kind == "barrier" or s.on_failure == "pause"
+            ),
         )
         routes = {}
         for n in nodes:
@@ -112,6 +125,11 @@ class Graph:
                 data.update(over=s.over, into=s.into, on_error=s.on_error)
             elif s.kind == "barrier":
                 data.update(timeout=s.timeout, default=s.default, record=s.record)
+            # Routing-relevant resilience settings, only when set (older hashes stay valid).
+            if s.on_failure not in (None, "fail"):
+                data["on_failure"] = s.on_failure
+            if s.compensate is not None:
+                data["compensate"] = s.compensate
             return data
 
         return {
@@ -197,15 +215,24 @@ class GraphBuilder:
         )
     """
 
-    def __init__(self, name: str, state: type[msgspec.Struct] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        state: type[msgspec.Struct] | None = None,
+        *,
+        fingerprint: FingerprintOption = None,
+    ) -> None:
         self.name = name
         self.state = state
+        self.fingerprint = fingerprint
+        """The default ``fingerprint=`` of the nodes (``"auto"`` turns fingerprints on)."""
         self._nodes: list[tuple[str, Any]] = []
         self._edges: list[Edge] = []
         self._reducers: dict[str, Callable[[Any, Any], Any]] = {}
         self._start: list[str] = []
         self._ends: list[str] = []
         self._problems: list[str] = []
+        self._defaults: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"GraphBuilder({self.name!r}, nodes={len(self._nodes)})"
@@ -230,10 +257,26 @@ class GraphBuilder:
         *,
         inline: bool = False,
         side_effects: bool = False,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        heartbeat_timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        compensate: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
     ) -> GraphBuilder:
         """A node ``fn(state)`` or ``fn(state, ctx)``; sync ones run in a worker thread unless
         ``inline=True``. ``side_effects=True`` makes a checkpoint follow it (not repeated on
-        resume)."""
+        resume).
+
+        Resilience (README "Resilience"): ``retry=gx.Retry(...)``, ``timeout`` (seconds, per
+        attempt), ``heartbeat_timeout`` (seconds without ``ctx.heartbeat()``), ``on_failure``
+        (``"fail"``, ``"skip"``, ``"fallback"``, ``"compensate"``, ``"pause"``),
+        ``compensate`` (the node that undoes this one), ``breaker=gx.CircuitBreaker(...)``;
+        each defaults to the builder's ``defaults()``. ``fingerprint``: ``"auto"`` (a hash of
+        the code, closure, config and ``deps``), a version str, a callable returning one, or
+        None; defaults to the builder's (README "Re-runs and fingerprints")."""
         return self._add(
             name,
             lambda: NodeSpec(
@@ -241,8 +284,32 @@ class GraphBuilder:
                 kind="node",
                 call=classify(fn, what=f"node {name!r}", inline=inline),
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    [fn],
+                    {"kind": "node", "inline": inline, "side_effects": side_effects},
+                    deps,
+                ),
+                retry=retry,
+                timeout=timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                on_failure=on_failure,
+                compensate=compensate,
+                breaker=breaker,
             ),
         )
+
+    def _fingerprint(
+        self,
+        name: str,
+        option: FingerprintOption | Literal["default"],
+        fns: Sequence[Callable[..., Any]],
+        config: dict[str, Any],
+        deps: Sequence[Any],
+    ) -> str | None:
+        chosen = self.fingerprint if option == "default" else option
+        return node_fingerprint(chosen, fns, config=config, deps=list(deps), what=f"node {name!r}")
 
     def parallel(
         self,
@@ -252,23 +319,63 @@ class GraphBuilder:
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        heartbeat_timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        compensate: str | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> GraphBuilder:
         """Run every branch concurrently on the same state; merge their deltas in declaration
-        order. ``on_error``: ``fail_fast``, ``collect`` or ``continue``."""
+        order. ``on_error``: ``fail_fast``, ``collect`` or ``continue``. ``retry`` and
+        ``timeout`` apply to each branch; ``on_failure`` to the node once its branches
+        failed (see ``node()``)."""
 
         def make() -> NodeSpec:
             if not isinstance(branches, Mapping) or not branches:
                 raise ValueError(f"parallel node {name!r} needs a non-empty mapping of branches")
             _check_on_error(name, on_error)
+            chosen = self.fingerprint if fingerprint == "default" else fingerprint
             return NodeSpec(
                 name=name,
                 kind="parallel",
                 branches=tuple(
-                    Branch(b, classify(fn, what=f"branch {b!r} of node {name!r}", inline=inline))
+                    Branch(
+                        b,
+                        classify(fn, what=f"branch {b!r} of node {name!r}", inline=inline),
+                        node_fingerprint(
+                            chosen,
+                            [fn],
+                            config={"kind": "branch", "name": b, "inline": inline},
+                            deps=list(deps),
+                            what=f"branch {b!r} of node {name!r}",
+                        ),
+                    )
                     for b, fn in branches.items()
                 ),
                 on_error=on_error,
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    list(branches.values()),
+                    {
+                        "kind": "parallel",
+                        "branches": list(branches),
+                        "on_error": on_error,
+                        "inline": inline,
+                        "side_effects": side_effects,
+                    },
+                    deps,
+                ),
+                retry=retry,
+                timeout=timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                on_failure=on_failure,
+                compensate=compensate,
+                breaker=breaker,
             )
 
         return self._add(name, make)
@@ -284,6 +391,14 @@ class GraphBuilder:
         on_error: OnError = "fail_fast",
         inline: bool = False,
         side_effects: bool = False,
+        fingerprint: FingerprintOption | Literal["default"] = "default",
+        deps: Sequence[Any] = (),
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        heartbeat_timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        compensate: str | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> GraphBuilder:
         """Run ``fn(item)`` or ``fn(item, ctx)`` once per item of ``state[over]``, at most
         ``max_concurrency`` at a time, and append the results in item order to ``into``."""
@@ -304,6 +419,26 @@ class GraphBuilder:
                 max_concurrency=max_concurrency,
                 on_error=on_error,
                 side_effects=side_effects,
+                fingerprint=self._fingerprint(
+                    name,
+                    fingerprint,
+                    [fn],
+                    {
+                        "kind": "map",
+                        "over": over,
+                        "into": into,
+                        "on_error": on_error,
+                        "inline": inline,
+                        "side_effects": side_effects,
+                    },
+                    deps,
+                ),
+                retry=retry,
+                timeout=timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                on_failure=on_failure,
+                compensate=compensate,
+                breaker=breaker,
             )
 
         return self._add(name, make)
@@ -316,9 +451,11 @@ class GraphBuilder:
         timeout: float | None = None,
         default: DefaultAction = "reject",
         record: str | None = None,
+        retry: Retry | None = None,
     ) -> GraphBuilder:
         """Pause until a decision arrives (approve, reject, edit); on ``timeout`` seconds apply
-        ``default``. The decision is written to ``state[record]`` (default: the node name)."""
+        ``default``. The decision is written to ``state[record]`` (default: the node name).
+        ``retry`` is refused by build() (a barrier calls no node to retry)."""
 
         def make() -> NodeSpec:
             if default not in _DEFAULTS:
@@ -337,9 +474,32 @@ class GraphBuilder:
                 timeout=timeout,
                 default=default,
                 record=record or name,
+                retry=retry,
             )
 
         return self._add(name, make)
+
+    def defaults(
+        self,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        heartbeat_timeout: float | None = None,
+        on_failure: OnFailure | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> GraphBuilder:
+        """Builder-wide resilience defaults for every node, parallel and map node (declared
+        before or after this call) that does not set its own; barriers are not affected. A
+        node opts out of a default retry with ``retry=gx.Retry(attempts=1)``."""
+        given = {
+            "retry": retry,
+            "timeout": timeout,
+            "heartbeat_timeout": heartbeat_timeout,
+            "on_failure": on_failure,
+            "breaker": breaker,
+        }
+        self._defaults.update({k: v for k, v in given.items() if v is not None})
+        return self
 
     def edge(
         self, source: str, target: str, *, when: Callable[[Any], bool] | None = None

@@ -14,8 +14,10 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import msgspec
 
+from ._breaker import CircuitBreaker
 from ._callables import UserFn, describe
 from ._decisions import DefaultAction
+from ._retry import Retry
 
 __all__ = (
     "Branch",
@@ -24,12 +26,17 @@ __all__ = (
     "NodeKind",
     "NodeSpec",
     "OnError",
+    "OnFailure",
     "Validated",
 )
 
 NodeKind: TypeAlias = Literal["node", "parallel", "map", "barrier"]
 OnError: TypeAlias = Literal["fail_fast", "collect", "continue"]
 _ON_ERROR = ("fail_fast", "collect", "continue")
+OnFailure: TypeAlias = Literal["fail", "skip", "fallback", "compensate", "pause"]
+_ON_FAILURE = ("fail", "skip", "fallback", "compensate", "pause")
+ERRORS_KEY = "errors"
+"""The state key ``on_failure="skip"`` records errors under (``{"<node>": {...}}``, merged)."""
 _DEFAULTS = ("approve", "reject", "skip")
 
 
@@ -38,6 +45,8 @@ class Branch(msgspec.Struct, frozen=True):
 
     name: str
     call: UserFn
+    fingerprint: str | None = None
+    """The branch's own fingerprint (a re-run runs only the branches that changed)."""
 
 
 class NodeSpec(msgspec.Struct, frozen=True):
@@ -55,8 +64,26 @@ class NodeSpec(msgspec.Struct, frozen=True):
     max_concurrency: int | None = None
     prompt: UserFn | None = None
     timeout: float | None = None
+    """barrier: seconds until the default action; node, parallel, map: the bound on one
+    attempt (of each branch or item)."""
     default: DefaultAction = "reject"
     record: str | None = None
+    fingerprint: str | None = None
+    """The node's fingerprint (``fingerprint=`` on the builder); None: known by name only."""
+    retry: Retry | None = None
+    """node, parallel, map: how failed calls are retried (parallel/map: per branch or item)."""
+    heartbeat_timeout: float | None = None
+    """Fail an attempt that goes this long without ``ctx.heartbeat()``."""
+    on_failure: OnFailure | None = None
+    """What a failure (after retries) does; None until build() applies the builder default."""
+    compensate: str | None = None
+    """The node that undoes this one (run by a later ``on_failure="compensate"``)."""
+    breaker: CircuitBreaker | None = None
+    resilient: bool = False
+    """Set by build(): the node has a retry, a timeout, a heartbeat timeout or a breaker."""
+    guarded: bool = False
+    """Set by build(): each attempt needs setting up (a timeout, a heartbeat timeout or a
+    breaker); a node with only a retry is called directly until it fails."""
 
 
 class Edge(msgspec.Struct, frozen=True):
@@ -88,6 +115,7 @@ class Declarations(Protocol):
     _start: list[str]
     _ends: list[str]
     _problems: list[str]
+    _defaults: dict[str, Any]
 
 
 class Validated(msgspec.Struct, frozen=True):

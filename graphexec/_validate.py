@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from . import reducers as _reducers
-from ._spec import Declarations, NodeSpec, Validated
+from ._spec import _ON_FAILURE, ERRORS_KEY, Declarations, NodeSpec, Validated
 from ._state import StateSpec
 from ._values import name_problem
 from .exceptions import InvalidGraph
@@ -39,6 +39,12 @@ def validate(b: Declarations) -> Validated:
         if spec is not None and n not in nodes:
             nodes[n] = spec
     known = {n for n, _ in b._nodes}
+    nodes = _resilience(nodes, getattr(b, "_defaults", {}), b, problems)
+    # A node that only serves as another's compensation is reached by on_failure, not by edges.
+    compensations = {s.compensate for s in nodes.values() if s.compensate is not None}
+    only_compensation = {
+        n for n in compensations & known if not any(e.target == n for e in b._edges)
+    }
 
     # start and end
     start: str | None = None
@@ -96,11 +102,11 @@ def validate(b: Declarations) -> Validated:
             pred[e.target].add(e.source)
     if start in known:
         reached = _closure({start}, succ)
-        for n in sorted(known - reached):
+        for n in sorted(known - reached - only_compensation):
             problems.append(f"node {n!r} is unreachable from the start node {start!r}")
     if ends & known:
         can_end = _closure(set(ends & known), pred)
-        for n in sorted(known - can_end):
+        for n in sorted(known - can_end - only_compensation):
             problems.append(f"node {n!r} has no path to an end node")
 
     # state and reducers
@@ -129,6 +135,18 @@ def validate(b: Declarations) -> Validated:
                         f"field of {state_type.__name__}"
                     )
 
+    if any(s.on_failure in ("skip", "pause") for s in nodes.values()):
+        # Skipped failures are recorded under one key, merged per node (README "Resilience").
+        if state_type is not None and ERRORS_KEY not in {
+            f.name for f in msgspec.structs.fields(state_type)
+        }:
+            skipping = sorted(n for n, s in nodes.items() if s.on_failure in ("skip", "pause"))
+            problems.append(
+                f"node {skipping[0]!r} may skip a failure (on_failure='skip' or 'pause'), "
+                f"which records it under state key {ERRORS_KEY!r}: add a field "
+                f"`{ERRORS_KEY}: dict[str, dict[str, Any]] = {{}}` to {state_type.__name__}"
+            )
+        reducers.setdefault(ERRORS_KEY, _reducers.merge)
     for spec in nodes.values():
         if spec.kind == "map" and spec.into is not None:
             # "appends the results, in item order, to into": a recorded delta must replay the
@@ -159,3 +177,77 @@ def _closure(seeds: set[str], links: dict[str, set[str]]) -> set[str]:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
+
+
+def _resilience(
+    nodes: dict[str, NodeSpec], defaults: dict[str, Any], b: Declarations, problems: list[str]
+) -> dict[str, NodeSpec]:
+    """Apply the builder's defaults to every non-barrier node and check the settings."""
+    out: dict[str, NodeSpec] = {}
+    fallbacks = {e.source for e in b._edges if e.kind == "fallback"}
+    for name, spec in nodes.items():
+        if spec.kind == "barrier":
+            if spec.retry is not None:
+                problems.append(
+                    f"barrier {name!r} has retry=: a barrier calls no node that could be "
+                    "retried (its decision comes from a human)"
+                )
+            out[name] = spec
+            continue
+        changes = {k: v for k, v in defaults.items() if getattr(spec, k) is None and v is not None}
+        if spec.on_failure is None and "on_failure" not in changes:
+            changes["on_failure"] = "fail"
+        if changes:
+            spec = msgspec.structs.replace(spec, **changes)
+        where = f"node {name!r}"
+        if spec.retry is not None:
+            problems.extend(f"{where}: retry {p}" for p in spec.retry.problems())
+        if spec.breaker is not None:
+            problems.extend(f"{where}: {p}" for p in spec.breaker.problems())
+        for label, value in (
+            ("timeout", spec.timeout),
+            ("heartbeat_timeout", spec.heartbeat_timeout),
+        ):
+            if value is not None and not (isinstance(value, int | float) and value > 0):
+                problems.append(f"{where}: {label} must be > 0 seconds, got {value!r}")
+        calls = [spec.call] if spec.call is not None else [b.call for b in spec.branches]
+        if (spec.timeout is not None or spec.heartbeat_timeout is not None) and any(
+            c.inline and not c.is_async for c in calls
+        ):
+            problems.append(
+                f"{where}: an inline=True sync function blocks the event loop, so timeout= and "
+                "heartbeat_timeout= cannot stop it; drop inline=True (it then runs in a worker "
+                "thread) or the timeout"
+            )
+        if spec.on_failure not in _ON_FAILURE:
+            problems.append(
+                f"{where}: on_failure must be one of {', '.join(_ON_FAILURE)}, "
+                f"got {spec.on_failure!r}"
+            )
+        if spec.on_failure == "fallback" and name not in fallbacks:
+            problems.append(
+                f"{where} has on_failure='fallback' but no fallback edge; declare one with "
+                f".fallback({name!r}, target)"
+            )
+        if spec.compensate is not None:
+            target = nodes.get(spec.compensate)
+            if target is None:
+                problems.append(
+                    f"{where}: compensate={spec.compensate!r} names no node of the graph"
+                )
+            elif target.kind != "node" or spec.compensate == name:
+                problems.append(
+                    f"{where}: compensate={spec.compensate!r} must name another plain node "
+                    f"(it is a {target.kind} node)"
+                    if target.kind != "node"
+                    else f"{where}: a node cannot compensate itself"
+                )
+        guarded = (
+            spec.timeout is not None
+            or spec.heartbeat_timeout is not None
+            or spec.breaker is not None
+        )
+        if guarded or spec.retry is not None:
+            spec = msgspec.structs.replace(spec, resilient=True, guarded=guarded)
+        out[name] = spec
+    return out

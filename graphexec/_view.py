@@ -8,8 +8,10 @@ objects are shared and must not be mutated: use frozen Structs or tuples for rec
 Scalars (and str, bytes, tuples) are handed out as they are, so reading a counter costs one
 dict lookup and one type check.
 
-The view also records which keys were read (``keys_read``), for the fingerprints of a later
-re-run feature; recording is one set insertion per read.
+The view also records which keys were read (``keys_read``): every node execution records them
+in its step record, and a re-run reuses an execution whose read keys still hold the same values
+(``graphexec/_rerun/``). Recording is one set insertion per read; walking the keys or asking
+the length counts as reading every key.
 """
 
 from __future__ import annotations
@@ -57,9 +59,13 @@ class StateView(Mapping[str, Any]):
         return key in self._data
 
     def __iter__(self) -> Iterator[str]:
+        # A node that walks the keys (``keys()``, ``items()``, ``dict(view)``) depends on which
+        # keys exist, and so on every one of them.
+        self.keys_read.update(self._data)
         return iter(self._data)
 
     def __len__(self) -> int:
+        self.keys_read.update(self._data)
         return len(self._data)
 
     # What MappingProxyType (the view before this one) offered besides Mapping: ``copy()`` and

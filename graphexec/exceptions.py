@@ -9,6 +9,9 @@
     ├── Unrouted                    no edge matched after a node; lists every condition tried
     ├── StepsExceeded               the run reached max_steps
     ├── NodeExecutionFailed         a node (or a parallel branch) raised; .cause holds it
+    │   └── RetriesExhausted        every attempt a Retry allowed failed; .errors holds each
+    ├── NodeTimeout                 one attempt outlived timeout= (or heartbeat_timeout=)
+    ├── CircuitOpen                 the node's circuit breaker is open: the call failed fast
     ├── StateError                  a delta or initial state that does not fit; merge conflicts
     ├── Cancelled                   the run was cancelled (handle.cancel(), early exit)
     ├── CheckpointError             a checkpoint could not be written, read or trusted
@@ -17,7 +20,11 @@
     ├── RunNotFound (LookupError)   no run with this trace id in the store
     ├── RunFinished                 the run already completed: nothing to resume or decide
     ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
-    └── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
+    ├── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
+    └── PlanStale                   a re-run plan made before its source or graph changed
+
+    NonRetryable, RetryAfter        raised by nodes to steer retries (not GraphErrors: they
+                                    are signals from user code, never raised by graphexec)
 
 A typical caller::
 
@@ -40,6 +47,7 @@ from typing import Any
 __all__ = (
     "Cancelled",
     "CheckpointError",
+    "CircuitOpen",
     "GraphChanged",
     "GraphChangedWarning",
     "GraphError",
@@ -49,6 +57,11 @@ __all__ = (
     "MissingEdge",
     "NodeExecutionFailed",
     "NodeNotFound",
+    "NodeTimeout",
+    "NonRetryable",
+    "PlanStale",
+    "RetriesExhausted",
+    "RetryAfter",
     "RunFinished",
     "RunLocked",
     "RunNotFound",
@@ -143,6 +156,9 @@ class NodeExecutionFailed(GraphError):
         super().__init__(message, node=node, **kw)
         self.cause = cause
         self.failures = dict(failures or {})
+        self.kept: dict[str, Any] = {}
+        """For a parallel or map node: what the branches that succeeded returned (kept in the
+        checkpoint; the node's next execution at this step runs only the failed ones)."""
         self.__cause__ = cause
 
 
@@ -216,5 +232,69 @@ class InvalidTraceId(GraphError, ValueError):
     """
 
 
+class PlanStale(GraphError):
+    """Raised when ``ex.rerun(..., plan=plan)`` is given a plan made before its source trace
+    got another checkpoint, or with another graph or other node fingerprints: plan again."""
+
+
 class GraphChangedWarning(UserWarning):
     """Warned when a resumed run's graph differs structurally from the checkpointed one."""
+
+
+class RetriesExhausted(NodeExecutionFailed):
+    """Raised when every attempt a node's ``Retry`` allowed failed.
+
+    ``attempts`` is how many calls were made, ``errors`` the exception of each, in order;
+    ``cause`` is the last one.
+    """
+
+    def __init__(
+        self, message: str, *, node: str, attempts: int, errors: Sequence[BaseException], **kw: Any
+    ) -> None:
+        super().__init__(message, node=node, cause=errors[-1], **kw)
+        self.attempts = attempts
+        self.errors = list(errors)
+
+
+class NodeTimeout(GraphError):
+    """Raised when one attempt of a node outlived its ``timeout=`` (``idle=False``) or went
+    ``heartbeat_timeout=`` seconds without ``ctx.heartbeat()`` (``idle=True``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str,
+        timeout: float,
+        attempt: int,
+        idle: bool = False,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, node=node, **kw)
+        self.timeout = timeout
+        self.attempt = attempt
+        self.idle = idle
+
+
+class CircuitOpen(GraphError):
+    """Raised when a node's circuit breaker is open: the node was not called. ``until`` is the
+    wall-clock time the cool-down ends."""
+
+    def __init__(self, message: str, *, node: str, until: float, **kw: Any) -> None:
+        super().__init__(message, node=node, **kw)
+        self.until = until
+
+
+class NonRetryable(Exception):
+    """Raise it from a node (``raise gx.NonRetryable("bad input") from exc``) to fail the
+    attempt for good: no ``Retry`` retries it, whatever its ``on=`` says."""
+
+
+class RetryAfter(Exception):
+    """Raise it from a node to ask for the next attempt in ``seconds`` (a ``Retry-After``
+    header), instead of the policy's backoff; bounded by the policy's ``max_backoff``. Only a
+    node with a ``Retry`` is retried."""
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        super().__init__(message or f"retry after {seconds} s")
+        self.seconds = float(seconds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import msgspec
 
 from ._decisions import Decision
@@ -20,7 +21,7 @@ from ._executor import GraphExecutor
 from ._graph import Graph
 from ._run import GraphResult
 
-__all__ = ("collect", "without_timings")
+__all__ = ("FakeClock", "collect", "without_timings")
 
 _TIMING_FIELDS = ("duration", "deadline")
 
@@ -61,3 +62,27 @@ def without_timings(events: list[GraphEvent]) -> list[GraphEvent]:
                 changes[name] = 0.0 if name == "duration" else None
         out.append(msgspec.structs.replace(event, **changes) if changes else event)
     return out
+
+
+class FakeClock:
+    """A clock for ``GraphExecutor(clock=...)`` whose sleeps return at once and advance its
+    time: backoffs and circuit-breaker cool-downs are tested without waiting.
+
+    ``sleeps`` lists every wait asked for, in order; ``advance(seconds)`` moves time on (a
+    cool-down passing while no run sleeps).
+    """
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.time = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.time += max(seconds, 0.0)
+        await anyio.lowlevel.checkpoint()
+
+    def advance(self, seconds: float) -> None:
+        self.time += seconds

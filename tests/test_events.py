@@ -69,9 +69,36 @@ async def every_kind_of_event() -> list[gx.GraphEvent]:
     async def bad(s: State) -> None:
         raise RuntimeError("bad")
 
-    failing = gx.GraphBuilder("f").node("bad", bad).start("bad").end("bad").build()
+    failing = (
+        gx.GraphBuilder("f")
+        .node(
+            "bad",
+            bad,
+            retry=gx.Retry(attempts=2, backoff=0.0, jitter=False),  # NodeRetry
+            breaker=gx.CircuitBreaker(failures=1, cooldown=60.0),  # CircuitChanged
+        )
+        .start("bad")
+        .end("bad")
+        .build()
+    )
     async with gx.GraphExecutor().execute_stream(failing) as run:
         events.extend([event async for event in run])
+
+    # NodeInvalidated: a resume (invalidate_on_resume) after a node's fingerprint changed.
+    def versioned(v: str) -> gx.Graph:
+        b = gx.GraphBuilder("inv").node("a", noop, fingerprint=v).barrier("ok").edge("a", "ok")
+        return b.start("a").end("ok").build()
+
+    store = gx.MemoryStore()
+    async with gx.GraphExecutor(store=store).execute_stream(versioned("v1"), trace_id="i") as run:
+        async for event in run:
+            if isinstance(event, gx.BarrierWaiting):
+                break
+    await store.submit_decision("i", "ok#1", gx.Approve())
+    async with gx.GraphExecutor(store=store, invalidate_on_resume=True).resume_from(
+        versioned("v2"), "i"
+    ) as run:
+        events.extend([e async for e in run if isinstance(e, gx.NodeInvalidated)])
     return events
 
 
@@ -173,7 +200,7 @@ class TestWireForm:
         """Every event carries trace_id and step; node events carry span_id "<node>@<step>"."""
         events = await every_kind_of_event()
         traces = [e.trace_id for e in events]
-        assert 2 == len(set(traces))
+        assert 3 == len(set(traces))
         assert all(isinstance(e.step, int) and e.step >= 0 for e in events)
         with_span = [e for e in events if hasattr(e, "span_id")]
         assert {
@@ -185,6 +212,8 @@ class TestWireForm:
             gx.ParallelCompleted,
             gx.Custom,
             gx.ObservedError,
+            gx.NodeInvalidated,
+            gx.NodeRetry,
         } == {type(e) for e in with_span}
         for event in with_span:
             assert f"{event.node}@{event.step}" == event.span_id  # type: ignore[union-attr]

@@ -432,8 +432,10 @@ class TestErrors:
             await run.handle.approve("a#1")
 
     async def test_every_error_is_a_graph_error(self) -> None:
-        """Every exception class in gx.exceptions (but the warning) derives from GraphError."""
-        names = [n for n in gx.exceptions.__all__ if n != "GraphChangedWarning"]
+        """Every exception class in gx.exceptions (but the warning and the retry signals nodes
+        raise) derives from GraphError."""
+        signals = ("GraphChangedWarning", "NonRetryable", "RetryAfter")
+        names = [n for n in gx.exceptions.__all__ if n not in signals]
         assert all(issubclass(getattr(gx, n), gx.GraphError) for n in names)
         assert issubclass(gx.GraphChangedWarning, UserWarning)
 

@@ -110,10 +110,14 @@ def test_reducers_are_the_builtins() -> None:
 
 @pytest.mark.parametrize("name", graphexec.exceptions.__all__)
 def test_exceptions_are_graph_errors(name: str) -> None:
-    """Every exception subclasses gx.GraphError, except the GraphChangedWarning warning."""
+    """Every exception subclasses gx.GraphError, except the GraphChangedWarning warning and
+    the signals nodes raise to steer retries (NonRetryable, RetryAfter)."""
     exc: Any = getattr(graphexec.exceptions, name)
     if name == "GraphChangedWarning":
         assert issubclass(exc, UserWarning)
+        assert not issubclass(exc, gx.GraphError)
+    elif name in ("NonRetryable", "RetryAfter"):
+        assert issubclass(exc, Exception)
         assert not issubclass(exc, gx.GraphError)
     else:
         assert issubclass(exc, gx.GraphError)

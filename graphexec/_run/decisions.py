@@ -48,9 +48,10 @@ def check_barrier_node(graph: Graph, node: str, *, trace_id: str | None) -> None
         raise NodeNotFound(
             f"graph {graph.name!r} has no node {node!r}", trace_id=trace_id, node=node
         )
-    if spec.kind != "barrier":
+    if node not in graph.decision_nodes:
         raise InvalidDecision(
-            f"node {node!r} is a {spec.kind} node, not a barrier: it takes no decisions",
+            f"node {node!r} is a {spec.kind} node, not a barrier (nor on_failure='pause'): "
+            "it takes no decisions",
             trace_id=trace_id,
             node=node,
         )
@@ -143,7 +144,7 @@ def merge_stored(graph: Graph, position: Position, items: list[StoredDecision], 
         pending = position.pending.barrier_id if position.pending else None
         if (
             spec is None
-            or spec.kind != "barrier"
+            or node not in graph.decision_nodes
             or (
                 occurrence is not None
                 and is_resolved(position.barrier_counts, pending, node, occurrence)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from .._apply import TornUpdate, apply_changes
 from .._barrier_ids import barrier_id as _barrier_id
 from .._checkpointer import Checkpointer, NullCheckpointer
-from .._decisions import Decision, Edit, Reject, decision_name, default_decision
+from .._decisions import Decision, Edit, Reject, Skip, decision_name, default_decision
 from .._directives import Fallback
 from .._emit import Emitter
 from .._events import (
@@ -30,28 +30,36 @@ from .._events import (
     GraphComplete,
     GraphFailed,
     GraphStart,
+    NodeInvalidated,
 )
 from .._graph import Graph, NodeSpec
+from .._spec import ERRORS_KEY
 from ..checkpoint._base import CheckpointStore
-from ..checkpoint._record import PendingBarrier, now
+from ..checkpoint._record import Invalidation, KeptOutputs, PendingBarrier, now
 from ..checkpoint._retry import decisions_after
 from ..exceptions import (
     Cancelled,
     CheckpointError,
+    CircuitOpen,
     GraphError,
     InvalidGraph,
     NodeExecutionFailed,
+    NodeTimeout,
     RunFinished,
     StepsExceeded,
 )
 from ..typing import RunStatus
+from .attempts import Resilience, cause_of, error_record
 from .decisions import check_offer, merge_stored, take_decision
 from .invoke import invoke
 from .position import Position
 from .recorder import Recorder, error_info
 from .result import GraphResult
 from .routing import route
-from .step import execute_node
+from .step import Outcome, Reads, execute_node, run_attempts
+
+if TYPE_CHECKING:
+    from .._rerun.reuse import Reuse
 
 __all__ = ("Driver",)
 
@@ -79,8 +87,11 @@ class Driver:
         resumed: bool = False,
         parent: str | None = None,
         must_be_decided: bool = False,
+        resilience: Resilience | None = None,
     ) -> None:
         self.graph = graph
+        self.res = resilience if resilience is not None else Resilience()
+        """The executor's clock and circuit breakers (shared by its runs)."""
         self.state = state
         self.trace_id = trace_id
         self.pos = position
@@ -95,12 +106,21 @@ class Driver:
         self.parent = parent
         self.must_be_decided = must_be_decided
         self.result: GraphResult | None = None
+        self.reuse: Reuse | None = None
+        """A re-run (``ex.rerun``): decides which executions replay their source's output."""
+        self.reused = 0
+        self.invalidated: list[Invalidation] = []
+        """A resume with ``invalidate_on_resume``: the executions it runs again (announced
+        with NodeInvalidated events)."""
+        self._reads = Reads()
+        """What the current node execution read (recorded with its step)."""
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._torn = False
         self._completing = False
         self._t0 = 0.0
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[str](math.inf)
+        self._save_lock = anyio.Lock()
 
     @property
     def status(self) -> RunStatus:
@@ -218,6 +238,25 @@ class Driver:
                     parent=self.parent,
                 )
             )
+        for inv in self.invalidated:
+            self.log.warning(
+                "node invalidated",
+                node=inv.node,
+                step=inv.step,
+                old_fingerprint=inv.old,
+                new_fingerprint=inv.new,
+            )
+            if self.rec.emitter is not None:
+                await self.rec.send(
+                    NodeInvalidated(
+                        trace_id=self.trace_id,
+                        step=inv.step,
+                        node=inv.node,
+                        span_id=f"{inv.node}@{inv.step}",
+                        old_fingerprint=inv.old,
+                        new_fingerprint=inv.new,
+                    )
+                )
         if self.start_trigger is not None:
             await self._save(self.start_trigger)
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -250,11 +289,21 @@ class Driver:
             )
         return step
 
-    async def _step(self, spec: NodeSpec) -> None:
+    async def _step(self, spec: NodeSpec, paused: PendingBarrier | None = None) -> None:
         # The hot path of every run: the recorder is awaited only when someone listens (an
         # await of a coroutine that returns at once still costs its creation, per step).
         name = spec.name
         pos = self.pos
+        reads = self._reads
+        reads.reset()
+        reuse = self.reuse
+        if reuse is not None:
+            if await self._reused(spec, reuse):
+                return
+            if spec.kind != "node" and pos.kept is None:
+                found = reuse.kept_for(spec, self.state, pos.step + 1)
+                if found is not None:
+                    pos.kept, reads.known = found
         step = pos.step + 1
         if step > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
@@ -264,10 +313,35 @@ class Driver:
         if listening:
             await rec.node_start(step, name, span, spec.kind)
         t0 = time.perf_counter()
+        attempt = 1
         try:
-            directive, changes, usage = await execute_node(
-                self.graph, self.state, spec, step, span, rec
-            )
+            try:
+                if paused is not None:  # resumed while paused at this failed node
+                    (directive, changes, usage), attempt = await self._failure(
+                        spec, step, span, None, paused
+                    )
+                elif spec.guarded or spec.kind != "node" or pos.retry_at is not None:
+                    (directive, changes, usage), attempt = await self._attempts(spec, step, span)
+                else:
+                    # No timeout, heartbeat or breaker to set up: the first attempt is a plain
+                    # call, and the retry loop is entered only once it failed.
+                    try:
+                        directive, changes, usage = await execute_node(
+                            self.graph, self.state, spec, step, span, rec, reads=reads
+                        )
+                    except (NodeExecutionFailed, NodeTimeout) as first:
+                        if spec.retry is None:
+                            raise
+                        (directive, changes, usage), attempt = await self._attempts(
+                            spec, step, span, first, t0
+                        )
+            except (NodeExecutionFailed, NodeTimeout, CircuitOpen) as exc:
+                if spec.on_failure == "fail":
+                    self._keep(spec, step, exc)
+                    raise
+                (directive, changes, usage), attempt = await self._failure(
+                    spec, step, span, exc, None
+                )
             if changes:
                 try:
                     changes = apply_changes(self.graph.spec, self.state, changes, node=name)
@@ -277,18 +351,24 @@ class Driver:
                 if listening:
                     await rec.state_changed(step, name, span, changes)
         except GraphError as exc:  # the node, a delta that does not fit, a reducer that raised
-            await rec.node_end(name, step, span, t0, ok=False, next_node=None)
+            t1 = rec.log_line(name, step, t0, ok=False, attempt=attempt)
+            if listening:
+                await rec.send_end(name, step, span, t1 - t0, ok=False, next_node=None)
             _fill(exc, self.trace_id, name, step)
             raise
         # The step is committed before routing: a routing failure leaves the state with the
         # node's deltas applied and no next node (see resume_from for what that means).
         pos.step = step
         pos.next_node = None
+        if pos.kept is not None:
+            pos.kept = None
+        if spec.compensate is not None:
+            pos.compensable.append(name)
         nxt = route(self.graph, self.state, name, directive)
         if directive is not None and type(directive) is Fallback:
             await self._fell_back(spec, directive, step, span)
         pos.next_node = nxt
-        t1 = rec.log_line(name, step, t0, ok=True)
+        t1 = rec.log_line(name, step, t0, ok=True, attempt=attempt)
         if listening:
             await rec.send_end(name, step, span, t1 - t0, ok=True, next_node=nxt)
         trigger = self.ckpt.after_step(
@@ -299,12 +379,289 @@ class Driver:
             usage,
             spec.side_effects,
             more=nxt is not None,
+            fingerprint=spec.fingerprint,
+            keys_read=reads.keys,
+            directive=directive,
+            branches=reads.branches,
         )
         if trigger is not None:
             await self._save(trigger)
             # The commit is shielded: a cancel from an outer scope that came meanwhile
             # is raised here, before the next node starts.
             await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def _reused(self, spec: NodeSpec, reuse: Reuse) -> bool:
+        """A re-run's step: apply its update before the target's first execution; replay a
+        reusable execution of the source (its deltas and directive; no node is called and no
+        node event is sent) and return True, or return False: the node runs."""
+        name = spec.name
+        pos = self.pos
+        update = reuse.take_update(name)
+        if update:
+            try:
+                changes = apply_changes(
+                    self.graph.spec, self.state, update, node=None, writer="the re-run update"
+                )
+            except TornUpdate as torn:
+                self._torn = True
+                raise torn.error from torn.error.__cause__
+            self.ckpt.note_step(pos.step, reuse.update_node, changes)
+        found = reuse.match(spec, self.state)
+        if found is None:
+            return False
+        step = self._next_step(name, spec.kind)
+        changes, directive = reuse.replay(found)
+        try:
+            if changes:
+                changes = self._apply_now(changes, name)
+            pos.step = step
+            pos.next_node = None
+            if spec.kind == "barrier":
+                pos.barrier_counts[name] = pos.barrier_counts.get(name, 0) + 1
+            nxt = route(self.graph, self.state, name, directive)
+        except GraphError as exc:
+            _fill(exc, self.trace_id, name, step)
+            raise
+        pos.next_node = nxt
+        self.reused += 1
+        self.ckpt.note_step(
+            step,
+            name,
+            changes,
+            fingerprint=found.fingerprint,
+            keys_read=found.keys_read,
+            directive=directive,
+            reused_from=found.step,
+            branches=found.branches,
+        )
+        if nxt is not None:
+            # A barrier's reused decision is marked in the history: a checkpoint "historical".
+            trigger = (
+                "historical"
+                if spec.kind == "barrier" and self.ckpt.on_barrier
+                else self.ckpt.trigger_after_step(False)
+            )
+            if trigger is not None:
+                await self._save(trigger)
+                await anyio.lowlevel.checkpoint_if_cancelled()
+        return True
+
+    # -- resilience: attempts and what a failure does ----------------------------------------
+
+    async def _attempts(
+        self,
+        spec: NodeSpec,
+        step: int,
+        span: str,
+        first: GraphError | None = None,
+        first_t0: float = 0.0,
+    ) -> tuple[Outcome, int]:
+        return await run_attempts(
+            self.graph,
+            self.state,
+            spec,
+            step,
+            span,
+            self.rec,
+            self.res,
+            self.pos,
+            self._before_backoff,
+            first,
+            first_t0,
+            self._branch_backoff if self.store is not None else None,
+            self._reads,
+        )
+
+    async def _before_backoff(self) -> None:
+        """Checkpoint the attempt count and the next attempt's time before a backoff (with a
+        store): a crash during the wait resumes with the budget left."""
+        if self.store is not None:
+            await self._save("retry")
+            await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def _branch_backoff(
+        self, waiting: dict[str, tuple[int, float]], finished: dict[str, Any]
+    ) -> None:
+        """Before a branch's backoff (and when a branch finishes after one): checkpoint the
+        fan-out's progress (the finished branches' outputs, each waiting branch's attempts),
+        so a crash during the wait resumes the node with those kept and those budgets."""
+        pos = self.pos
+        node = pos.next_node
+        assert node is not None
+        step = pos.step + 1
+        kept = pos.kept
+        if kept is None or kept.node != node or kept.step != step:
+            kept = KeptOutputs(node=node, step=step, results={})
+        pos.kept = KeptOutputs(
+            node=node,
+            step=step,
+            results={**kept.results, **finished},
+            attempts={**kept.attempts, **waiting},
+        )
+        async with self._save_lock:  # branches back off concurrently: one save at a time
+            await self._save("retry")
+
+    def _keep(self, spec: NodeSpec, step: int, exc: GraphError) -> None:
+        """Record what the successful branches of a failed fan-out returned."""
+        kept = getattr(exc, "kept", None)
+        if kept:
+            self.pos.kept = KeptOutputs(node=spec.name, step=step, results=dict(kept))
+
+    async def _failure(
+        self,
+        spec: NodeSpec,
+        step: int,
+        span: str,
+        exc: GraphError | None,
+        paused: PendingBarrier | None,
+    ) -> tuple[Outcome, int]:
+        """Apply ``spec.on_failure`` to a failed execution (every attempt spent): an outcome
+        to go on with (skip, fallback, an approved retry that succeeded), or the error."""
+        name = spec.name
+        record: dict[str, Any] = {}
+        if paused is not None and isinstance(paused.prompt, dict):
+            record = dict(paused.prompt.get("error") or {})
+        while True:
+            if exc is not None:
+                self._keep(spec, step, exc)
+                record = error_record(exc)
+            strategy = spec.on_failure
+            if strategy == "pause":
+                decision = await self._pause(spec, step, exc, paused)
+                paused = None
+                if isinstance(decision, Skip):
+                    strategy = "skip"
+                elif isinstance(decision, Reject):
+                    raise NodeExecutionFailed(
+                        f"node {name!r} failed and its pause was rejected"
+                        + (f": {decision.reason}" if decision.reason else "")
+                        + (f" (the failure: {cause_of(exc)!r})" if exc is not None else ""),
+                        node=name,
+                        cause=cause_of(exc) if exc is not None else RuntimeError("rejected"),
+                        step=step,
+                    )
+                else:  # Approve, Edit: run the node again with a fresh budget
+                    if isinstance(decision, Edit):
+                        changes = self._apply_now(list(decision.update.items()), name)
+                        await self.rec.state_changed(step, name, span, changes)
+                        self.ckpt.note_step(step, name, changes)
+                    try:
+                        return await self._attempts(spec, step, span)
+                    except (NodeExecutionFailed, NodeTimeout, CircuitOpen) as again:
+                        exc = again
+                        continue
+            if strategy == "skip":
+                self.pos.kept = None
+                self.log.warning("node failed; skipped", node=name, step=step, error=record)
+                info = ErrorInfo(
+                    type=str(record.get("type", "")),
+                    message=str(record.get("message", "")),
+                    node=name,
+                )
+                await self.rec.observed(step, name, span, info)
+                return (None, [(ERRORS_KEY, {name: record})], None), 1
+            assert exc is not None
+            cause = cause_of(exc)
+            if strategy == "fallback":
+                self.pos.kept = None
+                return (Fallback(f"{type(cause).__name__}: {cause}"), [], None), 1
+            if strategy == "compensate":
+                await self._compensate(exc, step)
+            raise exc
+
+    async def _pause(
+        self, spec: NodeSpec, step: int, exc: GraphError | None, paused: PendingBarrier | None
+    ) -> Decision:
+        """Wait at the failed node like at a barrier (same ids, events, store decisions)."""
+        name = spec.name
+        pos = self.pos
+        if paused is None:
+            assert exc is not None
+            occurrence = pos.barrier_counts.get(name, 0) + 1
+            pos.barrier_counts[name] = occurrence
+            pos.pending = PendingBarrier(
+                barrier_id=_barrier_id(name, occurrence),
+                node=name,
+                prompt={"error": error_record(exc), "step": step, "paused": "on_failure"},
+            )
+        else:
+            await self._pull_store_decisions()
+        pending = pos.pending
+        assert pending is not None
+        decision, by = await self._await_decision(spec, step, pending, resumed=paused is not None)
+        pos.pending = None
+        pos.status = "running"
+        verdict = decision_name(decision)
+        self.log.info(
+            "pause resolved",
+            node=name,
+            step=step,
+            barrier_id=pending.barrier_id,
+            by=by,
+            decision=verdict,
+        )
+        if self.rec.emitter is not None:
+            await self.rec.send(
+                BarrierResolved(
+                    trace_id=self.trace_id,
+                    step=step,
+                    barrier_id=pending.barrier_id,
+                    node=name,
+                    decision=verdict,  # type: ignore[arg-type]
+                    reason=decision.reason if isinstance(decision, Reject) else None,
+                    by=by,  # type: ignore[arg-type]
+                    edited=isinstance(decision, Edit),
+                )
+            )
+        return decision
+
+    async def _compensate(self, exc: GraphError, failed_step: int) -> None:
+        """Run the compensations of the completed nodes, newest first, each a checkpointed
+        step of its own; the run then fails with ``exc`` (the caller raises it)."""
+        pos = self.pos
+        failed = pos.next_node
+        self.log.warning(
+            "node failed; compensating",
+            node=exc.node,
+            step=failed_step,
+            compensations=len(pos.compensable),
+        )
+        while pos.compensable:
+            done = pos.compensable[-1]
+            declared = self.graph.nodes.get(done)
+            comp = declared.compensate if declared is not None else None
+            if comp is None:  # recorded by a run whose graph has since changed
+                self.log.warning("compensation no longer declared; skipped", node=done)
+                pos.compensable.pop()
+                continue
+            spec = self.graph.nodes[comp]
+            step = self._next_step(comp, "compensation")
+            span = f"{comp}@{step}"
+            await self.rec.node_start(step, comp, span, spec.kind)
+            t0 = time.perf_counter()
+            try:
+                if spec.retry is not None or spec.guarded:
+                    (_d, changes, _u), _a = await self._attempts(spec, step, span)
+                else:
+                    _d, changes, _u = await execute_node(
+                        self.graph, self.state, spec, step, span, self.rec
+                    )
+                changes = self._apply_now(changes, comp)
+            except GraphError as comp_exc:
+                await self.rec.node_end(comp, step, span, t0, ok=False, next_node=None)
+                _fill(comp_exc, self.trace_id, comp, step)
+                comp_exc.message = (
+                    f"{comp_exc.message}; while compensating {done!r} after node "
+                    f"{exc.node!r} failed: {exc.message}"
+                )
+                raise comp_exc from exc
+            await self.rec.state_changed(step, comp, span, changes)
+            pos.step = step
+            pos.compensable.pop()
+            await self.rec.node_end(comp, step, span, t0, ok=True, next_node=failed)
+            self.ckpt.note_step(step, comp, changes)
+            if self.store is not None:
+                await self._save("compensation")
 
     def _apply_now(self, changes: list[tuple[str, Any]], node: str) -> list[tuple[str, Any]]:
         """Apply a step's changes to the state; the checked changes."""
@@ -331,6 +688,9 @@ class Driver:
     # -- barriers ----------------------------------------------------------------------------
 
     async def _barrier(self, spec: NodeSpec) -> None:
+        reuse = self.reuse
+        if reuse is not None and await self._reused(spec, reuse):
+            return  # a re-run keeps this decision (out of the re-run's scope)
         name = spec.name
         step = self._next_step(name, "barrier")
         span = f"{name}@{step}"
@@ -373,6 +733,9 @@ class Driver:
     async def _reenter_barrier(self, pending: PendingBarrier) -> None:
         """A resumed run that was waiting waits again, with the same barrier id."""
         spec = self.graph.nodes[pending.node]
+        if spec.kind != "barrier":  # paused by on_failure="pause": the node's step again
+            await self._step(spec, pending)
+            return
         step = self.pos.step
         span = f"{spec.name}@{step}"
         await self.rec.node_start(step, spec.name, span, "barrier")
@@ -382,9 +745,17 @@ class Driver:
     async def _wait_and_resolve(
         self, spec: NodeSpec, step: int, span: str, t0: float, *, resumed: bool = False
     ) -> None:
-        pos = self.pos
-        pending = pos.pending
+        pending = self.pos.pending
         assert pending is not None
+        decision, by = await self._await_decision(spec, step, pending, resumed=resumed)
+        await self._resolve(spec, step, span, pending.barrier_id, decision, by, t0)
+
+    async def _await_decision(
+        self, spec: NodeSpec, step: int, pending: PendingBarrier, *, resumed: bool
+    ) -> tuple[Decision, str]:
+        """The decision for ``pending`` (a barrier, or a node paused by its failure): one
+        already there, else checkpoint the wait, send BarrierWaiting and wait for it."""
+        pos = self.pos
         decision = take_decision(pos, pending.barrier_id, spec.name)
         by = "human"
         if decision is None and not resumed:
@@ -417,7 +788,7 @@ class Driver:
                     )
                 )
             decision, by = await self._wait(spec, pending)
-        await self._resolve(spec, step, span, pending.barrier_id, decision, by, t0)
+        return decision, by
 
     async def _wait(self, spec: NodeSpec, pending: PendingBarrier) -> tuple[Decision, str]:
         if self.must_be_decided and self.store is None and pending.deadline is None:
@@ -562,6 +933,7 @@ class Driver:
             duration=time.perf_counter() - self._t0,
             execution_log=entries if entries is not None else [],
             error=error,
+            reused=self.reused,
         )
         return self.result
 

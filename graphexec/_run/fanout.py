@@ -8,8 +8,9 @@ mode): the failure policy is then decided in one place, ``_outcome`` below.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeAlias
 
 import anyio
 
@@ -18,13 +19,46 @@ from .._context import NodeContext, _Usage
 from .._directives import End, Fallback, Goto
 from .._events import BranchCompleted, ParallelCompleted, ParallelStarted
 from .._graph import NodeSpec
+from .._spec import ERRORS_KEY
 from .._state import changes_of
 from .._view import fresh
+from ..checkpoint._record import BranchRecord, KeptOutputs
 from ..exceptions import NodeExecutionFailed, StateError
+from .attempts import Resilience, error_record, retry_branch
 from .invoke import invoke
 from .recorder import Recorder, error_info
 
-__all__ = ("run_map", "run_parallel")
+__all__ = ("FanOut", "run_map", "run_parallel")
+
+# on_failure values under which a failed branch does not fail its node: "skip" drops the
+# branch (recording its error), "fallback" lets the node take its fallback edge.
+_SURVIVED = ("skip", "fallback")
+
+
+BranchBackoff: TypeAlias = Callable[[dict[str, tuple[int, float]], dict[str, Any]], Awaitable[None]]
+"""Called with (branches entering a backoff: their failed attempts and next attempt's time;
+the outputs of the branches finished so far) before a branch's backoff, and again each time a
+branch finishes while another has backed off: the loop checkpoints the fan-out's progress."""
+
+
+class FanOut:
+    """What a fan-out needs besides its node: the executor's resilience, the graph's name
+    (breakers are per graph and node), the progress kept from an earlier execution at this
+    step, and what to do before a branch's backoff."""
+
+    __slots__ = ("graph_name", "kept", "on_backoff", "res")
+
+    def __init__(
+        self,
+        res: Resilience,
+        graph_name: str,
+        kept: KeptOutputs | None,
+        on_backoff: BranchBackoff | None = None,
+    ) -> None:
+        self.res = res
+        self.graph_name = graph_name
+        self.kept = kept
+        self.on_backoff = on_backoff
 
 
 async def _fan_out(
@@ -35,14 +69,24 @@ async def _fan_out(
     span: str,
     jobs: Sequence[tuple[str, UserFn, Any]],
     limit: int | None,
+    fan: FanOut,
 ) -> tuple[list[Any], dict[str, BaseException]]:
-    """Run every (branch name, callable, first argument) job; return results in job order."""
+    """Run every (branch name, callable, first argument) job; return results in job order.
+
+    Jobs whose output ``fan.kept`` holds (a failed earlier execution of this node at this
+    step) are not run again: their kept output is used.
+    """
     emitter = rec.emitter
     trace_id = rec.trace_id
     name = spec.name
     results: list[Any] = [None] * len(jobs)
     failures: dict[str, BaseException] = {}
     limiter = anyio.CapacityLimiter(limit) if limit else None
+    kept = fan.kept.results if fan.kept is not None else {}
+    resumed_attempts = fan.kept.attempts if fan.kept is not None else {}
+    done = set(kept)
+    """Branches that returned (or whose output was kept)."""
+    survive = spec.on_failure in _SURVIVED
     if emitter is not None:
         await emitter.send(
             ParallelStarted(
@@ -50,26 +94,64 @@ async def _fan_out(
             )
         )
 
+    async def one_call(call: UserFn, arg: Any, bname: str, attempt: int, beat: Any) -> Any:
+        ctx = (
+            NodeContext(trace_id, step, name, span, bname, emitter, attempt, beat)
+            if call.takes_ctx
+            else None
+        )
+        result = await invoke(call, (arg, ctx) if ctx is not None else (arg,))
+        if ctx is not None:
+            usage.tokens += ctx._usage.tokens
+            usage.side_effects = usage.side_effects or ctx._usage.side_effects
+        return result
+
+    backed_off: set[str] = set()
+
+    async def progress(waiting: dict[str, tuple[int, float]]) -> None:
+        if fan.on_backoff is not None:
+            finished = {b: results[i] for i, (b, _c, _a) in enumerate(jobs) if b in done}
+            await fan.on_backoff(waiting, finished)
+
+    async def before_backoff(bname: str, attempt: int, retry_at: float) -> None:
+        backed_off.add(bname)
+        await progress({bname: (attempt, retry_at)})
+
+    async def run_one(bname: str, call: UserFn, arg: Any) -> Any:
+        if not spec.resilient:
+            return await one_call(call, arg, bname, 1, None)
+        failed, retry_at = resumed_attempts.get(bname, (0, None))
+        return await retry_branch(
+            fan.res,
+            rec,
+            fan.graph_name,
+            spec,
+            step,
+            span,
+            bname,
+            lambda attempt, beat: one_call(call, arg, bname, attempt, beat),
+            failed,
+            retry_at,
+            partial(before_backoff, bname),
+        )
+
     async def branch(i: int, bname: str, call: UserFn, arg: Any, scope: anyio.CancelScope) -> None:
         t0 = time.perf_counter()
-        ctx = NodeContext(trace_id, step, name, span, bname, emitter) if call.takes_ctx else None
-        args = (arg, ctx) if ctx is not None else (arg,)
         error = None
         try:
             if limiter is not None:
                 async with limiter:
-                    results[i] = await invoke(call, args)
+                    results[i] = await run_one(bname, call, arg)
             else:
-                results[i] = await invoke(call, args)
+                results[i] = await run_one(bname, call, arg)
+            done.add(bname)
+            if backed_off:  # a checkpoint of this fan-out's progress exists: keep it current
+                await progress({})
         except Exception as exc:  # noqa: BLE001 - kept; the policy is applied in _outcome
             failures[bname] = exc
             error = f"{type(exc).__name__}: {exc}"
-            if spec.on_error == "fail_fast":
+            if spec.on_error == "fail_fast" and not survive:
                 scope.cancel()
-        else:
-            if ctx is not None:
-                usage.tokens += ctx._usage.tokens
-                usage.side_effects = usage.side_effects or ctx._usage.side_effects
         if emitter is not None:
             emitter.send_soon(
                 BranchCompleted(
@@ -86,6 +168,9 @@ async def _fan_out(
 
     async with anyio.create_task_group() as tg:
         for i, (bname, call, arg) in enumerate(jobs):
+            if bname in kept:
+                results[i] = kept[bname]
+                continue
             tg.start_soon(branch, i, bname, call, arg, tg.cancel_scope, name=bname)
     if spec.on_error != "fail_fast":
         # In declaration order, not completion order (which is the scheduler's): what the
@@ -103,7 +188,14 @@ async def _fan_out(
                 failed=list(failures),
             )
         )
-    await _outcome(rec, spec, step, span, failures)
+    try:
+        await _outcome(rec, spec, step, span, failures)
+    except NodeExecutionFailed as exc:
+        # What succeeded is kept (the loop records it in the checkpoint): the next execution
+        # of this node at this step runs only the failed branches.
+        # (A branch cancelled by fail_fast finished nothing: it is not kept.)
+        exc.kept = {bname: results[i] for i, (bname, _c, _a) in enumerate(jobs) if bname in done}
+        raise
     return results, failures
 
 
@@ -114,7 +206,7 @@ async def _outcome(
     if not failures:
         return
     name = spec.name
-    if spec.on_error == "fail_fast":
+    if spec.on_error == "fail_fast" and spec.on_failure not in _SURVIVED:
         first_branch, first = next(iter(failures.items()))
         raise NodeExecutionFailed(
             f"branch {first_branch!r} of node {name!r} failed: {first!r} "
@@ -123,7 +215,7 @@ async def _outcome(
             cause=first,
             failures=failures,
         )
-    if spec.on_error == "collect":
+    if spec.on_error == "collect" and spec.on_failure not in _SURVIVED:
         group = ExceptionGroup(
             f"{len(failures)} branch(es) of node {name!r} failed",
             [e if isinstance(e, Exception) else RuntimeError(repr(e)) for e in failures.values()],
@@ -147,14 +239,36 @@ async def run_parallel(
     spec: NodeSpec,
     step: int,
     span: str,
-    view: Any,
-) -> list[tuple[str, Any]]:
-    """Run a static parallel node; merged deltas in branch declaration order."""
-    jobs = [(b.name, b.call, view) for b in spec.branches]
-    results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None)
+    view: Callable[[], Any],
+    fan: FanOut,
+    reads: Any = None,
+) -> tuple[list[tuple[str, Any]], dict[str, BaseException]]:
+    """Run a static parallel node; merged deltas in branch declaration order, and the branches
+    that failed without failing the node.
+
+    Each branch gets its own view (``view()``), so ``reads`` (a ``step.Reads``) gets what each
+    branch read: per branch that succeeded, its keys and how many of the deltas it wrote, and
+    for the node every branch's keys (a branch whose output was kept: the keys ``reads.known``
+    gives for it, else unknown)."""
+    jobs = [(b.name, b.call, view()) for b in spec.branches]
+    results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None, fan)
     writers: dict[str, list[str]] = {}
     merged: list[tuple[str, Any]] = []
-    for (bname, _call, _arg), out in zip(jobs, results, strict=True):
+    kept = fan.kept.results if fan.kept is not None else {}
+    known = reads.known if reads is not None and reads.known is not None else {}
+    records: list[BranchRecord] = []
+    union: set[str] | None = set()
+    fingerprints = {b.name: b.fingerprint for b in spec.branches}
+    for (bname, _call, arg), out in zip(jobs, results, strict=True):
+        if bname in kept:
+            keys = known.get(bname)
+        else:
+            keys = getattr(arg, "keys_read", None)  # None: typed state
+        if union is not None:
+            if keys is None:
+                union = None
+            else:
+                union.update(keys)
         if bname in failures:
             continue
         if isinstance(out, Goto | End | Fallback):
@@ -163,9 +277,21 @@ async def run_parallel(
                 f"{type(out).__name__}; branches return None or a mapping of updates",
                 node=spec.name,
             )
-        for key, value in changes_of(out, node=f"{spec.name}.{bname}"):
+        changes = changes_of(out, node=f"{spec.name}.{bname}")
+        for key, value in changes:
             writers.setdefault(key, []).append(bname)
             merged.append((key, value))
+        records.append(
+            BranchRecord(
+                bname,
+                sorted(keys) if keys is not None else None,
+                len(changes),
+                fingerprints[bname],
+            )
+        )
+    if reads is not None:
+        reads.keys = union
+        reads.branches = records
     for key, names in writers.items():
         if len(set(names)) > 1 and key not in reducers:  # one branch may write a key twice
             raise StateError(
@@ -176,13 +302,24 @@ async def run_parallel(
                 branches=names,
                 node=spec.name,
             )
-    return merged
+    if failures and spec.on_failure == "skip":
+        merged.append(
+            (ERRORS_KEY, {f"{spec.name}.{b}": error_record(e) for b, e in failures.items()})
+        )
+    return merged, failures
 
 
 async def run_map(
-    rec: Recorder, usage: _Usage, spec: NodeSpec, step: int, span: str, state: dict[str, Any]
-) -> list[tuple[str, Any]]:
-    """Run a map node over ``state[over]``; one delta appending the results to ``into``."""
+    rec: Recorder,
+    usage: _Usage,
+    spec: NodeSpec,
+    step: int,
+    span: str,
+    state: dict[str, Any],
+    fan: FanOut,
+) -> tuple[list[tuple[str, Any]], dict[str, BaseException]]:
+    """Run a map node over ``state[over]``; one delta appending the results to ``into`` (a
+    failed item that did not fail the node contributes nothing), and the failed items."""
     assert spec.call is not None and spec.over is not None and spec.into is not None
     items = state.get(spec.over)
     if items is None:
@@ -196,6 +333,11 @@ async def run_map(
         )
     # Each item is a copy (fresh): a map function mutating its item cannot change the state.
     jobs = [(f"{spec.name}[{i}]", spec.call, fresh(item)) for i, item in enumerate(items)]
-    results, failures = await _fan_out(rec, usage, spec, step, span, jobs, spec.max_concurrency)
+    results, failures = await _fan_out(
+        rec, usage, spec, step, span, jobs, spec.max_concurrency, fan
+    )
     kept = [r for (bname, _c, _a), r in zip(jobs, results, strict=True) if bname not in failures]
-    return [(spec.into, kept)]
+    changes: list[tuple[str, Any]] = [(spec.into, kept)]
+    if failures and spec.on_failure == "skip":
+        changes.append((ERRORS_KEY, {b: error_record(e) for b, e in failures.items()}))
+    return changes, failures

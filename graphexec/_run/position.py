@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from .._decisions import Decision
-from ..checkpoint._record import CheckpointBody, PendingBarrier
+from ..checkpoint._record import CheckpointBody, KeptOutputs, PendingBarrier
 from ..typing import RunStatus
 
 __all__ = ("Position",)
@@ -35,6 +35,14 @@ class Position(msgspec.Struct):
     """Decisions not used yet: exact (``"node#n"``, used once) or wildcard (node name)."""
     decision_cursor: int = 0
     """The id of the last decision read from the store's inbox."""
+    attempt: int = 0
+    """Failed attempts of ``next_node`` so far: its retry budget already spent."""
+    retry_at: float | None = None
+    """When ``next_node``'s next attempt is due (wall clock), during a backoff."""
+    kept: KeptOutputs | None = None
+    """Successful branches of a failed fan-out node, reused by its next execution."""
+    compensable: list[str] = msgspec.field(default_factory=list)
+    """Completed nodes with a ``compensate=`` node, in order (``on_failure="compensate"``)."""
 
     @classmethod
     def start(cls, node: str, decisions: dict[str, Decision] | None = None) -> Position:
@@ -62,4 +70,8 @@ class Position(msgspec.Struct):
             pending=body.pending_barrier,
             decisions=dict(body.decisions) if decisions is None else decisions,
             decision_cursor=body.decision_cursor if decision_cursor is None else decision_cursor,
+            attempt=body.attempt,
+            retry_at=body.retry_at,
+            kept=body.kept,
+            compensable=list(body.compensable),
         )

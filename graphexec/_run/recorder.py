@@ -13,10 +13,12 @@ from typing import Any
 
 from .._emit import Emitter
 from .._events import (
+    CircuitChanged,
     ErrorInfo,
     GraphEvent,
     LogEntry,
     NodeEnd,
+    NodeRetry,
     NodeStart,
     ObservedError,
     StateChanged,
@@ -65,13 +67,69 @@ class Recorder:
             await self.send_end(node, step, span, t1 - t0, ok=ok, next_node=next_node)
         return t1
 
-    def log_line(self, node: str, step: int, t0: float, *, ok: bool) -> float:
+    def log_line(self, node: str, step: int, t0: float, *, ok: bool, attempt: int = 1) -> float:
         """The execution-log line of a node execution that ends now; returns the end time.
         (node_end without the event: the loop's hot path awaits send_end only if listened to.)"""
         t1 = time.perf_counter()
         if self.entries is not None:
-            self.entries.append(LogEntry(step, node, t0, t1, ok))
+            self.entries.append(
+                LogEntry(step, node, t0, t1, ok)
+                if attempt == 1
+                else LogEntry(step, node, t0, t1, ok, attempt)
+            )
         return t1
+
+    async def retry(
+        self,
+        step: int,
+        node: str,
+        span: str,
+        attempt: int,
+        exc: BaseException,
+        wait: float,
+        branch: str | None = None,
+    ) -> None:
+        """An attempt failed and will be retried: a log line and a NodeRetry event."""
+        self.log.warning(
+            "node attempt failed; retrying",
+            node=node,
+            step=step,
+            span_id=span,
+            branch=branch,
+            attempt=attempt,
+            wait=wait,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        if self.emitter is not None:
+            await self.emitter.send(
+                NodeRetry(
+                    trace_id=self.trace_id,
+                    step=step,
+                    node=node,
+                    span_id=span,
+                    attempt=attempt,
+                    error=error_info(exc, node),
+                    wait=wait,
+                    branch=branch,
+                )
+            )
+
+    def circuit(self, step: int, node: str, state: str, failures: int, until: float | None) -> None:
+        """A breaker changed state: a log line, and a CircuitChanged event (sent without
+        waiting: the change may happen inside a branch)."""
+        log = self.log.warning if state == "open" else self.log.info
+        log("circuit breaker " + state.replace("_", "-"), node=node, step=step, failures=failures)
+        if self.emitter is not None:
+            self.emitter.send_soon(
+                CircuitChanged(
+                    trace_id=self.trace_id,
+                    step=step,
+                    node=node,
+                    state=state,  # type: ignore[arg-type]
+                    failures=failures,
+                    until=until,
+                )
+            )
 
     async def send_end(
         self, node: str, step: int, span: str, duration: float, *, ok: bool, next_node: str | None

@@ -29,3 +29,6 @@ class GraphResult(msgspec.Struct, frozen=True):
     duration: float
     execution_log: list[LogEntry] = msgspec.field(default_factory=list)
     error: GraphError | None = None
+    reused: int = 0
+    """A re-run (``ex.rerun``): the node executions it reused from its source trace instead of
+    running them (they are not in ``execution_log``, which lists what ran)."""

@@ -16,10 +16,17 @@ Directive = Goto | End | Fallback
 
 
 def route(
-    graph: Graph, state: dict[str, Any], node: str, directive: Directive | None
+    graph: Graph,
+    state: dict[str, Any],
+    node: str,
+    directive: Directive | None,
+    view: Any = None,
 ) -> str | None:
     """The go-to-next rule: a directive first; else conditions in order, then the normal edge,
-    then the fallback. None ends the run; MissingEdge or Unrouted when nothing applies."""
+    then the fallback. None ends the run; MissingEdge or Unrouted when nothing applies.
+
+    ``view``: what the conditions receive (default: a fresh view of ``state``); a re-run's plan
+    passes its own to learn which keys the conditions read."""
     routes = graph.routes(node)
     if directive is not None:
         if isinstance(directive, End):
@@ -44,7 +51,8 @@ def route(
     if node in graph.ends:
         return None
     if routes.conditional:
-        view = graph.spec.view(state)
+        if view is None:
+            view = graph.spec.view(state)
         for edge in routes.conditional:
             assert edge.when is not None
             try:

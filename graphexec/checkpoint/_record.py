@@ -22,12 +22,16 @@ from ..exceptions import CheckpointError
 
 __all__ = (
     "FORMAT_VERSION",
+    "BranchRecord",
     "CheckpointBody",
     "CheckpointKind",
     "CheckpointSummary",
+    "Invalidation",
+    "KeptOutputs",
     "Lease",
     "ParentRef",
     "PendingBarrier",
+    "RecordedRoute",
     "RunInfo",
     "StepRecord",
     "StoredCheckpoint",
@@ -45,12 +49,49 @@ FORMAT_VERSION = 1
 CheckpointKind: TypeAlias = Literal["base", "delta"]
 
 
+class RecordedRoute(msgspec.Struct, frozen=True, array_like=True):
+    """A routing directive a node returned (``Goto``, ``End``, ``Fallback``), kept so that a
+    re-run that reuses the execution routes the way the node asked."""
+
+    kind: Literal["goto", "end", "fallback"]
+    target: str | None = None
+    """``goto``: the node to continue at."""
+    reason: str = ""
+    """``fallback``: the reason given."""
+
+
 class StepRecord(msgspec.Struct, frozen=True, array_like=True):
-    """The deltas one node execution produced, in the order they were applied."""
+    """One node execution: the deltas it produced, in the order they were applied, and what a
+    re-run needs to decide whether it can be reused.
+
+    Encoded as an array; fields after ``deltas`` are appended with defaults, so records
+    written before them still decode (an unset field costs one byte).
+    """
 
     step: int
     node: str
     deltas: list[StateDelta]
+    fingerprint: str | None = None
+    """The node's fingerprint when it ran (None: the node had none)."""
+    keys_read: list[str] | None = None
+    """The state keys the execution read, sorted; None: unknown, counted as every key (typed
+    state, barriers, records written before keys were recorded)."""
+    route: RecordedRoute | None = None
+    """The directive the node returned, if any."""
+    reused_from: int | None = None
+    """In a re-run: the step of the source trace whose recorded output this step replayed."""
+    branches: list[BranchRecord] | None = None
+    """A parallel node: per branch that succeeded, in declaration order, what it read and how
+    many of ``deltas`` (which follow in the same order) it wrote."""
+
+
+class BranchRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One branch of a parallel node execution."""
+
+    name: str
+    keys_read: list[str] | None
+    deltas: int
+    """How many of the step's deltas are this branch's (they are contiguous)."""
     fingerprint: str | None = None
 
 
@@ -64,11 +105,37 @@ class PendingBarrier(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     """Wall-clock time (``time.time()``) at which the default action applies; None: never."""
 
 
+class KeptOutputs(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A parallel (map) node's progress at its step: what its finished branches (items)
+    returned, recorded when it failed or before a branch's backoff; the next execution of the
+    node at the same step runs only the others, each with the attempts it had left."""
+
+    node: str
+    step: int
+    results: dict[str, Any]
+    """Branch name (``"<node>[<i>]"`` for a map item) to what it returned."""
+    attempts: dict[str, tuple[int, float]] = msgspec.field(default_factory=dict)
+    """Branches waiting out a backoff when this was recorded: failed attempts so far and the
+    wall-clock time of the next one."""
+
+
+class Invalidation(msgspec.Struct, frozen=True, array_like=True):
+    """One execution invalidated on resume: its step and node, old and new fingerprint."""
+
+    step: int
+    node: str
+    old: str | None
+    new: str | None
+
+
 class ParentRef(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """Where a forked run came from."""
+    """Where a forked or re-run trace came from."""
 
     trace_id: str
     seq: int
+    kind: Literal["fork", "rerun"] = "fork"
+    """``fork``: ``ex.fork`` from checkpoint ``seq``; ``rerun``: ``ex.rerun`` of the trace as
+    it stood at checkpoint ``seq`` (appended with a default: older records decode as forks)."""
 
 
 class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -103,6 +170,18 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     a state can be restored without the graph when only built-ins are involved."""
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Base records: the graph's barrier nodes (copied to the runs index)."""
+    attempt: int = 0
+    """Failed attempts of ``next_node`` so far (its retry budget already spent)."""
+    retry_at: float | None = None
+    """Wall-clock time of ``next_node``'s next attempt (a crash during a backoff waits out the
+    rest of it on resume)."""
+    kept: KeptOutputs | None = None
+    """Outputs of the successful branches of a failed parallel or map node."""
+    compensable: list[str] = msgspec.field(default_factory=list)
+    """Completed nodes that declared ``compensate=``, in completion order (not yet undone)."""
+    invalidated: list[Invalidation] = msgspec.field(default_factory=list)
+    """The audit trail of a resume with ``invalidate_on_resume``: the executions it ran again
+    because their node's fingerprint changed (recorded in the resume's first checkpoint)."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,6 +238,12 @@ class RunInfo(msgspec.Struct, kw_only=True):
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Names of the graph's barrier nodes, so the store can refuse a decision for another node."""
     parent: ParentRef | None = None
+
+    @property
+    def rerun_of(self) -> str | None:
+        """The trace this one re-runs (``ex.rerun``), or None."""
+        parent = self.parent
+        return parent.trace_id if parent is not None and parent.kind == "rerun" else None
 
 
 class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):

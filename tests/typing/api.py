@@ -75,6 +75,15 @@ async def run(graph: gx.Graph, store: gx.CheckpointStore) -> None:
     concat = gx.reducers.register("typing-v1", lambda current, value: (current or "") + value)
     assert_type(concat, Callable[[Any, Any], Any])
     assert_type(await ex.runs(status="waiting"), list[gx.RunInfo])
+    plan = await ex.plan_rerun(graph, "t", "classify", update={"ticket": "z"})
+    assert_type(plan, gx.RerunPlan)
+    assert_type(plan.rows[0].reasons[0], gx.PlanReason)
+    assert_type(plan.table(), str)
+    async with ex.rerun(graph, "t", "classify", plan=plan, new_trace_id="t2") as rerun:
+        assert_type(rerun.result, gx.GraphResult)
+    assert_type((await ex.runs())[0].rerun_of, str | None)
+    versioned = gx.GraphBuilder("v", fingerprint="auto").node("a", lambda s: None, deps=[len])
+    del versioned
 
 
 async def stores() -> None:
@@ -86,3 +95,39 @@ async def stores() -> None:
     assert_type(portable.commit_path_used, Literal["fast", "portable"] | None)
     memory: gx.CheckpointStore = gx.MemoryStore()
     del memory
+
+
+async def resilient(state: gx.typing.State, ctx: gx.NodeContext) -> dict[str, Any]:
+    assert_type(ctx.attempt, int)
+    ctx.heartbeat()
+    if not state:
+        raise gx.RetryAfter(5)
+    raise gx.NonRetryable("bad input")
+
+
+async def resilience() -> None:
+    graph = (
+        gx.GraphBuilder("resilient")
+        .defaults(retry=gx.Retry(attempts=3, on=(ConnectionError,)), timeout=30.0)
+        .node("charge", resilient, compensate="refund", on_failure="compensate")
+        .node("refund", resilient, retry=gx.Retry(attempts=1))
+        .node("call", resilient, on_failure="pause", heartbeat_timeout=5.0)
+        .parallel("p", {"a": classify}, on_failure="skip", retry=gx.Retry(on=lambda e: True))
+        .map("m", classify, over="xs", into="ys", on_failure="fallback")
+        .node("dep", resilient, breaker=gx.CircuitBreaker(failures=5, cooldown=30.0))
+        .start("charge")
+        .end("charge")
+        .build()
+    )
+    clock = gx.testing.FakeClock()
+    ex = gx.GraphExecutor(clock=clock)
+    try:
+        await ex.execute(graph)
+    except gx.RetriesExhausted as exc:
+        assert_type(exc.attempts, int)
+        assert_type(exc.errors, list[BaseException])
+    except gx.NodeTimeout as exc:
+        assert_type(exc.idle, bool)
+    except gx.CircuitOpen as exc:
+        assert_type(exc.until, float)
+    assert_type(clock.sleeps, list[float])
