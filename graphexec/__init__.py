@@ -25,6 +25,7 @@ from ._events import (
     GraphComplete,
     GraphEvent,
     GraphFailed,
+    GraphInterrupted,
     GraphStart,
     LogEntry,
     NodeEnd,
@@ -115,6 +116,7 @@ __all__ = (
     # Running
     "GraphExecutor",
     "GraphFailed",
+    "GraphInterrupted",
     "GraphResult",
     "GraphStart",
     "InvalidDecision",

@@ -45,6 +45,7 @@ from .checkpoint._record import (
 from .exceptions import CheckpointError, GraphError
 
 if TYPE_CHECKING:
+    from ._eventlog import EventLog
     from ._run.position import Position
 
 __all__ = (
@@ -89,8 +90,11 @@ class Checkpointer:
         lease_ttl: float,
         send_event: Callable[[CheckpointSaved], Awaitable[None]] | None,
         parent: ParentRef | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
+        self.events = events
+        """The run's event log: its pending events ride each checkpoint's transaction."""
         self.policy = policy
         self.trace_id = trace_id
         self.graph_name = graph_name
@@ -419,15 +423,32 @@ class Checkpointer:
         batch: list[tuple[StoredCheckpoint, RunInfo]],
         decisions_after: int | None = None,
     ) -> list[StoredDecision]:
+        release = batch[-1][0].seq == self._final_seq
+        log = self.events
         try:
-            release = batch[-1][0].seq == self._final_seq
-            found = await self.store.save(
-                [r for r, _ in batch],
-                batch[-1][1],
-                lease=self.lease,
-                release=release,
-                decisions_after=decisions_after,
-            )
+            if log is None or log.store is None:
+                found = await self.store.save(
+                    [r for r, _ in batch],
+                    batch[-1][1],
+                    lease=self.lease,
+                    release=release,
+                    decisions_after=decisions_after,
+                )
+            else:
+                async with log.lock:
+                    ok = False
+                    try:
+                        found = await self.store.save(
+                            [r for r, _ in batch],
+                            batch[-1][1],
+                            lease=self.lease,
+                            release=release,
+                            decisions_after=decisions_after,
+                            events=log.take(),
+                        )
+                        ok = True
+                    finally:
+                        log.written(ok)
         except GraphError:
             raise
         except Exception as exc:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._events import GraphEvent
+
+if TYPE_CHECKING:
+    from ._eventlog import EventLog
 
 __all__ = ("Emitter",)
 
@@ -22,19 +25,29 @@ class Emitter:
 
     ``send_soon`` never blocks: when the stream is full the event joins a backlog that the next
     ``send`` (or ``flush``) delivers first, so order is kept. Once the consumer is gone, events
-    are dropped and ``gone`` is set.
+    are dropped and ``gone`` is set. Every event first goes through the run's event log (its
+    id, its record, live tails), consumer or not: a run started without a consumer has an
+    Emitter with no stream.
     """
 
-    __slots__ = ("_backlog", "_stream", "_thread", "gone")
+    __slots__ = ("_backlog", "_stream", "_thread", "gone", "log")
 
-    def __init__(self, stream: MemoryObjectSendStream[GraphEvent]) -> None:
-        self._stream = stream
+    def __init__(
+        self, stream: MemoryObjectSendStream[GraphEvent] | None, log: EventLog | None = None
+    ) -> None:
+        self._stream: Any = stream
         self._backlog: deque[GraphEvent] = deque()
         self._thread = threading.get_ident()
-        self.gone = False
+        self.gone = stream is None
+        self.log = log
 
-    async def send(self, event: GraphEvent) -> None:
-        """Deliver ``event``, waiting while the consumer's buffer is full."""
+    async def send(self, event: GraphEvent, *, durable: bool = False) -> None:
+        """Deliver ``event``, waiting while the consumer's buffer is full. ``durable``: write
+        it (and the events before it) to the event log before delivering it."""
+        if self.log is not None:
+            self.log.stamp(event)
+            if durable:
+                await self.log.flush()
         if self.gone:
             return
         if self._backlog:
@@ -53,7 +66,7 @@ class Emitter:
 
     def send_soon(self, event: GraphEvent) -> None:
         """Deliver without blocking (backlogged if full); safe from a worker thread too."""
-        if self.gone:
+        if self.gone and self.log is None:
             return
         if threading.get_ident() != self._thread:
             try:
@@ -62,6 +75,10 @@ class Emitter:
                 # A worker thread abandoned by a cancel can outlive the run and its event
                 # loop: what it emits then has no one to go to.
                 self.gone = True
+            return
+        if self.log is not None:
+            self.log.stamp(event)
+        if self.gone:
             return
         if self._backlog:
             self._backlog.append(event)
@@ -85,7 +102,8 @@ class Emitter:
 
     def close(self) -> None:
         """End the stream: the consumer's ``async for`` finishes after the buffered events."""
-        self._stream.close()
+        if self._stream is not None:
+            self._stream.close()
 
 
 class Delivery:

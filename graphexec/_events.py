@@ -22,6 +22,7 @@ __all__ = (
     "GraphComplete",
     "GraphEvent",
     "GraphFailed",
+    "GraphInterrupted",
     "GraphStart",
     "LogEntry",
     "NodeEnd",
@@ -40,6 +41,11 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """The run this event belongs to."""
     step: int
     """The step counter when the event was sent (the node's step for node events)."""
+    event_id: int = 0
+    """Increasing within the trace, across resumes, turns and processes (set when the event is
+    sent; 0 on an event built by hand). ``(segment << 32) | n``: ``segment`` grows with every
+    driver of the trace (taken from the store), ``n`` counts that driver's events, so ids a
+    crashed driver handed out are never reused. Without a store the segment is 0."""
 
 
 class GraphStart(_Event, frozen=True, kw_only=True, tag=True):
@@ -236,6 +242,18 @@ class GraphFailed(_Event, frozen=True, kw_only=True, tag=True):
     status: Literal["failed", "cancelled"] = "failed"
 
 
+class GraphInterrupted(_Event, frozen=True, kw_only=True, tag=True):
+    """The run was stopped by the shutdown of the executor driving it (its ``async with``
+    ended). It is checkpointed with status ``"interrupted"`` and resumed by ``ex.recover()``."""
+
+    state: Any
+    status: Literal["interrupted"] = "interrupted"
+
+
+TERMINAL_EVENTS: tuple[type, ...] = (GraphComplete, GraphFailed, GraphInterrupted)
+"""Events after which a run sends nothing more (an event tail ends at one of them)."""
+
+
 GraphEvent: TypeAlias = (
     GraphStart
     | NodeStart
@@ -254,5 +272,6 @@ GraphEvent: TypeAlias = (
     | CircuitChanged
     | GraphComplete
     | GraphFailed
+    | GraphInterrupted
 )
 """Every event a run can send."""

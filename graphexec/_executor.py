@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 import msgspec
@@ -18,6 +19,7 @@ from ._emit import Emitter
 from ._events import GraphEvent
 from ._graph import Graph
 from ._history import history_page
+from ._manager import RunManager, new_log
 from ._policy import CheckpointPolicy
 from ._restore import Restored, restore
 from ._retry import Clock
@@ -83,8 +85,22 @@ class GraphExecutor:
         invalidate_on_resume: on resume, run again every completed execution whose node's
             fingerprint changed since it ran, and what depends on it (default False: a resume
             continues where the run stopped).
+        graphs: the registry, by graph name, that ``recover()`` (and workers, the CLI, the
+            server) use to find a stored run's graph.
+        record_events: record every run's events in the store (default True; needs a store),
+            for ``ex.events`` in any process.
+        record_custom_events: also record ``Custom`` events (``ctx.emit``: tokens); default
+            True. Live consumers and in-process tails get them either way.
+        event_flush_interval: between checkpoints, recorded events are written every this many
+            seconds (default 0.05); at a checkpoint they ride its transaction.
+        event_poll_interval: how often ``ex.events`` polls the store for a run driven in
+            another process (default 0.05 s).
         clock: the wall clock and sleep that retry backoffs and circuit-breaker cool-downs
             use (default: the real ones; ``gx.testing.FakeClock()`` in tests).
+
+    ``async with gx.GraphExecutor(...) as ex:`` gives it a task group for ``ex.start`` and
+    ``ex.recover``; leaving the block checkpoints their runs and stops them as
+    ``"interrupted"`` (a run waiting at a barrier stays ``"waiting"``).
     """
 
     def __init__(
@@ -99,6 +115,11 @@ class GraphExecutor:
         execution_log: bool = True,
         on_graph_change: Literal["warn", "fail"] = "warn",
         invalidate_on_resume: bool = False,
+        graphs: Iterable[Graph] = (),
+        record_events: bool = True,
+        record_custom_events: bool = True,
+        event_flush_interval: float = 0.05,
+        event_poll_interval: float = 0.05,
         clock: Clock | None = None,
     ) -> None:
         if max_steps < 1:
@@ -116,8 +137,78 @@ class GraphExecutor:
         self.execution_log = execution_log
         self.on_graph_change = on_graph_change
         self.invalidate_on_resume = invalidate_on_resume
+        self.record_events = record_events
+        self.record_custom_events = record_custom_events
+        if event_flush_interval <= 0 or event_poll_interval <= 0:
+            raise ValueError("event_flush_interval and event_poll_interval must be > 0")
+        self.event_flush_interval = event_flush_interval
+        self.event_poll_interval = event_poll_interval
+        self._manager = RunManager(self, graphs)
         self._resilience = Resilience(clock)
         """The clock and the circuit breakers, shared by every run of this executor."""
+
+    @property
+    def graphs(self) -> dict[str, Graph]:
+        """The graph registry, by name (``graphs=``)."""
+        return self._manager.graphs
+
+    async def __aenter__(self) -> Self:
+        await self._manager.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._manager.exit(exc_type, exc, tb)
+
+    # -- runs apart from their consumer ------------------------------------------------------
+
+    async def start(
+        self,
+        graph: Graph,
+        state: Any = None,
+        *,
+        trace_id: str | None = None,
+        decisions: Mapping[str, Decision] | None = None,
+    ) -> str:
+        """Start a run driven in the executor's task group, with or without a consumer.
+
+        Returns its trace id once its first checkpoint is committed (another process can then
+        find it). Needs ``async with gx.GraphExecutor(...) as ex``. Follow it with
+        ``ex.events(trace_id)``; steer it with ``ex.decide`` and ``ex.cancel``.
+        """
+        return await self._manager.start(
+            graph, state, trace_id, dict(decisions) if decisions is not None else None
+        )
+
+    async def decide(self, trace_id: str, barrier_id: str, decision: Decision) -> None:
+        """Decide barrier ``"<node>#<n>"`` of a run: the live run if this process drives it,
+        else through the store (its driver, or the next resume, picks it up)."""
+        await self._manager.decide(trace_id, barrier_id, decision)
+
+    async def cancel(self, trace_id: str) -> None:
+        """Cancel a run from any process: the live run if this process drives it; else a
+        request its driving process takes at its next poll (``decision_poll_interval``); a run
+        no one drives (waiting, interrupted, failed, or its driver died) is recorded
+        ``"cancelled"`` at once."""
+        await self._manager.cancel(trace_id)
+
+    async def recover(self) -> list[str]:
+        """Resume, in the executor's task group, every run of the store that needs a driver and
+        whose graph is in ``graphs=``: interrupted runs, running runs whose owner is gone (its
+        lease expired), waiting runs whose decision arrived or whose timeout passed. Returns
+        their trace ids. A run another live process holds is left alone."""
+        return await self._manager.recover()
+
+    def events(self, trace_id: str, *, after: int | None = None) -> AsyncIterator[GraphEvent]:
+        """A trace's events, from any process sharing the store: those recorded after event id
+        ``after`` (all without it), then the live ones, ending after the run's
+        ``GraphComplete``, ``GraphFailed`` or ``GraphInterrupted``. A run waiting at a barrier
+        keeps the tail open (the events after its decision follow)."""
+        return self._manager.events(trace_id, after)
 
     # -- starting runs -----------------------------------------------------------------------
 
@@ -140,9 +231,13 @@ class GraphExecutor:
                 ": use execute_stream() and decide through run.handle, or pass decisions= to "
                 "execute()"
             )
-        driver = await self._new_driver(graph, state, trace_id, decisions, None)
+        trace_id = uuid.uuid4().hex if trace_id is None else trace_id
+        emitter = (
+            self._emitter(None, trace_id) if self.store is not None and self.record_events else None
+        )
+        driver = await self._new_driver(graph, state, trace_id, decisions, emitter)
         driver.must_be_decided = True
-        await driver.main()
+        await self._manager.drive(driver, task_status=anyio.TASK_STATUS_IGNORED)
         result = driver.result
         assert result is not None
         if result.error is not None:
@@ -163,9 +258,12 @@ class GraphExecutor:
         Leaving the block early cancels the run after checkpointing it (status ``"waiting"`` if
         it waited at a barrier, else ``"cancelled"``); it can then be resumed.
         """
+        trace_id = uuid.uuid4().hex if trace_id is None else trace_id
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         try:
-            driver = await self._new_driver(graph, state, trace_id, decisions, Emitter(send))
+            driver = await self._new_driver(
+                graph, state, trace_id, decisions, self._emitter(send, trace_id)
+            )
         except BaseException:
             send.close()
             recv.close()
@@ -187,72 +285,15 @@ class GraphExecutor:
         unused decisions; a run that waited at a barrier waits again with the same barrier id.
         Raises on entry: RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged.
         """
-        store = self._need_store("resume_from")
         check_trace_id(trace_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
-        emitter = Emitter(send)
-        ckpt = self._checkpointer(graph, trace_id, emitter, None)
         try:
-            info = await store.acquire_lease(trace_id, ckpt.lease)
+            driver = await self._resumed_driver(
+                graph, trace_id, self._emitter(send, trace_id), on_graph_change
+            )
         except BaseException:
             send.close()
             recv.close()
-            raise
-        try:
-            if info is None:
-                raise RunNotFound(
-                    f"no run with trace id {trace_id!r} in the store", trace_id=trace_id
-                )
-            if info.status in FINISHED_STATUSES:
-                raise RunFinished(
-                    f"run {trace_id!r} already completed; fork it from one of its checkpoints "
-                    "(ex.fork) to run it again",
-                    trace_id=trace_id,
-                )
-            ckpt.parent = info.parent
-            restored = await restore(store, trace_id, graph=graph, run=info)
-            body = restored.body
-            if (
-                body.status == "failed"
-                and body.next_node is None
-                and body.trigger != "completion_failed"
-            ):
-                raise RunFinished(
-                    f"run {trace_id!r} failed after its last node ran ({body.error}); nothing is "
-                    "left to resume: fork it from an earlier checkpoint",
-                    trace_id=trace_id,
-                )
-            self._check_graph(
-                graph,
-                restored.graph_hash,
-                body.next_node,
-                body.pending_barrier,
-                trace_id,
-                on_graph_change or self.on_graph_change,
-            )
-            self._prime(ckpt, restored)
-            driver = self._driver_at(
-                graph,
-                restored.state,
-                trace_id,
-                Position.of(body),
-                emitter,
-                ckpt,
-                # A run whose completion checkpoint failed has no node left: the resume only
-                # writes that checkpoint (no "resume" record first).
-                start_trigger=None
-                if body.pending_barrier is not None or body.next_node is None
-                else "resume",
-                resumed=True,
-                parent=info.parent.trace_id if info.parent else None,
-            )
-            if self.invalidate_on_resume:
-                await self._invalidate(driver, store, graph, trace_id, body, ckpt)
-        except BaseException:
-            send.close()
-            recv.close()
-            with anyio.CancelScope(shield=True):
-                await store.release_lease(trace_id, ckpt.owner)
             raise
         async with self._running(driver, recv) as run:
             yield run
@@ -304,7 +345,7 @@ class GraphExecutor:
         new_id = new_trace_id or uuid.uuid4().hex
         early = initial_decisions(graph, decisions, new_id)
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
-        emitter = Emitter(send)
+        emitter = self._emitter(send, new_id)
         ckpt = self._checkpointer(graph, new_id, emitter, ParentRef(trace_id=trace_id, seq=seq))
         if changes:
             ckpt.note_step(body.step, "__fork__", changes)
@@ -490,6 +531,79 @@ class GraphExecutor:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _emitter(self, stream: Any, trace_id: str) -> Emitter:
+        """The event path of a run: its log (ids, record, live tails), then ``stream`` (the
+        consumer's; None for a run with no consumer)."""
+        return Emitter(stream, new_log(self, trace_id))
+
+    async def _resumed_driver(
+        self,
+        graph: Graph,
+        trace_id: str,
+        emitter: Emitter,
+        on_graph_change: Literal["warn", "fail"] | None,
+    ) -> Driver:
+        """A driver that continues ``trace_id`` (resume_from, recover); it holds the lease.
+        Raises RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged."""
+        store = self._need_store("resume_from")
+        ckpt = self._checkpointer(graph, trace_id, emitter, None)
+        info = await store.acquire_lease(trace_id, ckpt.lease)
+        try:
+            if info is None:
+                raise RunNotFound(
+                    f"no run with trace id {trace_id!r} in the store", trace_id=trace_id
+                )
+            if info.status in FINISHED_STATUSES:
+                raise RunFinished(
+                    f"run {trace_id!r} already completed; fork it from one of its checkpoints "
+                    "(ex.fork) to run it again",
+                    trace_id=trace_id,
+                )
+            ckpt.parent = info.parent
+            restored = await restore(store, trace_id, graph=graph, run=info)
+            body = restored.body
+            if (
+                body.status == "failed"
+                and body.next_node is None
+                and body.trigger != "completion_failed"
+            ):
+                raise RunFinished(
+                    f"run {trace_id!r} failed after its last node ran ({body.error}); nothing is "
+                    "left to resume: fork it from an earlier checkpoint",
+                    trace_id=trace_id,
+                )
+            self._check_graph(
+                graph,
+                restored.graph_hash,
+                body.next_node,
+                body.pending_barrier,
+                trace_id,
+                on_graph_change or self.on_graph_change,
+            )
+            self._prime(ckpt, restored)
+            driver = self._driver_at(
+                graph,
+                restored.state,
+                trace_id,
+                Position.of(body),
+                emitter,
+                ckpt,
+                # A run whose completion checkpoint failed has no node left: the resume only
+                # writes that checkpoint (no "resume" record first).
+                start_trigger=None
+                if body.pending_barrier is not None or body.next_node is None
+                else "resume",
+                resumed=True,
+                parent=info.parent.trace_id if info.parent else None,
+            )
+            if self.invalidate_on_resume:
+                await self._invalidate(driver, store, graph, trace_id, body, ckpt)
+            return driver
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await store.release_lease(trace_id, ckpt.owner)
+            raise
+
     def _need_store(self, what: str) -> CheckpointStore:
         if self.store is None:
             raise InvalidGraph(f"{what}() needs a store: GraphExecutor(store=gx.SQLiteStore(...))")
@@ -510,6 +624,7 @@ class GraphExecutor:
             lease_ttl=self.lease_ttl,
             send_event=emitter.send if emitter is not None else None,
             parent=parent,
+            events=emitter.log if emitter is not None else None,
         )
 
     def _driver_at(
@@ -664,7 +779,7 @@ class GraphExecutor:
         raised: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(driver.main)
+                await tg.start(self._manager.drive, driver)
                 try:
                     yield run
                 except BaseException as exc:

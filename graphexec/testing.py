@@ -53,10 +53,11 @@ async def collect(
 
 
 def without_timings(events: list[GraphEvent]) -> list[GraphEvent]:
-    """The events with ``duration`` set to 0.0 and ``deadline`` to None, for literal compares."""
+    """The events with ``duration`` set to 0.0, ``deadline`` to None and ``event_id`` to 0 (ids
+    depend on the store's segment), for literal compares."""
     out: list[GraphEvent] = []
     for event in events:
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = {"event_id": 0} if event.event_id else {}
         for name in _TIMING_FIELDS:
             if hasattr(event, name) and getattr(event, name) is not None:
                 changes[name] = 0.0 if name == "duration" else None

@@ -41,5 +41,9 @@ Condition: TypeAlias = Callable[[Any], bool]
 PromptFn: TypeAlias = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 """Builds a barrier's prompt payload (anything msgspec can encode) from the state."""
 
-RunStatus: TypeAlias = Literal["running", "waiting", "completed", "failed", "cancelled"]
-"""The lifecycle of a run as recorded in its checkpoints."""
+RunStatus: TypeAlias = Literal[
+    "running", "waiting", "completed", "failed", "cancelled", "interrupted"
+]
+"""The lifecycle of a run as recorded in its checkpoints. ``"interrupted"``: stopped by the
+shutdown of the executor that drove it (``async with GraphExecutor(...)`` ended); resumable, and
+what ``ex.recover()`` picks up, unlike a user's ``"cancelled"``."""

@@ -115,9 +115,11 @@ def of(events: Sequence[gx.GraphEvent], kind: type[Any]) -> list[Any]:
 
 
 def timeless(events: Sequence[gx.GraphEvent]) -> list[gx.GraphEvent]:
-    """Events with their durations zeroed, to compare against a literal."""
+    """Events with their durations and ids zeroed, to compare against a literal."""
     return [
-        msgspec.structs.replace(e, duration=0.0) if hasattr(e, "duration") else e  # type: ignore[type-var]
+        msgspec.structs.replace(e, duration=0.0, event_id=0)  # type: ignore[type-var]
+        if hasattr(e, "duration")
+        else msgspec.structs.replace(e, event_id=0)
         for e in events
     ]
 

@@ -99,6 +99,18 @@ async def every_kind_of_event() -> list[gx.GraphEvent]:
         versioned("v2"), "i"
     ) as run:
         events.extend([e async for e in run if isinstance(e, gx.NodeInvalidated)])
+    started = anyio.Event()
+
+    async def slow(s: State) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    sleeper = gx.GraphBuilder("slow").node("slow", slow).start("slow").end("slow").build()
+    store = gx.MemoryStore()
+    async with gx.GraphExecutor(store=store) as manager:  # left while the run works
+        trace_id = await manager.start(sleeper)
+        await started.wait()
+    events.extend([e async for e in gx.GraphExecutor(store=store).events(trace_id)])
     return events
 
 
@@ -200,7 +212,7 @@ class TestWireForm:
         """Every event carries trace_id and step; node events carry span_id "<node>@<step>"."""
         events = await every_kind_of_event()
         traces = [e.trace_id for e in events]
-        assert 3 == len(set(traces))
+        assert 4 == len(set(traces))
         assert all(isinstance(e.step, int) and e.step >= 0 for e in events)
         with_span = [e for e in events if hasattr(e, "span_id")]
         assert {

@@ -501,11 +501,17 @@ class TestStream:
         assert isinstance(result.error, gx.Cancelled)
         assert "t" == result.error.trace_id
         assert [
-            gx.GraphStart(trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="slow"),
-            gx.NodeStart(trace_id="t", step=1, node="slow", span_id="slow@1", kind="node"),
+            # Without a store the ids are 1, 2, 3... (segment 0).
+            gx.GraphStart(
+                trace_id="t", step=0, event_id=1, graph="g", graph_hash=graph.hash, node="slow"
+            ),
+            gx.NodeStart(
+                trace_id="t", step=1, event_id=2, node="slow", span_id="slow@1", kind="node"
+            ),
             gx.GraphFailed(
                 trace_id="t",
                 step=0,
+                event_id=3,
                 error=gx.ErrorInfo(type="Cancelled", message=str(result.error)),
                 state={},
                 status="cancelled",

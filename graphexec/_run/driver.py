@@ -29,6 +29,7 @@ from .._events import (
     ErrorInfo,
     GraphComplete,
     GraphFailed,
+    GraphInterrupted,
     GraphStart,
     NodeInvalidated,
 )
@@ -116,6 +117,10 @@ class Driver:
         """What the current node execution read (recorded with its step)."""
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
+        self._interrupted = False
+        self.recorded = anyio.Event()
+        """Set once the run's first checkpoint is committed (or the run ended without one):
+        from then on other processes find it in the store."""
         self._torn = False
         self._completing = False
         self._t0 = 0.0
@@ -141,9 +146,15 @@ class Driver:
         """Run to the end; never raises a GraphError (it becomes the result and an event)."""
         task_status.started()
         self._t0 = time.perf_counter()
+        emitter = self.rec.emitter
+        log = emitter.log if emitter is not None else None
         try:
             async with anyio.create_task_group() as tg:
                 await self.ckpt.start(tg)
+                if log is not None and log.store is not None:
+                    tg.start_soon(log.run)
+                if self.store is not None:
+                    tg.start_soon(self._watch_cancel)
                 try:
                     await self._guarded()
                 finally:
@@ -154,12 +165,14 @@ class Driver:
                             self.log.error("final checkpoint flush failed", error=str(exc))
                     tg.cancel_scope.cancel()
         finally:
+            self.recorded.set()
             self._wake_send.close()
             self._wake_recv.close()
-            emitter = self.rec.emitter
             if emitter is not None:
                 with anyio.CancelScope(shield=True):
                     await emitter.flush()
+                    if log is not None:
+                        await log.close()
                 emitter.close()
 
     async def _guarded(self) -> None:
@@ -190,6 +203,28 @@ class Driver:
         self._cancel_requested = True
         if self._scope is not None:
             self._scope.cancel()
+
+    def interrupt(self) -> None:
+        """The executor that drives the run shuts down: checkpoint and stop as "interrupted"
+        (a run waiting at a barrier stays "waiting")."""
+        if self.finished:
+            return
+        self._interrupted = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _watch_cancel(self) -> None:
+        """Take a cancel requested through the store (ex.cancel() in another process)."""
+        assert self.store is not None
+        while not self.finished:
+            await anyio.sleep(self.poll_interval)
+            try:
+                if await self.store.take_cancel_request(self.trace_id):
+                    self.log.info("cancel requested through the store")
+                    self.request_cancel()
+                    return
+            except GraphError as exc:  # a passing store error: look again at the next poll
+                self.log.warning("cancel request not read", error=str(exc))
 
     def leave(self) -> None:
         """The consumer left the stream early: stop, checkpointing first."""
@@ -226,7 +261,10 @@ class Driver:
     async def _steps(self) -> None:
         graph = self.graph
         pos = self.pos
-        if self.rec.emitter is not None:
+        emitter = self.rec.emitter
+        if emitter is not None and emitter.log is not None:
+            await emitter.log.open()  # this driver's event-id segment, before the first event
+        if emitter is not None:
             await self.rec.send(
                 GraphStart(
                     trace_id=self.trace_id,
@@ -260,6 +298,7 @@ class Driver:
         if self.start_trigger is not None:
             await self._save(self.start_trigger)
             await anyio.lowlevel.checkpoint_if_cancelled()
+        self.recorded.set()
         if pos.pending is not None:
             await self._reenter_barrier(pos.pending)
         nodes = graph.nodes
@@ -776,8 +815,11 @@ class Driver:
             self.log.info(
                 "barrier waiting", node=spec.name, step=step, barrier_id=pending.barrier_id
             )
-            if self.rec.emitter is not None:
-                await self.rec.send(
+            emitter = self.rec.emitter
+            if emitter is not None:
+                # Recorded before it is shown, like the wait's checkpoint: a UI that showed the
+                # approval card finds it in the event log after a crash too.
+                await emitter.send(
                     BarrierWaiting(
                         trace_id=self.trace_id,
                         step=step,
@@ -785,7 +827,8 @@ class Driver:
                         node=spec.name,
                         prompt=pending.prompt,
                         deadline=pending.deadline,
-                    )
+                    ),
+                    durable=True,
                 )
             decision, by = await self._wait(spec, pending)
         return decision, by
@@ -1008,25 +1051,33 @@ class Driver:
             )
 
     async def _stopped(self) -> None:
-        """Cancelled (handle.cancel(), the consumer leaving, or an outer cancel scope)."""
+        """Cancelled (handle.cancel(), the consumer leaving, or an outer cancel scope), or
+        interrupted (the executor's shutdown)."""
         pos = self.pos
         waiting = pos.pending is not None and not self._cancel_requested
-        status: RunStatus = "waiting" if waiting else "cancelled"
+        interrupted = self._interrupted and not self._cancel_requested and not waiting
+        status: RunStatus = "waiting" if waiting else "interrupted" if interrupted else "cancelled"
         pos.status = status
         error = (
             None
-            if waiting
+            if waiting or interrupted
             else Cancelled(
                 f"run {self.trace_id!r} was cancelled", trace_id=self.trace_id, step=pos.step
             )
         )
+        trigger = "left" if waiting else "interrupt" if interrupted else "cancel"
         try:
-            await self._save("cancel" if not waiting else "left", final=True)
+            await self._save(trigger, final=True)
             await self.ckpt.flush()
         except GraphError as exc:
-            self.log.error("cancel checkpoint not written", error=str(exc))
+            self.log.error(f"{trigger} checkpoint not written", error=str(exc))
         self._finish(status, error)
-        if error is not None and self.rec.emitter is not None and self._cancel_requested:
+        if interrupted and self.rec.emitter is not None:
+            await self.rec.send(
+                GraphInterrupted(trace_id=self.trace_id, step=pos.step, state=self.state)
+            )
+        # Sent even when the consumer left: the event log records it (a tail ends there).
+        if error is not None and self.rec.emitter is not None:
             await self.rec.send(
                 GraphFailed(
                     trace_id=self.trace_id,

@@ -16,6 +16,14 @@ Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every s
   written and :class:`CheckpointError` is raised.
 - ``load_chain(trace_id, seq)`` returns the latest base at or before ``seq`` (default: the
   latest) and every row after it up to ``seq``, ordered by seq; ``[]`` for an unknown trace.
+- The event log: ``save(..., events=batch)`` appends the batch in the checkpoint's transaction;
+  ``append_events`` appends one on its own (a batch written between checkpoints);
+  ``events_after(trace_id, after)`` returns the batches holding an id greater than ``after``,
+  in id order; ``next_event_segment`` hands out 1, 2, 3, ... per trace (one per driver), never
+  the same number twice. ``prune`` deletes a run's events with it.
+- Cancel requests: ``request_cancel`` records one and returns True while another process holds
+  an unexpired lease on the trace (that driver takes it with ``take_cancel_request`` at its
+  next poll); it records nothing and returns False when no one drives the run.
 - ``submit_decision`` checks the target with :func:`check_decision_target` in the same
   transaction as the insert.
 """
@@ -30,7 +38,14 @@ from .._barrier_ids import is_resolved, parse_barrier_id
 from .._decisions import Decision
 from .._values import check_trace_id
 from ..exceptions import CheckpointError, InvalidDecision, RunFinished, RunNotFound
-from ._record import CheckpointSummary, Lease, RunInfo, StoredCheckpoint, StoredDecision
+from ._record import (
+    CheckpointSummary,
+    EventBatch,
+    Lease,
+    RunInfo,
+    StoredCheckpoint,
+    StoredDecision,
+)
 
 __all__ = (
     "CheckpointStore",
@@ -61,9 +76,11 @@ class CheckpointStore(Protocol):
         lease: Lease | None = None,
         release: bool = False,
         decisions_after: int | None = None,
+        events: EventBatch | None = None,
     ) -> list[StoredDecision]:
         """Atomically append rows, update the run's index row and hold the lease (released in
-        the same transaction with ``release=True``: a run's final save).
+        the same transaction with ``release=True``: a run's final save), and append ``events``
+        to the trace's event log.
 
         With ``decisions_after``, also returns the trace's decisions with a greater id (what
         ``decisions_after()`` would), read in the same round trip; otherwise ``[]``.
@@ -109,6 +126,27 @@ class CheckpointStore(Protocol):
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         """Give the lease up (no-op if ``owner`` does not hold it)."""
+        ...
+
+    async def append_events(self, trace_id: str, batch: EventBatch) -> None:
+        """Append a batch of recorded events to the trace's event log."""
+        ...
+
+    async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
+        """The trace's event batches holding an id greater than ``after``, in id order."""
+        ...
+
+    async def next_event_segment(self, trace_id: str) -> int:
+        """The next event-id segment of the trace: 1, then 2, ... (one per driver)."""
+        ...
+
+    async def request_cancel(self, trace_id: str) -> bool:
+        """Ask the process driving the run to cancel it. True: recorded (a live lease holds the
+        trace); False: nothing recorded, no one drives it (the caller marks it cancelled)."""
+        ...
+
+    async def take_cancel_request(self, trace_id: str) -> bool:
+        """True (and the request removed) if a cancel was requested for the trace."""
         ...
 
     async def prune(

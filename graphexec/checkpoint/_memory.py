@@ -13,6 +13,7 @@ from ..exceptions import RunLocked
 from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
 from ._record import (
     CheckpointSummary,
+    EventBatch,
     Lease,
     RunInfo,
     StoredCheckpoint,
@@ -34,6 +35,9 @@ class MemoryStore(StoreBase):
         self._runs: dict[str, RunInfo] = {}
         self._decisions: dict[str, list[StoredDecision]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._events: dict[str, list[EventBatch]] = {}
+        self._segments: dict[str, int] = {}
+        self._cancels: set[str] = set()
         self._ids = itertools.count(1)
         self._lock = anyio.Lock()
 
@@ -45,6 +49,7 @@ class MemoryStore(StoreBase):
         lease: Lease | None = None,
         release: bool = False,
         decisions_after: int | None = None,
+        events: EventBatch | None = None,
     ) -> list[StoredDecision]:
         async with self._lock:
             chain = self._rows.get(run.trace_id, [])
@@ -61,6 +66,8 @@ class MemoryStore(StoreBase):
                     bases[1:] = [len(chain)]
                 chain.append(row)
             self._runs[run.trace_id] = run
+            if events is not None:
+                self._events.setdefault(run.trace_id, []).append(events)
             if release and lease is not None:
                 self._release(run.trace_id, lease.owner)
         if decisions_after is None:
@@ -142,6 +149,36 @@ class MemoryStore(StoreBase):
         if held is not None and held[0] == owner:
             del self._leases[trace_id]
 
+    async def append_events(self, trace_id: str, batch: EventBatch) -> None:
+        async with self._lock:
+            self._events.setdefault(trace_id, []).append(batch)
+
+    async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
+        found = [b for b in self._events.get(trace_id, []) if b.last_id > after]
+        found.sort(key=lambda b: b.last_id)
+        return found
+
+    async def next_event_segment(self, trace_id: str) -> int:
+        async with self._lock:
+            segment = self._segments.get(trace_id, 0) + 1
+            self._segments[trace_id] = segment
+            return segment
+
+    async def request_cancel(self, trace_id: str) -> bool:
+        async with self._lock:
+            held = self._leases.get(trace_id)
+            if held is None or held[1] <= now():
+                return False
+            self._cancels.add(trace_id)
+            return True
+
+    async def take_cancel_request(self, trace_id: str) -> bool:
+        async with self._lock:
+            if trace_id in self._cancels:
+                self._cancels.discard(trace_id)
+                return True
+            return False
+
     async def prune(
         self, *, older_than: float, statuses: Sequence[str] = ("completed",)
     ) -> list[str]:
@@ -156,6 +193,9 @@ class MemoryStore(StoreBase):
                 self._bases.pop(t, None)
                 self._decisions.pop(t, None)
                 self._leases.pop(t, None)
+                self._events.pop(t, None)
+                self._segments.pop(t, None)
+                self._cancels.discard(t)
             return gone
 
     async def aclose(self) -> None:

@@ -26,6 +26,7 @@ __all__ = (
     "CheckpointBody",
     "CheckpointKind",
     "CheckpointSummary",
+    "EventBatch",
     "Invalidation",
     "KeptOutputs",
     "Lease",
@@ -253,6 +254,16 @@ class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):
     barrier_id: str
     decision: Decision
     created_at: float
+
+
+class EventBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """Recorded events of one trace, written together: ``data`` is a msgpack array of events
+    (the tagged ``GraphEvent`` union) with ids from ``first_id`` to ``last_id``, increasing.
+    Stores keep batches as they are; the executor encodes and decodes them."""
+
+    first_id: int
+    last_id: int
+    data: bytes
 
 
 class Lease(msgspec.Struct, frozen=True):

@@ -30,6 +30,7 @@ from ..exceptions import CheckpointError, GraphError, RunLocked
 from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
 from ._record import (
     CheckpointSummary,
+    EventBatch,
     Lease,
     ParentRef,
     RunInfo,
@@ -117,6 +118,16 @@ _TAKE_LEASE = (
 )
 _LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
 _RELEASE_LEASE = "DELETE FROM leases WHERE trace_id = ? AND owner = ?"
+_INSERT_EVENTS = "INSERT INTO events (trace_id, last_id, first_id, data) VALUES (?,?,?,?)"
+_EVENTS_AFTER = (
+    "SELECT first_id, last_id, data FROM events WHERE trace_id = ? AND last_id > ? ORDER BY last_id"
+)
+_NEXT_SEGMENT = (
+    "INSERT INTO event_segments (trace_id, segment) VALUES (?, 1) "
+    "ON CONFLICT (trace_id) DO UPDATE SET segment = segment + 1 RETURNING segment"
+)
+_HAS_CANCEL = "SELECT 1 FROM cancel_requests WHERE trace_id = ?"
+_TAKE_CANCEL = "DELETE FROM cancel_requests WHERE trace_id = ?"
 _DECISIONS_AFTER = (
     "SELECT id, barrier_id, decision, created_at FROM decisions "
     "WHERE trace_id = ? AND id > ? ORDER BY id"
@@ -302,6 +313,7 @@ class SQLiteStore(StoreBase):
         lease: Lease | None = None,
         release: bool = False,
         decisions_after: int | None = None,
+        events: EventBatch | None = None,
     ) -> list[StoredDecision]:
         trace_id = run.trace_id
         params = [_row_params(r) for r in rows]
@@ -330,6 +342,10 @@ class SQLiteStore(StoreBase):
                 if bases > 1:
                     db.execute(_DEMOTE, (trace_id,))  # several bases in one batch
                 db.execute(_UPSERT_RUN, run_params)
+                if events is not None:
+                    db.execute(
+                        _INSERT_EVENTS, (trace_id, events.last_id, events.first_id, events.data)
+                    )
                 if release and lease is not None:
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
                 if decisions_after is None:
@@ -371,6 +387,57 @@ class SQLiteStore(StoreBase):
 
         await self._run(tx, trace_id, _TX_OVERHEAD)
 
+    async def append_events(self, trace_id: str, batch: EventBatch) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            with _write(db):
+                db.execute(_INSERT_EVENTS, (trace_id, batch.last_id, batch.first_id, batch.data))
+
+        await self._run(tx, trace_id)
+
+    async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
+        def read(db: sqlite3.Connection) -> list[EventBatch]:
+            return [
+                EventBatch(first_id=r[0], last_id=r[1], data=r[2])
+                for r in db.execute(_EVENTS_AFTER, (trace_id, after))
+            ]
+
+        return await self._run(read, trace_id)
+
+    async def next_event_segment(self, trace_id: str) -> int:
+        def tx(db: sqlite3.Connection) -> int:
+            with _write(db):
+                segment: int = db.execute(_NEXT_SEGMENT, (trace_id,)).fetchone()[0]
+            return segment
+
+        return await self._run(tx, trace_id)
+
+    async def request_cancel(self, trace_id: str) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            with _write(db):
+                t = now()
+                row = db.execute(
+                    "SELECT owner, expires_at FROM leases WHERE trace_id = ?", (trace_id,)
+                ).fetchone()
+                if row is None or row[1] <= t:
+                    return False
+                db.execute(
+                    "INSERT OR REPLACE INTO cancel_requests (trace_id, requested_at) VALUES (?, ?)",
+                    (trace_id, t),
+                )
+                return True
+
+        return await self._run(tx, trace_id)
+
+    async def take_cancel_request(self, trace_id: str) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            # Read first: the poll is almost always a miss, and a miss needs no write lock.
+            if db.execute(_HAS_CANCEL, (trace_id,)).fetchone() is None:
+                return False
+            with _write(db):
+                return db.execute(_TAKE_CANCEL, (trace_id,)).rowcount > 0
+
+        return await self._run(tx, trace_id)
+
     async def prune(
         self, *, older_than: float, statuses: Sequence[str] = ("completed",)
     ) -> list[str]:
@@ -388,7 +455,15 @@ class SQLiteStore(StoreBase):
                     )
                 ]
                 ids = [(t,) for t in gone]
-                for table in ("checkpoints", "decisions", "leases", "runs"):
+                for table in (
+                    "checkpoints",
+                    "decisions",
+                    "leases",
+                    "events",
+                    "event_segments",
+                    "cancel_requests",
+                    "runs",
+                ):
                     db.executemany(f"DELETE FROM {table} WHERE trace_id = ?", ids)
             return gone
 

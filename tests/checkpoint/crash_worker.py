@@ -106,6 +106,7 @@ def report(run: gx.Run, t0: float, events: list[str]) -> None:
                 "steps": result.steps,
                 "seconds": time.perf_counter() - t0,
                 "waited": "BarrierWaiting" in events,
+                "error": None if result.error is None else repr(result.error),
             }
         ),
     )

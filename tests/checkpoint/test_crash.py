@@ -132,7 +132,7 @@ def test_sigkill_mid_chain_then_resume(
     assert {s for s, _ in before if s > covered} <= {covered + 1}
 
     result = finish(start(db, trace_id, "resume"))
-    assert result["status"] == "completed"
+    assert result["status"] == "completed", result["error"]
     assert result["state"] == uninterrupted["state"] == {"log": NAMES}
     assert result["steps"] == uninterrupted["steps"] == NODES
 

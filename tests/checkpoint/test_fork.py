@@ -48,6 +48,7 @@ class TestFork:
         assert events[0] == gx.GraphStart(
             trace_id="t-fork",
             step=1,
+            event_id=(1 << 32) | 1,  # the fork's first driver
             graph="chain",
             graph_hash=graph.hash,
             node="b",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 import pytest
 
 import graphexec as gx
@@ -53,7 +54,13 @@ class TestResume:
             events = await consume(resumed)
 
         assert events[0] == gx.GraphStart(
-            trace_id="t1", step=1, graph="chain", graph_hash=graph.hash, node="b", resumed=True
+            trace_id="t1",
+            step=1,
+            event_id=(2 << 32) | 1,  # the trace's second driver: segment 2
+            graph="chain",
+            graph_hash=graph.hash,
+            node="b",
+            resumed=True,
         )
         starts = [(e.node, e.step, e.span_id) for e in events if isinstance(e, gx.NodeStart)]
         assert starts == [("b", 2, "b@2"), ("c", 3, "c@3")]
@@ -115,6 +122,7 @@ class TestResume:
         assert first == gx.BarrierWaiting(
             trace_id="t-wait",
             step=2,
+            event_id=first.event_id,
             barrier_id="approve#1",
             node="approve",
             prompt={"text": "hello"},
@@ -129,12 +137,18 @@ class TestResume:
         assert again[0] == gx.GraphStart(
             trace_id="t-wait",
             step=2,
+            event_id=(2 << 32) | 1,
             graph="approval",
             graph_hash=graph.hash,
             node="approve",
             resumed=True,
         )
-        assert [e for e in again if isinstance(e, gx.BarrierWaiting)] == [first]
+        waits = [e for e in again if isinstance(e, gx.BarrierWaiting)]
+        # The same wait again, with a later id: ids keep increasing across drivers.
+        assert [msgspec.structs.replace(e, event_id=0) for e in waits] == [
+            msgspec.structs.replace(first, event_id=0)
+        ]
+        assert waits[0].event_id > first.event_id
         assert resumed.result.state == {"draft": "hello", "approve": APPROVED, "sent": True}
         assert resumed.result.steps == 3
 

@@ -161,12 +161,20 @@ class TestSchema:
         async with SQLiteStore(path) as store:
             assert await store.runs() == []
 
-        assert user_version(path) == LATEST == 2
+        assert user_version(path) == LATEST == 3
         db = sqlite3.connect(path)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
         db.close()
-        assert {"checkpoints", "runs", "decisions", "leases"} <= tables
+        assert {
+            "checkpoints",
+            "runs",
+            "decisions",
+            "leases",
+            "events",
+            "event_segments",
+            "cancel_requests",
+        } <= tables
         assert mode == "wal"
 
     async def test_reopen_applies_only_new_migrations(
