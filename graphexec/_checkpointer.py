@@ -104,6 +104,8 @@ class Checkpointer:
         self.lease_ttl = lease_ttl
         self.send_event = send_event
         self.parent = parent
+        self.trace_context: str | None = None
+        """The W3C ``traceparent`` recorded in every base (the run's spans join it)."""
         self.seq = 0
         self.base_graph_hash = graph_hash
         """The graph hash in force since the trace's latest base (what a restore would find)."""
@@ -330,6 +332,7 @@ class Checkpointer:
                 retry_at=run.retry_at,
                 kept=run.kept,
                 compensable=run.compensable,
+                trace_context=self.trace_context if base else None,
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -533,6 +536,7 @@ class NullCheckpointer:
 
     on_barrier = False
     on_completion = False
+    trace_context: str | None = None
 
     async def start(self, tg: TaskGroup) -> None:
         """Nothing runs in the background."""

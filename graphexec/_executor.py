@@ -26,6 +26,7 @@ from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
 from ._run.attempts import Resilience
 from ._run.decisions import initial_decisions
+from ._telemetry import Telemetry
 from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
@@ -97,6 +98,9 @@ class GraphExecutor:
             another process (default 0.05 s).
         clock: the wall clock and sleep that retry backoffs and circuit-breaker cool-downs
             use (default: the real ones; ``gx.testing.FakeClock()`` in tests).
+        telemetry: spans for every run segment and node attempt, e.g.
+            ``graphexec.otel.OpenTelemetry(tracer_provider=...)`` (default None: none, at no
+            cost).
 
     ``async with gx.GraphExecutor(...) as ex:`` gives it a task group for ``ex.start`` and
     ``ex.recover``; leaving the block checkpoints their runs and stops them as
@@ -121,6 +125,7 @@ class GraphExecutor:
         event_flush_interval: float = 0.05,
         event_poll_interval: float = 0.05,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -146,6 +151,7 @@ class GraphExecutor:
         self._manager = RunManager(self, graphs)
         self._resilience = Resilience(clock)
         """The clock and the circuit breakers, shared by every run of this executor."""
+        self.telemetry = telemetry
 
     @property
     def graphs(self) -> dict[str, Graph]:
@@ -370,6 +376,7 @@ class GraphExecutor:
             start_trigger="fork",
             resumed=False,
             parent=trace_id,
+            linked_context=restored.trace_context,
         )
         async with self._running(driver, recv) as run:
             yield run
@@ -465,6 +472,7 @@ class GraphExecutor:
             start_trigger="rerun",
             resumed=False,
             parent=trace_id,
+            linked_context=source.first.trace_context,
         )
         driver.reuse = Reuse(source, from_node, list(changes.items()) if changes else None)
         async with self._running(driver, recv) as run:
@@ -639,6 +647,7 @@ class GraphExecutor:
         start_trigger: str | None,
         resumed: bool,
         parent: str | None,
+        linked_context: str | None = None,
     ) -> Driver:
         """A driver that continues from a checkpoint's position (resume_from and fork)."""
         assert self.store is not None
@@ -657,6 +666,8 @@ class GraphExecutor:
             start_trigger=start_trigger,
             resumed=resumed,
             parent=parent,
+            telemetry=self.telemetry,
+            linked_context=linked_context,
         )
 
     @staticmethod
@@ -702,6 +713,7 @@ class GraphExecutor:
         ckpt.seq = rows[-1].seq
         ckpt._base_bytes = len(rows[0].snapshot or b"")
         ckpt.base_graph_hash = restored.graph_hash
+        ckpt.trace_context = restored.trace_context  # kept in later bases, telemetry or not
         ckpt._deltas_since_base = len(rows) - 1
         ckpt._delta_bytes_since_base = sum(len(r.body) for r in rows[1:])
 
@@ -737,6 +749,7 @@ class GraphExecutor:
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
             resilience=self._resilience,
+            telemetry=self.telemetry,
         )
 
     def _check_graph(

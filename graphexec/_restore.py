@@ -46,6 +46,8 @@ class Restored(msgspec.Struct):
     """The graph the run was checkpointed with (recorded in bases)."""
     graph_hash: str = ""
     """The structural hash of that graph: the base's, or a later delta's where it changed."""
+    trace_context: str | None = None
+    """The W3C ``traceparent`` the run's spans join (recorded in bases), if any."""
 
 
 async def restore(
@@ -135,6 +137,7 @@ async def restore(
         parent=base_body.parent,
         graph_name=base_body.graph_name,
         graph_hash=graph_hash,
+        trace_context=base_body.trace_context,
     )
 
 

@@ -188,9 +188,14 @@ async def retry_branch(
             await clock.sleep(wait)
     while True:
         try:
-            return await attempt_call(
-                res, rec, graph_name, spec, step, attempt, partial(call, attempt)
-            )
+            if rec.tel is None:
+                return await attempt_call(
+                    res, rec, graph_name, spec, step, attempt, partial(call, attempt)
+                )
+            with rec.tel.span("branch", spec.name, step, span, attempt=attempt, branch=branch):
+                return await attempt_call(
+                    res, rec, graph_name, spec, step, attempt, partial(call, attempt)
+                )
         except Exception as exc:
             cause = cause_of(exc)
             if (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -35,6 +36,7 @@ from .._events import (
 )
 from .._graph import Graph, NodeSpec
 from .._spec import ERRORS_KEY
+from .._telemetry import SegmentKind, SpanKind, Telemetry
 from ..checkpoint._base import CheckpointStore
 from ..checkpoint._record import Invalidation, KeptOutputs, PendingBarrier, now
 from ..checkpoint._retry import decisions_after
@@ -89,6 +91,8 @@ class Driver:
         parent: str | None = None,
         must_be_decided: bool = False,
         resilience: Resilience | None = None,
+        telemetry: Telemetry | None = None,
+        linked_context: str | None = None,
     ) -> None:
         self.graph = graph
         self.res = resilience if resilience is not None else Resilience()
@@ -106,6 +110,9 @@ class Driver:
         self.resumed = resumed
         self.parent = parent
         self.must_be_decided = must_be_decided
+        self.telemetry = telemetry
+        self.linked_context = linked_context
+        """The trace context of a fork's (re-run's) source: its segment span links to it."""
         self.result: GraphResult | None = None
         self.reuse: Reuse | None = None
         """A re-run (``ex.rerun``): decides which executions replay their source's output."""
@@ -148,6 +155,8 @@ class Driver:
         self._t0 = time.perf_counter()
         emitter = self.rec.emitter
         log = emitter.log if emitter is not None else None
+        if self.telemetry is not None:
+            self._open_segment(self.telemetry)
         try:
             async with anyio.create_task_group() as tg:
                 await self.ckpt.start(tg)
@@ -166,6 +175,8 @@ class Driver:
                     tg.cancel_scope.cancel()
         finally:
             self.recorded.set()
+            if self.rec.tel is not None:  # the run's span, not the consumer's reading
+                self._close_segment()
             self._wake_send.close()
             self._wake_recv.close()
             if emitter is not None:
@@ -174,6 +185,63 @@ class Driver:
                     if log is not None:
                         await log.close()
                 emitter.close()
+
+    # -- telemetry: one span per segment (this driver), a child span per node attempt --------
+
+    def _open_segment(self, telemetry: Telemetry) -> None:
+        trigger = self.start_trigger
+        kind: SegmentKind = (
+            "resume"
+            if self.resumed
+            else "fork"
+            if trigger == "fork"
+            else "rerun"
+            if trigger == "rerun"
+            else "start"
+        )
+        seg = telemetry.segment(
+            trace_id=self.trace_id,
+            graph=self.graph.name,
+            graph_hash=self.graph.hash,
+            kind=kind,
+            step=self.pos.step,
+            stored_context=self.ckpt.trace_context,
+            linked_context=self.linked_context,
+        )
+        # The first traced segment's context is recorded (in every base) for later ones.
+        if seg.trace_context is not None:
+            self.ckpt.trace_context = seg.trace_context
+        seg.begin()
+        self.rec.tel = seg
+
+    def _close_segment(self) -> None:
+        seg = self.rec.tel
+        assert seg is not None
+        result = self.result
+        pending = self.pos.pending
+        seg.end(
+            result.status if result is not None else "failed",
+            self.pos.step,
+            result.error if result is not None else None,
+            self.pos.next_node,
+            pending.barrier_id if pending is not None else None,
+        )
+
+    def _span(
+        self, kind: SpanKind, node: str, step: int, barrier_id: str | None = None
+    ) -> AbstractContextManager[Any]:
+        """A barrier step's span, or nothing without telemetry."""
+        tel = self.rec.tel
+        if tel is None:
+            return nullcontext()
+        return tel.span(kind, node, step, f"{node}@{step}", barrier_id=barrier_id)
+
+    def _tel_event(self, name: str, barrier_id: str, node: str, step: int, **extra: Any) -> None:
+        tel = self.rec.tel
+        if tel is not None:
+            attrs = {"graphexec.barrier_id": barrier_id, "graphexec.node": node}
+            attrs.update({f"graphexec.{k}": v for k, v in extra.items() if v is not None})
+            tel.event(name, {**attrs, "graphexec.step": step})
 
     async def _guarded(self) -> None:
         with anyio.CancelScope() as scope:
@@ -359,7 +427,12 @@ class Driver:
                     (directive, changes, usage), attempt = await self._failure(
                         spec, step, span, None, paused
                     )
-                elif spec.guarded or spec.kind != "node" or pos.retry_at is not None:
+                elif (
+                    spec.guarded
+                    or spec.kind != "node"
+                    or pos.retry_at is not None
+                    or rec.tel is not None  # each attempt gets its span in run_attempts
+                ):
                     (directive, changes, usage), attempt = await self._attempts(spec, step, span)
                 else:
                     # No timeout, heartbeat or breaker to set up: the first attempt is a plain
@@ -639,6 +712,15 @@ class Driver:
             by=by,
             decision=verdict,
         )
+        self._tel_event(
+            "graphexec.barrier.resolved",
+            pending.barrier_id,
+            name,
+            step,
+            decision=verdict,
+            by=by,
+            edited=isinstance(decision, Edit),
+        )
         if self.rec.emitter is not None:
             await self.rec.send(
                 BarrierResolved(
@@ -679,7 +761,7 @@ class Driver:
             await self.rec.node_start(step, comp, span, spec.kind)
             t0 = time.perf_counter()
             try:
-                if spec.retry is not None or spec.guarded:
+                if spec.retry is not None or spec.guarded or self.rec.tel is not None:
                     (_d, changes, _u), _a = await self._attempts(spec, step, span)
                 else:
                     _d, changes, _u = await execute_node(
@@ -732,6 +814,12 @@ class Driver:
             return  # a re-run keeps this decision (out of the re-run's scope)
         name = spec.name
         step = self._next_step(name, "barrier")
+        occurrence = self.pos.barrier_counts.get(name, 0) + 1
+        with self._span("barrier", name, step, _barrier_id(name, occurrence)):
+            await self._barrier_at(spec, step)
+
+    async def _barrier_at(self, spec: NodeSpec, step: int) -> None:
+        name = spec.name
         span = f"{name}@{step}"
         pos = self.pos
         await self.rec.node_start(step, name, span, "barrier")
@@ -777,9 +865,10 @@ class Driver:
             return
         step = self.pos.step
         span = f"{spec.name}@{step}"
-        await self.rec.node_start(step, spec.name, span, "barrier")
-        await self._pull_store_decisions()
-        await self._wait_and_resolve(spec, step, span, time.perf_counter(), resumed=True)
+        with self._span("barrier", spec.name, step, pending.barrier_id):
+            await self.rec.node_start(step, spec.name, span, "barrier")
+            await self._pull_store_decisions()
+            await self._wait_and_resolve(spec, step, span, time.perf_counter(), resumed=True)
 
     async def _wait_and_resolve(
         self, spec: NodeSpec, step: int, span: str, t0: float, *, resumed: bool = False
@@ -814,6 +903,13 @@ class Driver:
             await self.ckpt.flush()  # BarrierWaiting only once the wait is committed
             self.log.info(
                 "barrier waiting", node=spec.name, step=step, barrier_id=pending.barrier_id
+            )
+            self._tel_event(
+                "graphexec.barrier.waiting",
+                pending.barrier_id,
+                spec.name,
+                step,
+                deadline=pending.deadline,
             )
             emitter = self.rec.emitter
             if emitter is not None:
@@ -861,6 +957,15 @@ class Driver:
                     # in the registry): look in the store for decisions from other processes.
                     await self._pull_store_decisions()
         except anyio.get_cancelled_exc_class():
+            if self._cancel_requested:
+                self._tel_event(
+                    "graphexec.barrier.resolved",
+                    pending.barrier_id,
+                    spec.name,
+                    self.pos.step,
+                    decision="reject",
+                    by="cancel",
+                )
             if self._cancel_requested and self.rec.emitter is not None:
                 with anyio.CancelScope(shield=True):
                     await self.rec.send(
@@ -922,6 +1027,15 @@ class Driver:
             raise
         await self.rec.state_changed(step, name, span, changes)
         self.log.info("barrier resolved", node=name, step=step, barrier_id=barrier_id, by=by)
+        self._tel_event(
+            "graphexec.barrier.resolved",
+            barrier_id,
+            name,
+            step,
+            decision=verdict,
+            by=by,
+            edited=isinstance(decision, Edit),
+        )
         if self.rec.emitter is not None:
             await self.rec.send(
                 BarrierResolved(

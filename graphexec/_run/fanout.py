@@ -118,7 +118,7 @@ async def _fan_out(
         await progress({bname: (attempt, retry_at)})
 
     async def run_one(bname: str, call: UserFn, arg: Any) -> Any:
-        if not spec.resilient:
+        if not spec.resilient and rec.tel is None:
             return await one_call(call, arg, bname, 1, None)
         failed, retry_at = resumed_attempts.get(bname, (0, None))
         return await retry_branch(

@@ -24,6 +24,7 @@ from .._events import (
     StateChanged,
 )
 from .._log import get_logger
+from .._telemetry import RunSegment
 
 __all__ = ("Recorder", "error_info")
 
@@ -36,7 +37,7 @@ def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
 class Recorder:
     """Events, execution-log lines and log lines of one run."""
 
-    __slots__ = ("emitter", "entries", "log", "trace_id")
+    __slots__ = ("emitter", "entries", "log", "tel", "trace_id")
 
     def __init__(
         self, trace_id: str, graph_name: str, emitter: Emitter | None, *, keep_log: bool
@@ -46,6 +47,8 @@ class Recorder:
         """The consumer's stream; None for execute() (then no event is built)."""
         self.entries: list[LogEntry] | None = [] if keep_log else None
         self.log = get_logger(trace_id=trace_id, graph=graph_name)
+        self.tel: RunSegment | None = None
+        """The run segment's spans (telemetry); None: none, and no span is started."""
 
     async def send(self, event: GraphEvent) -> None:
         """Deliver a built event (callers build it only under ``if rec.emitter``)."""
@@ -100,6 +103,17 @@ class Recorder:
             wait=wait,
             error=f"{type(exc).__name__}: {exc}",
         )
+        if self.tel is not None:
+            attrs: dict[str, str | int | float | bool] = {
+                "graphexec.node": node,
+                "graphexec.step": step,
+                "graphexec.attempt": attempt,
+                "graphexec.retry.wait": wait,
+                "error.type": type(exc).__qualname__,
+            }
+            if branch is not None:
+                attrs["graphexec.branch"] = branch
+            self.tel.event("graphexec.retry", attrs)
         if self.emitter is not None:
             await self.emitter.send(
                 NodeRetry(

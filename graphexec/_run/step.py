@@ -174,7 +174,15 @@ async def run_attempts(
         if kept is not None and (kept.node != spec.name or kept.step != step):
             kept = None
         fan = FanOut(res, graph.name, kept, branch_backoff)
-        outcome = await execute_node(graph, state, spec, step, span, rec, res, 1, None, fan, reads)
+        if rec.tel is None:
+            outcome = await execute_node(
+                graph, state, spec, step, span, rec, res, 1, None, fan, reads
+            )
+        else:  # its branches' spans are children of this one
+            with rec.tel.span("node", spec.name, step, span):
+                outcome = await execute_node(
+                    graph, state, spec, step, span, rec, res, 1, None, fan, reads
+                )
         return outcome, 1
     policy = spec.retry
     clock = res.clock
@@ -190,18 +198,17 @@ async def run_attempts(
                     await clock.sleep(wait)
                 pos.retry_at = None
             t0 = time.perf_counter()
+            call = partial(
+                execute_node, graph, state, spec, step, span, rec, res, attempt, reads=reads
+            )
             try:
-                outcome = await attempt_call(
-                    res,
-                    rec,
-                    graph.name,
-                    spec,
-                    step,
-                    attempt,
-                    partial(
-                        execute_node, graph, state, spec, step, span, rec, res, attempt, reads=reads
-                    ),
-                )
+                if rec.tel is None:
+                    outcome = await attempt_call(res, rec, graph.name, spec, step, attempt, call)
+                else:
+                    with rec.tel.span("node", name, step, span, attempt=attempt):
+                        outcome = await attempt_call(
+                            res, rec, graph.name, spec, step, attempt, call
+                        )
             except GraphError as exc:
                 error = exc
             else:

@@ -1,4 +1,4 @@
-"""Checkpoint stores: the contract, the in-memory store and the SQLite store."""
+"""Checkpoint stores: the contract, the in-memory store, the SQLite store, and ``open_store(url)``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import CheckpointStore
 from ._memory import MemoryStore
+from ._open import open_store
 from ._record import CheckpointSummary, RunInfo, StoredCheckpoint, StoredDecision
 
 __all__ = (
@@ -16,6 +17,7 @@ __all__ = (
     "SQLiteStore",
     "StoredCheckpoint",
     "StoredDecision",
+    "open_store",
 )
 
 if TYPE_CHECKING:

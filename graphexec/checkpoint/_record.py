@@ -183,6 +183,9 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     invalidated: list[Invalidation] = msgspec.field(default_factory=list)
     """The audit trail of a resume with ``invalidate_on_resume``: the executions it ran again
     because their node's fingerprint changed (recorded in the resume's first checkpoint)."""
+    trace_context: str | None = None
+    """Base records: the W3C ``traceparent`` of the run's first traced segment (telemetry),
+    which the spans of later segments (resumes, in any process) join."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):

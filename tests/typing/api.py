@@ -11,6 +11,7 @@ from typing import Any, Literal, assert_type
 import msgspec
 
 import graphexec as gx
+from graphexec.checkpoint import open_store
 
 
 async def classify(state: gx.typing.State) -> dict[str, Any]:
@@ -95,6 +96,8 @@ async def stores() -> None:
     assert_type(portable.commit_path_used, Literal["fast", "portable"] | None)
     memory: gx.CheckpointStore = gx.MemoryStore()
     del memory
+    async with open_store("sqlite:///runs.db") as opened:
+        assert_type(opened, gx.CheckpointStore)
 
 
 async def resilient(state: gx.typing.State, ctx: gx.NodeContext) -> dict[str, Any]:
@@ -131,3 +134,13 @@ async def resilience() -> None:
     except gx.CircuitOpen as exc:
         assert_type(exc.until, float)
     assert_type(clock.sleeps, list[float])
+
+
+async def telemetry() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from graphexec.otel import OpenTelemetry
+
+    ex = gx.GraphExecutor(telemetry=OpenTelemetry(tracer_provider=TracerProvider()))
+    ex = gx.GraphExecutor(telemetry=OpenTelemetry())  # the global provider
+    assert_type(await ex.execute(build(), {}), gx.GraphResult)
