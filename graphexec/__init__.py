@@ -191,4 +191,9 @@ def __getattr__(name: str) -> Any:
         from .checkpoint._sqlite import SQLiteStore
 
         return SQLiteStore
+    if name == "web":
+        # gx.web (extra "web") imports Starlette and uvicorn: loaded on first use only.
+        import importlib
+
+        return importlib.import_module(".web", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
