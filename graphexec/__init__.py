@@ -37,12 +37,13 @@ from ._events import (
     ParallelStarted,
     StateChanged,
 )
-from ._executor import GraphExecutor, RunState
+from ._executor import GraphExecutor
 from ._graph import Graph, GraphBuilder
 from ._policy import CheckpointPolicy, CheckpointScore
 from ._rerun.plan import PlanReason, PlanRow, RerunPlan
 from ._retry import Retry
 from ._run import GraphResult, Run, RunHandle
+from ._runstate import BarrierInfo, RunState
 from .checkpoint import (
     CheckpointStore,
     CheckpointSummary,
@@ -59,6 +60,7 @@ from .exceptions import (
     InvalidDecision,
     InvalidGraph,
     InvalidTraceId,
+    LeaseLost,
     MissingEdge,
     NodeExecutionFailed,
     NodeNotFound,
@@ -67,12 +69,17 @@ from .exceptions import (
     PlanStale,
     RetriesExhausted,
     RetryAfter,
+    RunError,
+    RunExists,
     RunFinished,
     RunLocked,
     RunNotFound,
     StateError,
     StepsExceeded,
+    StoreError,
+    StoreRequired,
     Unrouted,
+    UsageError,
 )
 
 __version__ = "0.1.0"
@@ -81,6 +88,7 @@ __all__ = (
     # Barriers
     "Approve",
     # Events
+    "BarrierInfo",
     "BarrierResolved",
     "BarrierWaiting",
     "BranchCompleted",
@@ -122,6 +130,7 @@ __all__ = (
     "InvalidDecision",
     "InvalidGraph",
     "InvalidTraceId",
+    "LeaseLost",
     "LogEntry",
     "MemoryStore",
     "MissingEdge",
@@ -148,6 +157,8 @@ __all__ = (
     "Retry",
     "RetryAfter",
     "Run",
+    "RunError",
+    "RunExists",
     "RunFinished",
     "RunHandle",
     "RunInfo",
@@ -160,7 +171,10 @@ __all__ = (
     "StateDelta",
     "StateError",
     "StepsExceeded",
+    "StoreError",
+    "StoreRequired",
     "Unrouted",
+    "UsageError",
     "reducers",
     "testing",
 )

@@ -22,7 +22,7 @@ from . import reducers as _reducers
 from ._callables import describe
 from ._context import _Usage
 from ._directives import End, Goto, StateDelta
-from ._events import CheckpointSaved
+from ._events import CheckpointSaved, ErrorInfo
 from ._lease import LeaseKeeper
 from ._policy import CheckpointPolicy
 from .checkpoint._base import CheckpointStore
@@ -42,7 +42,7 @@ from .checkpoint._record import (
     encode_steps,
     now,
 )
-from .exceptions import CheckpointError, GraphError
+from .exceptions import CheckpointError, GraphError, LeaseLost
 
 if TYPE_CHECKING:
     from ._eventlog import EventLog
@@ -111,6 +111,9 @@ class Checkpointer:
         """The graph hash in force since the trace's latest base (what a restore would find)."""
         self.created_at = now()
         self.keeper = LeaseKeeper(store, trace_id, lease_ttl)
+        if events is not None:
+            keeper = self.keeper
+            events.lease = lambda: keeper.lease  # event appends are fenced by this lease
         self.explicit_requested = False
         self.rewind: list[Invalidation] | None = None
         """Set by a resume that invalidates executions: the next checkpoint is a base (the
@@ -129,6 +132,7 @@ class Checkpointer:
         self._error: BaseException | None = None
         self._closed = False
         self._final_seq: int | None = None
+        self._park_seq: int | None = None
 
     @property
     def lease(self) -> Lease:
@@ -157,6 +161,16 @@ class Checkpointer:
             self._closed = True
             self._wake.set()
             await self.keeper.release()
+
+    async def park(self) -> None:
+        """A barrier waits: hold no lease meanwhile (no-op if its waiting save gave it up)."""
+        await self.flush()
+        await self.keeper.park()
+
+    async def unpark(self) -> None:
+        """The wait is over: take the lease back before anything runs (LeaseLost if the run
+        was resumed elsewhere meanwhile)."""
+        await self.keeper.unpark()
 
     # -- what the run reports ------------------------------------------------------------------
 
@@ -259,14 +273,17 @@ class Checkpointer:
         trigger: str,
         *,
         error: str | None = None,
+        failure: ErrorInfo | None = None,
         final: bool = False,
+        release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
     ) -> list[StoredDecision] | None:
         """Write one checkpoint of ``state`` and ``run`` (base or delta, by the compaction rule).
 
         ``final``: the run's last checkpoint; its commit also releases the lease (one round
-        trip fewer than a separate release). ``decisions_after``: also read the decisions
+        trip fewer than a separate release). ``release``: the commit gives the lease up too,
+        but the run goes on (a barrier starts waiting: it holds no lease while it waits). ``decisions_after``: also read the decisions
         submitted through the store since that id, in the same round trip; returns them, or
         None when the commit happens behind the run (async durability) and nothing was read.
         ``allow_base=False``: ``state`` must not be recorded (it is half updated); the record
@@ -286,6 +303,8 @@ class Checkpointer:
         seq = self.seq
         if final:
             self._final_seq = seq
+        elif release:
+            self._park_seq = seq
         t = now()
         try:
             steps = encode_steps(self._steps)
@@ -333,6 +352,9 @@ class Checkpointer:
                 kept=run.kept,
                 compensable=run.compensable,
                 trace_context=self.trace_context if base else None,
+                failure=failure,
+                turn=run.turn,
+                turn_start=run.turn_start,
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -426,18 +448,28 @@ class Checkpointer:
         batch: list[tuple[StoredCheckpoint, RunInfo]],
         decisions_after: int | None = None,
     ) -> list[StoredDecision]:
-        release = batch[-1][0].seq == self._final_seq
+        keeper = self.keeper
+        if keeper.error is not None:
+            raise keeper.error
+        last = batch[-1][0].seq
+        final = last == self._final_seq
+        park = last == self._park_seq
         log = self.events
         try:
+            # A barrier that waited gave the lease up: take it back (checking nobody drove
+            # the run meanwhile) before writing.
+            await keeper.unpark()
             if log is None or log.store is None:
                 found = await self.store.save(
                     [r for r, _ in batch],
                     batch[-1][1],
                     lease=self.lease,
-                    release=release,
+                    release=final or park,
                     decisions_after=decisions_after,
                 )
             else:
+                # The run's pending events ride the checkpoint's transaction (fenced by the
+                # same lease check).
                 async with log.lock:
                     ok = False
                     try:
@@ -445,20 +477,28 @@ class Checkpointer:
                             [r for r, _ in batch],
                             batch[-1][1],
                             lease=self.lease,
-                            release=release,
+                            release=final or park,
                             decisions_after=decisions_after,
                             events=log.take(),
                         )
                         ok = True
                     finally:
                         log.written(ok)
+        except LeaseLost as exc:
+            keeper.lost(exc)
+            if log is not None:
+                log.drop(exc)
+            raise
         except GraphError:
             raise
         except Exception as exc:
             raise self._wrap(exc) from exc
-        self.keeper.renewed()
-        if release:
-            self.keeper.released = True
+        keeper.renewed()
+        keeper.committed_seq = last
+        if final:
+            keeper.released = True
+        elif park:
+            keeper.parked = True
         if self.send_event is not None:
             for row, _ in batch:
                 await self.send_event(
@@ -547,6 +587,12 @@ class NullCheckpointer:
     async def flush(self) -> None:
         """Nothing is ever pending."""
 
+    async def park(self) -> None:
+        """No lease to give up."""
+
+    async def unpark(self) -> None:
+        """No lease to take back."""
+
     def note_step(
         self,
         step: int,
@@ -594,7 +640,9 @@ class NullCheckpointer:
         trigger: str,
         *,
         error: str | None = None,
+        failure: ErrorInfo | None = None,
         final: bool = False,
+        release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
     ) -> list[StoredDecision] | None:

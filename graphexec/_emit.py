@@ -66,7 +66,7 @@ class Emitter:
 
     def send_soon(self, event: GraphEvent) -> None:
         """Deliver without blocking (backlogged if full); safe from a worker thread too."""
-        if self.gone and self.log is None:
+        if self.gone and (self.log is None or self.log.closed):
             return
         if threading.get_ident() != self._thread:
             try:

@@ -17,6 +17,7 @@ here and get every event straight from the driver.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import anyio
 import msgspec
@@ -25,8 +26,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._events import Custom, GraphEvent
 from ._log import get_logger
 from .checkpoint._base import CheckpointStore
-from .checkpoint._record import EventBatch
-from .exceptions import CheckpointError
+from .checkpoint._record import EventBatch, Lease
+from .exceptions import CheckpointError, LeaseLost
 
 __all__ = ("EventLog", "decode_batches")
 
@@ -60,11 +61,21 @@ class EventLog:
         self._inflight: list[GraphEvent] = []
         self._subs: list[MemoryObjectSendStream[GraphEvent]] = []
         self._closed = False
+        self.lease: Callable[[], Lease] | None = None
+        """The run's current lease (its checkpointer's keeper sets this): every write is fenced
+        by it, so a driver whose lease was taken over records no events."""
+        self.lost = False
+        """A write found the lease taken over: nothing more is recorded."""
 
     async def open(self) -> None:
         """Take this driver's id segment from the store (before the first event)."""
         if self.store is not None:
             self._base = await self.store.next_event_segment(self.trace_id) << 32
+
+    @property
+    def closed(self) -> bool:
+        """The run's driver has ended: nothing more is recorded or sent to tails."""
+        return self._closed
 
     @property
     def last_id(self) -> int:
@@ -75,7 +86,11 @@ class EventLog:
         """Give ``event`` its id, queue it for the record and hand it to live tails."""
         self._n += 1
         _force(event, "event_id", self._base | self._n)
-        if self.store is not None and (self.record_custom or type(event) is not Custom):
+        if (
+            self.store is not None
+            and not self.lost
+            and (self.record_custom or type(event) is not Custom)
+        ):
             self._pending.append(event)
         subs = self._subs
         if subs:
@@ -144,7 +159,7 @@ class EventLog:
         """Write the pending events now (alone, not with a checkpoint); never raises: a failed
         write is retried with the next one."""
         store = self.store
-        if store is None or not self._pending:
+        if store is None or not self._pending or self.lease is None:
             return
         with anyio.CancelScope(shield=True):
             async with self.lock:
@@ -153,7 +168,11 @@ class EventLog:
                     self.written(True)
                     return
                 try:
-                    await store.append_events(self.trace_id, batch)
+                    await store.append_events(self.trace_id, batch, lease=self.lease())
+                except LeaseLost as exc:
+                    # Another driver owns the run now: its events are the record.
+                    self.written(True)
+                    self.drop(exc)
                 except Exception as exc:  # noqa: BLE001 - kept pending, written with the next batch
                     self.written(False)
                     get_logger(trace_id=self.trace_id).warning(
@@ -161,6 +180,17 @@ class EventLog:
                     )
                 else:
                     self.written(True)
+
+    def drop(self, exc: LeaseLost) -> None:
+        """The lease was taken over: drop what is pending and record nothing more."""
+        if not self.lost:
+            get_logger(trace_id=self.trace_id).warning(
+                "events not recorded: the lease was taken over",
+                dropped=len(self._pending),
+                error=exc.message,
+            )
+        self.lost = True
+        self._pending.clear()
 
     async def run(self) -> None:
         """The flusher: between checkpoints, write pending events every ``flush_interval``."""

@@ -58,6 +58,10 @@ class GraphStart(_Event, frozen=True, kw_only=True, tag=True):
     resumed: bool = False
     parent: str | None = None
     """For a fork: the trace it was forked from."""
+    input: Any = None
+    """What the caller passed to start this run (or this turn); None for a resume or a fork."""
+    turn: int = 1
+    """The conversation turn: 1 for a trace's first run, then one more for each next turn."""
 
 
 class NodeStart(_Event, frozen=True, kw_only=True, tag=True):
@@ -87,6 +91,9 @@ class StateChanged(_Event, frozen=True, kw_only=True, tag=True):
     key: str
     delta: Any
     """The value handed to the key's reducer (not the whole new value)."""
+    reducer: str = "overwrite"
+    """How ``delta`` was applied: the key's reducer by name (``"append"``, a registered name,
+    ``"custom:<qualname>"``), or ``"overwrite"`` (no reducer, or a ``gx.Overwrite`` value)."""
 
 
 class ParallelStarted(_Event, frozen=True, kw_only=True, tag=True):
@@ -212,14 +219,16 @@ class CircuitChanged(_Event, frozen=True, kw_only=True, tag=True):
     """When opened: the wall-clock end of the cool-down."""
 
 
-class LogEntry(msgspec.Struct, frozen=True, array_like=True):
-    """One line of ``GraphResult.execution_log``: one attempt of a node execution."""
+class LogEntry(msgspec.Struct, frozen=True):
+    """One line of ``GraphResult.execution_log``: one attempt of a node execution (a JSON
+    object)."""
 
     step: int
     node: str
     start: float
-    """``time.perf_counter()`` at the node's start."""
+    """Wall-clock time (``time.time()`` seconds) at the node's start."""
     end: float
+    """Wall-clock time at the node's end (measured with the monotonic clock from ``start``)."""
     success: bool
     attempt: int = 1
     """Which attempt this line is (failed attempts that were retried have their own line)."""

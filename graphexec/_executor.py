@@ -25,7 +25,9 @@ from ._restore import Restored, restore
 from ._retry import Clock
 from ._run import Driver, GraphResult, Position, Run
 from ._run.attempts import Resilience
-from ._run.decisions import initial_decisions
+from ._run.decisions import check_request, initial_decisions
+from ._runstate import RunState, barrier_info, failure_of
+from ._state import changes_of
 from ._telemetry import Telemetry
 from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
@@ -41,31 +43,16 @@ from .exceptions import (
     GraphError,
     InvalidGraph,
     PlanStale,
+    RunExists,
     RunFinished,
     RunNotFound,
+    StoreRequired,
 )
 
 if TYPE_CHECKING:
     from ._rerun.plan import RerunPlan
 
 __all__ = ("GraphExecutor", "RunState")
-
-
-class RunState(msgspec.Struct, frozen=True):
-    """A run as last checkpointed (what ``ex.get_state`` returns)."""
-
-    trace_id: str
-    state: Any
-    status: str
-    step: int
-    next_node: str | None
-    pending_barrier: PendingBarrier | None
-    seq: int
-    graph_name: str
-    graph_hash: str
-    updated_at: float
-    error: str | None = None
-    parent: ParentRef | None = None
 
 
 class GraphExecutor:
@@ -83,9 +70,6 @@ class GraphExecutor:
         execution_log: keep ``GraphResult.execution_log`` (default True).
         on_graph_change: ``"warn"`` (default) or ``"fail"`` when a resumed run's graph differs
             structurally from the checkpointed one (a missing next node always fails).
-        invalidate_on_resume: on resume, run again every completed execution whose node's
-            fingerprint changed since it ran, and what depends on it (default False: a resume
-            continues where the run stopped).
         graphs: the registry, by graph name, that ``recover()`` (and workers, the CLI, the
             server) use to find a stored run's graph.
         record_events: record every run's events in the store (default True; needs a store),
@@ -96,15 +80,18 @@ class GraphExecutor:
             seconds (default 0.05); at a checkpoint they ride its transaction.
         event_poll_interval: how often ``ex.events`` polls the store for a run driven in
             another process (default 0.05 s).
+
+    ``async with gx.GraphExecutor(...) as ex:`` gives it a task group for ``ex.start`` and
+    ``ex.recover``; leaving the block checkpoints their runs and stops them as
+    ``"interrupted"`` (a run waiting at a barrier stays ``"waiting"``).
+        invalidate_on_resume: on resume, run again every completed execution whose node's
+            fingerprint changed since it ran, and what depends on it (default False: a resume
+            continues where the run stopped).
         clock: the wall clock and sleep that retry backoffs and circuit-breaker cool-downs
             use (default: the real ones; ``gx.testing.FakeClock()`` in tests).
         telemetry: spans for every run segment and node attempt, e.g.
             ``graphexec.otel.OpenTelemetry(tracer_provider=...)`` (default None: none, at no
             cost).
-
-    ``async with gx.GraphExecutor(...) as ex:`` gives it a task group for ``ex.start`` and
-    ``ex.recover``; leaving the block checkpoints their runs and stops them as
-    ``"interrupted"`` (a run waiting at a barrier stays ``"waiting"``).
     """
 
     def __init__(
@@ -118,12 +105,12 @@ class GraphExecutor:
         event_buffer: int = 64,
         execution_log: bool = True,
         on_graph_change: Literal["warn", "fail"] = "warn",
-        invalidate_on_resume: bool = False,
         graphs: Iterable[Graph] = (),
         record_events: bool = True,
         record_custom_events: bool = True,
         event_flush_interval: float = 0.05,
         event_poll_interval: float = 0.05,
+        invalidate_on_resume: bool = False,
         clock: Clock | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -141,7 +128,6 @@ class GraphExecutor:
         self.event_buffer = event_buffer
         self.execution_log = execution_log
         self.on_graph_change = on_graph_change
-        self.invalidate_on_resume = invalidate_on_resume
         self.record_events = record_events
         self.record_custom_events = record_custom_events
         if event_flush_interval <= 0 or event_poll_interval <= 0:
@@ -149,6 +135,7 @@ class GraphExecutor:
         self.event_flush_interval = event_flush_interval
         self.event_poll_interval = event_poll_interval
         self._manager = RunManager(self, graphs)
+        self.invalidate_on_resume = invalidate_on_resume
         self._resilience = Resilience(clock)
         """The clock and the circuit breakers, shared by every run of this executor."""
         self.telemetry = telemetry
@@ -192,21 +179,25 @@ class GraphExecutor:
 
     async def decide(self, trace_id: str, barrier_id: str, decision: Decision) -> None:
         """Decide barrier ``"<node>#<n>"`` of a run: the live run if this process drives it,
-        else through the store (its driver, or the next resume, picks it up)."""
+        else through the store (its driver, or the next resume, picks it up). Checked by the
+        one decision check (``check_request``; with the run's graph when it is in ``graphs=``):
+        InvalidDecision, NodeNotFound, StateError, RunNotFound, RunFinished."""
         await self._manager.decide(trace_id, barrier_id, decision)
 
     async def cancel(self, trace_id: str) -> None:
         """Cancel a run from any process: the live run if this process drives it; else a
         request its driving process takes at its next poll (``decision_poll_interval``); a run
-        no one drives (waiting, interrupted, failed, or its driver died) is recorded
+        no live driver holds (waiting at a barrier: its lease is parked; interrupted; failed;
+        its driver's process on this host is dead, or its lease expired) is recorded
         ``"cancelled"`` at once."""
         await self._manager.cancel(trace_id)
 
     async def recover(self) -> list[str]:
         """Resume, in the executor's task group, every run of the store that needs a driver and
         whose graph is in ``graphs=``: interrupted runs, running runs whose owner is gone (its
-        lease expired), waiting runs whose decision arrived or whose timeout passed. Returns
-        their trace ids. A run another live process holds is left alone."""
+        process on this host is dead: at once; elsewhere: its lease expired), waiting runs
+        (their lease is parked) whose decision arrived or whose timeout passed. Returns their
+        trace ids. A run another live process holds is left alone."""
         return await self._manager.recover()
 
     def events(self, trace_id: str, *, after: int | None = None) -> AsyncIterator[GraphEvent]:
@@ -284,8 +275,13 @@ class GraphExecutor:
         trace_id: str,
         *,
         on_graph_change: Literal["warn", "fail"] | None = None,
+        take_over: bool = False,
     ) -> AsyncIterator[Run]:
         """Continue a checkpointed run by its trace id, streaming its events.
+
+        ``take_over=True`` takes the run's lease even from an owner that looks alive (an
+        operator who knows it is gone, say on another host before its lease expires); that
+        owner's next write fails with LeaseLost. A dead owner on this host never blocks.
 
         It continues at the saved next node with the same step count, barrier counters and
         unused decisions; a run that waited at a barrier waits again with the same barrier id.
@@ -295,7 +291,7 @@ class GraphExecutor:
         send, recv = anyio.create_memory_object_stream[GraphEvent](self.event_buffer)
         try:
             driver = await self._resumed_driver(
-                graph, trace_id, self._emitter(send, trace_id), on_graph_change
+                graph, trace_id, self._emitter(send, trace_id), on_graph_change, take_over=take_over
             )
         except BaseException:
             send.close()
@@ -356,7 +352,7 @@ class GraphExecutor:
         if changes:
             ckpt.note_step(body.step, "__fork__", changes)
         try:
-            if await store.acquire_lease(new_id, ckpt.lease) is not None:
+            if await ckpt.keeper.acquire() is not None:
                 with anyio.CancelScope(shield=True):
                     await store.release_lease(new_id, ckpt.owner)
                 raise _trace_taken(new_id)
@@ -452,7 +448,7 @@ class GraphExecutor:
             ParentRef(trace_id=trace_id, seq=source.last_seq, kind="rerun"),
         )
         try:
-            if await store.acquire_lease(new_id, ckpt.lease) is not None:
+            if await ckpt.keeper.acquire() is not None:
                 with anyio.CancelScope(shield=True):
                     await store.release_lease(new_id, ckpt.owner)
                 raise _trace_taken(new_id)
@@ -497,16 +493,17 @@ class GraphExecutor:
         return RunState(
             trace_id=trace_id,
             state=state,
-            status=body.status,
+            status=body.status,  # type: ignore[arg-type]  # a RunStatus, stored as text
             step=body.step,
             next_node=body.next_node,
-            pending_barrier=body.pending_barrier,
+            pending_barrier=barrier_info(body.pending_barrier),
             seq=body.seq,
             graph_name=restored.graph_name,
             graph_hash=restored.graph_hash,
             updated_at=body.created_at,
-            error=body.error,
+            error=failure_of(body),
             parent=restored.parent,
+            turn=body.turn,
         )
 
     async def history(
@@ -550,12 +547,15 @@ class GraphExecutor:
         trace_id: str,
         emitter: Emitter,
         on_graph_change: Literal["warn", "fail"] | None,
+        *,
+        take_over: bool = False,
     ) -> Driver:
-        """A driver that continues ``trace_id`` (resume_from, recover); it holds the lease.
+        """A driver that continues ``trace_id`` (resume_from, recover); it holds the lease
+        (``take_over``: even from an owner that looks alive).
         Raises RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged."""
         store = self._need_store("resume_from")
         ckpt = self._checkpointer(graph, trace_id, emitter, None)
-        info = await store.acquire_lease(trace_id, ckpt.lease)
+        info = await ckpt.keeper.acquire(take_over=take_over)
         try:
             if info is None:
                 raise RunNotFound(
@@ -614,7 +614,9 @@ class GraphExecutor:
 
     def _need_store(self, what: str) -> CheckpointStore:
         if self.store is None:
-            raise InvalidGraph(f"{what}() needs a store: GraphExecutor(store=gx.SQLiteStore(...))")
+            raise StoreRequired(
+                f"{what}() needs a checkpoint store: GraphExecutor(store=gx.SQLiteStore(path))"
+            )
         return self.store
 
     def _checkpointer(
@@ -711,6 +713,7 @@ class GraphExecutor:
         """Continue a trace's seq and compaction bookkeeping where its checkpoints stand."""
         rows = restored.rows
         ckpt.seq = rows[-1].seq
+        ckpt.keeper.committed_seq = rows[-1].seq
         ckpt._base_bytes = len(rows[0].snapshot or b"")
         ckpt.base_graph_hash = restored.graph_hash
         ckpt.trace_context = restored.trace_context  # kept in later bases, telemetry or not
@@ -728,15 +731,35 @@ class GraphExecutor:
         if not isinstance(graph, Graph):
             raise InvalidGraph(f"expected a built gx.Graph, got {type(graph).__name__}")
         trace_id = uuid.uuid4().hex if trace_id is None else check_trace_id(trace_id)
-        initial = graph.spec.initial(state, trace_id=trace_id)
-        early = initial_decisions(graph, decisions, trace_id)
-        ckpt: Checkpointer | NullCheckpointer = NullCheckpointer()
-        if self.store is not None:
-            ckpt = self._checkpointer(graph, trace_id, emitter, None)
-            if await self.store.acquire_lease(trace_id, ckpt.lease) is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.store.release_lease(trace_id, ckpt.owner)
-                raise _trace_taken(trace_id)
+        if self.store is None:
+            initial = graph.spec.initial(state, trace_id=trace_id)
+            early = initial_decisions(graph, decisions, trace_id)
+            return self._fresh_driver(
+                graph, initial, trace_id, early, emitter, NullCheckpointer(), state
+            )
+        ckpt = self._checkpointer(graph, trace_id, emitter, None)
+        info = await ckpt.keeper.acquire()
+        try:
+            if info is not None:
+                return await self._next_turn(graph, state, trace_id, decisions, emitter, ckpt, info)
+            initial = graph.spec.initial(state, trace_id=trace_id)
+            early = initial_decisions(graph, decisions, trace_id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.store.release_lease(trace_id, ckpt.owner)
+            raise
+        return self._fresh_driver(graph, initial, trace_id, early, emitter, ckpt, state)
+
+    def _fresh_driver(
+        self,
+        graph: Graph,
+        initial: dict[str, Any],
+        trace_id: str,
+        early: dict[str, Decision],
+        emitter: Emitter | None,
+        ckpt: Checkpointer | NullCheckpointer,
+        state: Any,
+    ) -> Driver:
         return Driver(
             graph=graph,
             state=initial,
@@ -748,6 +771,85 @@ class GraphExecutor:
             store=self.store,
             poll_interval=self.decision_poll_interval,
             keep_log=self.execution_log,
+            input=state,
+            resilience=self._resilience,
+            telemetry=self.telemetry,
+        )
+
+    async def _next_turn(
+        self,
+        graph: Graph,
+        update: Any,
+        trace_id: str,
+        decisions: Mapping[str, Decision] | None,
+        emitter: Emitter | None,
+        ckpt: Checkpointer,
+        info: RunInfo,
+    ) -> Driver:
+        """A conversation's next turn on a completed trace: the input goes through the
+        reducers onto the last state, and the run starts again at the start node. Barrier
+        occurrences keep counting; ``max_steps`` counts this turn's steps."""
+        assert self.store is not None
+        if info.status not in FINISHED_STATUSES:
+            raise _not_finished(info)
+        restored = await restore(self.store, trace_id, graph=graph, run=info)
+        body = restored.body
+        if body.status not in FINISHED_STATUSES:  # the runs row and the chain disagree
+            raise _not_finished(info)
+        self._check_graph(
+            graph, restored.graph_hash, graph.start, None, trace_id, self.on_graph_change
+        )
+        turn = body.turn + 1
+        state = dict(restored.state)
+        writer = f"the input of turn {turn}"
+        changes = changes_of(update, node=writer)
+        if changes:
+            try:
+                changes = apply_changes(graph.spec, state, changes, node=None, writer=writer)
+            except TornUpdate as torn:
+                raise torn.error from torn.error.__cause__
+        early: dict[str, Decision] = {}
+        for key, decision in (decisions or {}).items():
+            check_request(
+                key,
+                decision,
+                every_occurrence=None,
+                trace_id=trace_id,
+                graph=graph,
+                counts=body.barrier_counts,
+                pending=None,
+                decided=early,
+            )
+            early[key] = decision
+        self._prime(ckpt, restored)
+        ckpt.parent = restored.parent
+        ckpt.created_at = info.created_at
+        if changes:
+            ckpt.note_step(body.step, "__input__", changes)
+        position = Position(
+            step=body.step,
+            next_node=graph.start,
+            barrier_counts=dict(body.barrier_counts),
+            # A turn starts with the decisions given to it; decisions left over from earlier
+            # turns (wildcards, early ones never used) do not carry over, nor does the inbox.
+            decisions=early,
+            decision_cursor=body.decision_cursor,
+            turn=turn,
+            turn_start=body.step,
+        )
+        return Driver(
+            graph=graph,
+            state=state,
+            trace_id=trace_id,
+            position=position,
+            max_steps=self.max_steps,
+            emitter=emitter,
+            checkpointer=ckpt,
+            store=self.store,
+            poll_interval=self.decision_poll_interval,
+            keep_log=self.execution_log,
+            start_trigger="turn",
+            input=update,
             resilience=self._resilience,
             telemetry=self.telemetry,
         )
@@ -843,4 +945,24 @@ def _trace_taken(trace_id: str) -> GraphError:
         f"trace id {trace_id!r} already has checkpoints: continue it with resume_from(), or "
         "start this run with another trace id",
         trace_id=trace_id,
+    )
+
+
+def _not_finished(info: RunInfo) -> RunExists:
+    """A new run (or turn) on a trace that has not completed."""
+    trace_id = info.trace_id
+    if info.status == "waiting" and info.pending_barrier:
+        instead = (
+            f"decide barrier {info.pending_barrier!r} (handle, ex.decide or "
+            "store.submit_decision) and resume it with resume_from()"
+        )
+    elif info.status == "failed" and info.next_node is None:
+        instead = "fork it from an earlier checkpoint (ex.fork): it cannot be resumed"
+    else:
+        instead = "continue it with resume_from()"
+    return RunExists(
+        f"trace {trace_id!r} is {info.status}, not completed: a new turn starts only on a "
+        f"completed trace; {instead}",
+        trace_id=trace_id,
+        status=info.status,
     )

@@ -21,6 +21,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._barrier_ids import stored_key
 from ._decisions import Decision
 from ._eventlog import EventLog, decode_batches
 from ._events import TERMINAL_EVENTS, ErrorInfo, GraphEvent, GraphFailed
@@ -28,7 +29,8 @@ from ._graph import Graph
 from ._lease import LeaseKeeper
 from ._log import get_logger
 from ._restore import restore
-from .checkpoint._base import CheckpointStore
+from ._run.decisions import check_request
+from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
     RunInfo,
     StoredCheckpoint,
@@ -211,7 +213,23 @@ class RunManager:
         if driver is not None and not driver.finished:
             driver.offer(barrier_id, decision, wildcard=False)
             return
-        await self.ex._need_store("decide").submit_decision(trace_id, barrier_id, decision)
+        store = self.ex._need_store("decide")
+        info = await store.get_run(trace_id)
+        graph = self.graphs.get(info.graph_name) if info is not None else None
+        if info is not None and graph is not None and info.status not in FINISHED_STATUSES:
+            # The one decision check, with the graph at hand (the node's kind, an Edit against
+            # the typed state); the store repeats the graph-free part in its transaction.
+            check_request(
+                barrier_id,
+                decision,
+                every_occurrence=False,
+                trace_id=trace_id,
+                graph=graph,
+                counts=info.barrier_counts,
+                pending=info.pending_barrier,
+                decided=(),
+            )
+        await store.submit_decision(trace_id, barrier_id, decision)
 
     async def cancel(self, trace_id: str) -> None:
         driver = self.live.get(trace_id)
@@ -231,7 +249,7 @@ class RunManager:
     async def _mark_cancelled(self, store: CheckpointStore, trace_id: str) -> None:
         """Record a run no one drives as cancelled: one delta record, no step, same state."""
         keeper = LeaseKeeper(store, trace_id, self.ex.lease_ttl)
-        info = await store.acquire_lease(trace_id, keeper.lease)
+        info = await keeper.acquire()
         try:
             if info is None:
                 raise RunNotFound(
@@ -261,6 +279,7 @@ class RunManager:
                 created_at=t,
                 steps=[],
                 error=f"Cancelled: {message}",
+                failure=ErrorInfo(type="Cancelled", message=message, node=None),
                 parent=None,
                 reducers={},
                 barrier_nodes=[],
@@ -317,7 +336,7 @@ class RunManager:
             driver = self.live.get(trace_id)
             emitter = driver.rec.emitter if driver is not None else None
             log = emitter.log if emitter is not None else None
-            if driver is not None and log is not None and not driver.finished:
+            if driver is not None and log is not None and _tails_live(driver):
                 # In this process: what the store has, what the driver has not written yet,
                 # then every new event straight from the driver, until the driver ends.
                 snapshot, recv = log.subscribe()
@@ -360,8 +379,8 @@ class RunManager:
                 continue
             if ended:
                 return  # the run's last recorded event ends it, and nothing came after
-            if trace_id in self.live:
-                continue
+            if _tails_live(self.live.get(trace_id)):
+                continue  # driven here now (recovered meanwhile): follow it live
             info = await store.get_run(trace_id)
             if info is None:
                 if first:
@@ -382,6 +401,14 @@ class RunManager:
             await anyio.sleep(poll)
 
 
+def _tails_live(driver: Driver | None) -> bool:
+    """The driver runs in this process and its events can be followed live."""
+    if driver is None or driver.finished:
+        return False
+    emitter = driver.rec.emitter
+    return emitter is not None and emitter.log is not None
+
+
 async def _decision_arrived(store: CheckpointStore, info: RunInfo) -> bool:
     """A waiting run needs a driver: a decision for its barrier came, or its timeout passed."""
     rows = await store.load_chain(info.trace_id)
@@ -391,13 +418,13 @@ async def _decision_arrived(store: CheckpointStore, info: RunInfo) -> bool:
     pending = body.pending_barrier
     if pending is None:
         return False
-    keys = (pending.barrier_id, pending.node)
     if pending.deadline is not None and pending.deadline <= now():
         return True
-    if any(k in body.decisions for k in keys):
-        return True
+    if pending.barrier_id in body.decisions or pending.node in body.decisions:
+        return True  # the run holds it already (a wildcard is kept under the node's name)
+    keys = (pending.barrier_id, stored_key(pending.node, None))  # inbox: "node#3", "node#*"
     found = await store.decisions_after(info.trace_id, body.decision_cursor)
-    return any(d.barrier_id in keys for d in found)
+    return any(d.barrier_id in keys and d.decision is not None for d in found)
 
 
 def new_log(ex: _Executor, trace_id: str) -> EventLog:

@@ -2,26 +2,32 @@
 
 ::
 
-    GraphError                      base of everything below; catch this to catch them all
-    ├── InvalidGraph (ValueError)   build() found problems, or the graph cannot run this way
-    ├── NodeNotFound (LookupError)  a name that is not a node of the graph
-    ├── MissingEdge                 Goto/Fallback to a target with no declared edge
-    ├── Unrouted                    no edge matched after a node; lists every condition tried
-    ├── StepsExceeded               the run reached max_steps
-    ├── NodeExecutionFailed         a node (or a parallel branch) raised; .cause holds it
-    │   └── RetriesExhausted        every attempt a Retry allowed failed; .errors holds each
-    ├── NodeTimeout                 one attempt outlived timeout= (or heartbeat_timeout=)
-    ├── CircuitOpen                 the node's circuit breaker is open: the call failed fast
-    ├── StateError                  a delta or initial state that does not fit; merge conflicts
-    ├── Cancelled                   the run was cancelled (handle.cancel(), early exit)
-    ├── CheckpointError             a checkpoint could not be written, read or trusted
-    ├── GraphChanged                the graph no longer matches the checkpointed run
-    ├── RunLocked                   another driver holds the run's lease
-    ├── RunNotFound (LookupError)   no run with this trace id in the store
-    ├── RunFinished                 the run already completed: nothing to resume or decide
-    ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
-    ├── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
-    └── PlanStale                   a re-run plan made before its source or graph changed
+    GraphError                        base of everything below; catch this to catch them all
+    ├── UsageError                    the call cannot be done as asked; fix the call
+    │   ├── InvalidGraph (ValueError) build() found problems, or the graph cannot run this way
+    │   ├── NodeNotFound (LookupError) a name that is not a node of the graph
+    │   ├── InvalidDecision (ValueError) a barrier decision that cannot be accepted
+    │   ├── GraphChanged              the graph no longer matches the checkpointed run
+    │   ├── RunNotFound (LookupError) no run with this trace id in the store
+    │   ├── RunFinished               the run already completed: nothing to resume or decide
+    │   ├── RunExists                 the trace is not finished: resume it or decide its barrier
+    │   ├── StoreRequired             the call needs GraphExecutor(store=...)
+    │   ├── InvalidTraceId (ValueError) a trace id that is not a usable name (type, length, chars)
+    │   └── PlanStale                 a re-run plan made before its source or graph changed
+    ├── RunError                      the run itself failed (run.result.error, GraphFailed)
+    │   ├── MissingEdge               Goto/Fallback to a target with no declared edge
+    │   ├── Unrouted                  no edge matched after a node; lists every condition tried
+    │   ├── StepsExceeded             the run (this turn) reached max_steps
+    │   ├── NodeExecutionFailed       a node (or a parallel branch) raised; .cause holds it
+    │   │   └── RetriesExhausted      every attempt a Retry allowed failed; .errors holds each
+    │   ├── NodeTimeout               one attempt outlived timeout= (or heartbeat_timeout=)
+    │   ├── CircuitOpen               the node's circuit breaker is open: the call failed fast
+    │   ├── StateError                a delta or initial state that does not fit; merge conflicts
+    │   └── Cancelled                 the run was cancelled (handle.cancel(), early exit)
+    └── StoreError                    the store, or who may write to it
+        ├── CheckpointError           a checkpoint could not be written, read or trusted
+        ├── RunLocked                 another live driver holds the run's lease
+        └── LeaseLost                 this driver's lease was taken over: it must stop writing
 
     NonRetryable, RetryAfter        raised by nodes to steer retries (not GraphErrors: they
                                     are signals from user code, never raised by graphexec)
@@ -54,6 +60,7 @@ __all__ = (
     "InvalidDecision",
     "InvalidGraph",
     "InvalidTraceId",
+    "LeaseLost",
     "MissingEdge",
     "NodeExecutionFailed",
     "NodeNotFound",
@@ -62,12 +69,17 @@ __all__ = (
     "PlanStale",
     "RetriesExhausted",
     "RetryAfter",
+    "RunError",
+    "RunExists",
     "RunFinished",
     "RunLocked",
     "RunNotFound",
     "StateError",
     "StepsExceeded",
+    "StoreError",
+    "StoreRequired",
     "Unrouted",
+    "UsageError",
 )
 
 
@@ -101,7 +113,19 @@ class GraphError(Exception):
         return f"{self.message} ({', '.join(where)})" if where else self.message
 
 
-class InvalidGraph(GraphError, ValueError):
+class UsageError(GraphError):
+    """The group of errors raised at a call that cannot be done as asked (fix the call)."""
+
+
+class RunError(GraphError):
+    """The group of errors that end a run (``run.result.error``, the ``GraphFailed`` event)."""
+
+
+class StoreError(GraphError):
+    """The group of errors about the store: records, and who may write a trace (leases)."""
+
+
+class InvalidGraph(UsageError, ValueError):
     """Raised when a graph fails validation, or cannot be run the way it was asked to."""
 
     def __init__(self, message: str, *, problems: Sequence[str] = (), **kw: Any) -> None:
@@ -109,11 +133,11 @@ class InvalidGraph(GraphError, ValueError):
         super().__init__(message, **kw)
 
 
-class NodeNotFound(GraphError, LookupError):
+class NodeNotFound(UsageError, LookupError):
     """Raised when a name does not refer to a node of the graph."""
 
 
-class MissingEdge(GraphError):
+class MissingEdge(RunError):
     """Raised when a node returns Goto or Fallback toward a target it has no edge to."""
 
     def __init__(self, message: str, *, target: str | None = None, **kw: Any) -> None:
@@ -121,7 +145,7 @@ class MissingEdge(GraphError):
         self.target = target
 
 
-class Unrouted(GraphError):
+class Unrouted(RunError):
     """Raised when no edge out of a node matched; ``conditions`` lists every one tried."""
 
     def __init__(self, message: str, *, conditions: Sequence[str] = (), **kw: Any) -> None:
@@ -129,7 +153,7 @@ class Unrouted(GraphError):
         self.conditions = list(conditions)
 
 
-class StepsExceeded(GraphError):
+class StepsExceeded(RunError):
     """Raised when a run would take more than ``max_steps`` steps."""
 
     def __init__(self, message: str, *, max_steps: int, **kw: Any) -> None:
@@ -137,7 +161,7 @@ class StepsExceeded(GraphError):
         self.max_steps = max_steps
 
 
-class NodeExecutionFailed(GraphError):
+class NodeExecutionFailed(RunError):
     """Raised when a node raised; ``cause`` is the original exception.
 
     For a parallel node, ``failures`` maps each failed branch to its exception, and ``cause`` is
@@ -162,7 +186,7 @@ class NodeExecutionFailed(GraphError):
         self.__cause__ = cause
 
 
-class StateError(GraphError):
+class StateError(RunError):
     """Raised when a state value or delta does not fit, or parallel branches conflict."""
 
     def __init__(
@@ -178,11 +202,11 @@ class StateError(GraphError):
         self.branches = list(branches)
 
 
-class Cancelled(GraphError):
+class Cancelled(RunError):
     """Raised when a run was cancelled; its state was checkpointed first when a store is set."""
 
 
-class CheckpointError(GraphError):
+class CheckpointError(StoreError):
     """Raised when a checkpoint cannot be written, read or trusted (damaged, wrong format)."""
 
     def __init__(self, message: str, *, seq: int | None = None, **kw: Any) -> None:
@@ -194,37 +218,70 @@ class CheckpointError(GraphError):
         return base if self.seq is None else f"{base} [seq {self.seq}]"
 
 
-class GraphChanged(GraphError):
+class GraphChanged(UsageError):
     """Raised when a checkpointed run cannot continue on the graph it is resumed with."""
 
 
-class RunLocked(GraphError):
-    """Raised when another process or task holds the lease on a trace.
+class RunLocked(StoreError):
+    """Raised when another live driver holds the lease on a trace.
 
-    The lease expires ``lease_ttl`` seconds after its holder last renewed it.
+    ``owner`` describes the holder (host, pid, instance), ``expires_at`` is when its lease runs
+    out unless renewed (``time.time()`` seconds). A holder that is known to be dead (same host,
+    process gone) never blocks; ``resume_from(..., take_over=True)`` overrides a live-looking one.
     """
 
-    def __init__(self, message: str, *, expires_at: float | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        expires_at: float | None = None,
+        owner: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(message, **kw)
         self.expires_at = expires_at
+        self.owner = owner
 
 
-class RunNotFound(GraphError, LookupError):
+class LeaseLost(StoreError):
+    """Raised at the next write of a driver whose lease was taken over (its fencing token is
+    stale): it writes nothing more. Another process drives the trace now."""
+
+    def __init__(self, message: str, *, token: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.token = token
+
+
+class RunNotFound(UsageError, LookupError):
     """Raised when the store has no run with the given trace id."""
 
 
-class RunFinished(GraphError):
+class RunFinished(UsageError):
     """Raised when resuming, or deciding for, a run that has already completed.
 
     Use ``ex.fork(graph, trace_id, seq)`` to start a new run from one of its checkpoints.
     """
 
 
-class InvalidDecision(GraphError, ValueError):
+class RunExists(UsageError):
+    """Raised when starting a run (or a conversation's next turn) on a trace that is not
+    finished: ``status`` says where it stands; resume it (``resume_from``) or decide the barrier
+    it waits at instead."""
+
+    def __init__(self, message: str, *, status: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+
+
+class StoreRequired(UsageError):
+    """Raised by a call that needs a checkpoint store on an executor without one."""
+
+
+class InvalidDecision(UsageError, ValueError):
     """Raised when a barrier decision cannot be accepted: not a barrier, already resolved, bad id."""
 
 
-class InvalidTraceId(GraphError, ValueError):
+class InvalidTraceId(UsageError, ValueError):
     """Raised when a trace id is not a str of 1 to 256 characters without NUL or lone surrogates.
 
     Trace ids are keys in the store, read back by other processes: an int or a name SQLite
@@ -232,7 +289,7 @@ class InvalidTraceId(GraphError, ValueError):
     """
 
 
-class PlanStale(GraphError):
+class PlanStale(UsageError):
     """Raised when ``ex.rerun(..., plan=plan)`` is given a plan made before its source trace
     got another checkpoint, or with another graph or other node fingerprints: plan again."""
 
@@ -256,7 +313,7 @@ class RetriesExhausted(NodeExecutionFailed):
         self.errors = list(errors)
 
 
-class NodeTimeout(GraphError):
+class NodeTimeout(RunError):
     """Raised when one attempt of a node outlived its ``timeout=`` (``idle=False``) or went
     ``heartbeat_timeout=`` seconds without ``ctx.heartbeat()`` (``idle=True``)."""
 
@@ -276,7 +333,7 @@ class NodeTimeout(GraphError):
         self.idle = idle
 
 
-class CircuitOpen(GraphError):
+class CircuitOpen(RunError):
     """Raised when a node's circuit breaker is open: the node was not called. ``until`` is the
     wall-clock time the cool-down ends."""
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, NewType, TypeAlias
+from typing import Any, Literal, NewType, TypeAlias, get_args
 
 __all__ = (
+    "RUN_STATUSES",
     "BarrierId",
     "Condition",
     "NodeFn",
@@ -47,3 +48,6 @@ RunStatus: TypeAlias = Literal[
 """The lifecycle of a run as recorded in its checkpoints. ``"interrupted"``: stopped by the
 shutdown of the executor that drove it (``async with GraphExecutor(...)`` ended); resumable, and
 what ``ex.recover()`` picks up, unlike a user's ``"cancelled"``."""
+
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+"""Every RunStatus, for checking a status given as a string."""

@@ -157,7 +157,12 @@ class TestDecisionKinds:
         state = {"text": "hi", "notes": ["drafted"], "gate": record("approve"), "outcome": "sent"}
         assert timeless(events) == [
             gx.GraphStart(
-                trace_id="t1", step=0, graph="approval", graph_hash=graph.hash, node="draft"
+                trace_id="t1",
+                step=0,
+                graph="approval",
+                graph_hash=graph.hash,
+                node="draft",
+                input={},
             ),
             gx.NodeStart(trace_id="t1", step=1, node="draft", span_id="draft@1", kind="node"),
             gx.StateChanged(
@@ -170,6 +175,7 @@ class TestDecisionKinds:
                 span_id="draft@1",
                 key="notes",
                 delta=["drafted"],
+                reducer="append",
             ),
             gx.NodeEnd(
                 trace_id="t1",

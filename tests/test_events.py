@@ -99,6 +99,7 @@ async def every_kind_of_event() -> list[gx.GraphEvent]:
         versioned("v2"), "i"
     ) as run:
         events.extend([e async for e in run if isinstance(e, gx.NodeInvalidated)])
+
     started = anyio.Event()
 
     async def slow(s: State) -> None:
@@ -106,11 +107,11 @@ async def every_kind_of_event() -> list[gx.GraphEvent]:
         await anyio.sleep_forever()
 
     sleeper = gx.GraphBuilder("slow").node("slow", slow).start("slow").end("slow").build()
-    store = gx.MemoryStore()
-    async with gx.GraphExecutor(store=store) as manager:  # left while the run works
+    mstore = gx.MemoryStore()
+    async with gx.GraphExecutor(store=mstore) as manager:  # left while the run works
         trace_id = await manager.start(sleeper)
         await started.wait()
-    events.extend([e async for e in gx.GraphExecutor(store=store).events(trace_id)])
+    events.extend([e async for e in gx.GraphExecutor(store=mstore).events(trace_id)])
     return events
 
 
@@ -139,7 +140,14 @@ class TestSequence:
         events, run = await stream_events(graph, {"messages": []}, trace_id="t")
         final = {"messages": ["drafted", "reviewed", "ok"], "text": "Hello"}
         assert [
-            gx.GraphStart(trace_id="t", step=0, graph="small", graph_hash=graph.hash, node="draft"),
+            gx.GraphStart(
+                trace_id="t",
+                step=0,
+                graph="small",
+                graph_hash=graph.hash,
+                node="draft",
+                input={"messages": []},
+            ),
             gx.NodeStart(trace_id="t", step=1, node="draft", span_id="draft@1", kind="node"),
             gx.Custom(trace_id="t", step=1, node="draft", span_id="draft@1", data="Hel"),
             gx.Custom(trace_id="t", step=1, node="draft", span_id="draft@1", data="lo"),
@@ -152,6 +160,7 @@ class TestSequence:
                 node="draft",
                 span_id="draft@1",
                 key="messages",
+                reducer="append",
                 delta="drafted",
             ),
             gx.NodeEnd(
@@ -170,6 +179,7 @@ class TestSequence:
                 node="review",
                 span_id="review@2",
                 key="messages",
+                reducer="append",
                 delta=["reviewed", "ok"],
             ),
             gx.NodeEnd(
@@ -184,7 +194,9 @@ class TestSequence:
         graph = gx.GraphBuilder("g").node("a", noop).start("a").end("a").build()
         events, _ = await stream_events(graph, {"x": 1}, trace_id="t")
         assert [
-            gx.GraphStart(trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="a"),
+            gx.GraphStart(
+                trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="a", input={"x": 1}
+            ),
             gx.NodeStart(trace_id="t", step=1, node="a", span_id="a@1", kind="node"),
             gx.NodeEnd(trace_id="t", step=1, node="a", span_id="a@1", ok=True, duration=0.0),
             gx.GraphComplete(trace_id="t", step=1, state={"x": 1}, steps=1, duration=0.0),

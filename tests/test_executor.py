@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 import graphexec as gx
@@ -73,9 +74,9 @@ class TestResult:
         async def b(s: State) -> dict[str, Any]:
             return {"b": s["a"] + 1}
 
-        before = time.perf_counter()
+        before, wall_before = time.perf_counter(), time.time()
         result = await gx.GraphExecutor().execute(chain(("a", a), ("b", b)), {"x": 0})
-        after = time.perf_counter()
+        after, wall_after = time.perf_counter(), time.time()
         assert isinstance(result, gx.GraphResult)
         assert 32 == len(result.trace_id)
         assert ({"x": 0, "a": 1, "b": 2}, "completed", 2) == (
@@ -89,7 +90,18 @@ class TestResult:
             (e.step, e.node, e.success) for e in result.execution_log
         ]
         first, second = result.execution_log
-        assert before <= first.start <= first.end <= second.start <= second.end <= after
+        # wall-clock times (time.time()), one offset per run: within the call, in order
+        slack = 0.05  # the offset is read once, from two clocks
+        assert wall_before - slack <= first.start <= first.end <= second.start <= second.end
+        assert second.end <= wall_after + slack
+        assert msgspec.json.decode(msgspec.json.encode(first)) == {
+            "step": 1,
+            "node": "a",
+            "start": first.start,
+            "end": first.end,
+            "success": True,
+            "attempt": 1,
+        }
         assert first.end - first.start >= 0.001
 
     async def test_custom_trace_id(self) -> None:
@@ -355,10 +367,19 @@ class TestErrors:
             gx.GraphExecutor(on_graph_change="ignore")  # type: ignore[arg-type]  # on purpose
 
     async def test_resume_needs_a_store(self) -> None:
-        """resume_from() on an executor without a store is InvalidGraph saying a store is needed."""
-        with pytest.raises(gx.InvalidGraph, match="store"):
+        """resume_from() on an executor without a store is StoreRequired naming the call."""
+        with pytest.raises(gx.StoreRequired, match=r"resume_from\(\) needs a checkpoint store"):
             async with gx.GraphExecutor().resume_from(chain(("a", noop)), "t"):
                 pass  # pragma: no cover - entering raises
+
+    async def test_reading_calls_need_a_store(self) -> None:
+        """get_state, history, runs and fork without a store are StoreRequired, not InvalidGraph."""
+        ex = gx.GraphExecutor()
+        for call in (ex.get_state("t"), ex.history("t"), ex.runs()):
+            with pytest.raises(gx.StoreRequired) as info:
+                await call
+            assert not isinstance(info.value, gx.InvalidGraph)
+            assert isinstance(info.value, gx.UsageError)
 
     async def test_resume_unknown_trace(self) -> None:
         """resume_from() of a trace the store does not have is RunNotFound on entry."""
@@ -378,24 +399,22 @@ class TestErrors:
                 pass  # pragma: no cover - entering raises
 
     async def test_resume_while_another_driver_holds_the_run(self) -> None:
-        """resume_from() of a run another driver is driving is RunLocked on entry."""
+        """resume_from() of a run another driver is running is RunLocked on entry (a run
+        waiting at a barrier holds no lease: tests/checkpoint/test_leases.py)."""
         ex = gx.GraphExecutor(store=gx.MemoryStore())
-        graph = (
-            gx.GraphBuilder("g")
-            .barrier("approve")
-            .node("a", noop)
-            .edge("approve", "a")
-            .start("approve")
-            .end("a")
-            .build()
-        )
+        go = anyio.Event()
+
+        async def slow(s: State) -> None:
+            await go.wait()
+
+        graph = chain(("slow", slow), ("a", noop))
         async with ex.execute_stream(graph, trace_id="t") as run:
             async for event in run:
-                if isinstance(event, gx.BarrierWaiting):
-                    with pytest.raises(gx.RunLocked):
+                if isinstance(event, gx.NodeStart) and event.node == "slow":
+                    with pytest.raises(gx.RunLocked, match="is driven by pid"):
                         async with ex.resume_from(graph, "t"):
                             pass  # pragma: no cover - entering raises
-                    await run.handle.approve(event.barrier_id)
+                    go.set()
         assert "completed" == run.result.status
 
     async def test_resume_on_a_graph_without_the_waiting_barrier(self) -> None:
@@ -457,7 +476,9 @@ class TestStream:
         assert isinstance(error, gx.NodeExecutionFailed)
         assert error.cause is boom
         assert [
-            gx.GraphStart(trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="a"),
+            gx.GraphStart(
+                trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="a", input={}
+            ),
             gx.NodeStart(trace_id="t", step=1, node="a", span_id="a@1", kind="node"),
             gx.StateChanged(trace_id="t", step=1, node="a", span_id="a@1", key="a", delta=1),
             gx.NodeEnd(
@@ -503,7 +524,13 @@ class TestStream:
         assert [
             # Without a store the ids are 1, 2, 3... (segment 0).
             gx.GraphStart(
-                trace_id="t", step=0, event_id=1, graph="g", graph_hash=graph.hash, node="slow"
+                trace_id="t",
+                step=0,
+                event_id=1,
+                graph="g",
+                graph_hash=graph.hash,
+                node="slow",
+                input={},
             ),
             gx.NodeStart(
                 trace_id="t", step=1, event_id=2, node="slow", span_id="slow@1", kind="node"

@@ -318,7 +318,14 @@ class TestFailures:
         common = {"trace_id": "t", "step": 1, "node": "p", "span_id": "p@1"}
         assert branches_sorted(
             [
-                gx.GraphStart(trace_id="t", step=0, graph="fan", graph_hash=graph.hash, node="p"),
+                gx.GraphStart(
+                    trace_id="t",
+                    step=0,
+                    graph="fan",
+                    graph_hash=graph.hash,
+                    node="p",
+                    input={"x": 0},
+                ),
                 gx.NodeStart(**common, kind="parallel"),
                 gx.ParallelStarted(**common, branches=["bad1", "ok", "bad2"]),
                 gx.BranchCompleted(

@@ -281,7 +281,9 @@ class TestDirectives:
         )
         events, run = await stream_events(graph, {}, trace_id="t")
         assert [
-            gx.GraphStart(trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="a"),
+            gx.GraphStart(
+                trace_id="t", step=0, graph="g", graph_hash=graph.hash, node="a", input={}
+            ),
             gx.NodeStart(trace_id="t", step=1, node="a", span_id="a@1", kind="node"),
             gx.StateChanged(
                 trace_id="t", step=1, node="a", span_id="a@1", key="degraded", delta=True

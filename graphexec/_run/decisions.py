@@ -1,44 +1,51 @@
-"""Barrier decisions in one place: the checks an offered decision passes, the lookup that finds
-one for a barrier occurrence (exact, then wildcard), and the merge of decisions that came
-through the store.
+"""Barrier decisions in one place: the checks an offered decision passes (the same for the run
+handle, ``decisions=`` given up front, ``ex.decide`` and the store), the lookup that finds one
+for a barrier occurrence (exact, then wildcard), and the merge of decisions that came through
+the store (a bad one is skipped and reported, never fails the run).
 
 The unused decisions live in the run's :class:`Position` (a checkpoint records them); these
-functions read and update them there.
+functions read and update them there. The graph-free core (grammar, occurrence, one decision
+per occurrence) is ``_barrier_ids.check_decision``, which the stores call too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Container, Mapping
 
-from .._barrier_ids import is_resolved, parse_barrier_id
-from .._decisions import Approve, Decision, Edit, Reject, Skip
+import msgspec
+
+from .._barrier_ids import WILDCARD, check_decision, check_decision_value
+from .._decisions import Decision, Edit
 from .._graph import Graph
 from ..checkpoint._record import StoredDecision
-from ..exceptions import InvalidDecision, NodeNotFound, StateError
+from ..exceptions import GraphError, InvalidDecision, NodeNotFound, StateError
 from .position import Position
 
 __all__ = (
+    "SkippedDecision",
     "check_barrier_node",
     "check_decision_type",
     "check_edit",
     "check_offer",
+    "check_request",
     "initial_decisions",
     "merge_stored",
     "take_decision",
 )
 
-_DECISION_TYPES = (Approve, Reject, Edit, Skip)
+
+class SkippedDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision read from the store that the run cannot use: skipped, and reported."""
+
+    id: int
+    barrier_id: str
+    node: str
+    reason: str
 
 
 def check_decision_type(decision: object, *, trace_id: str | None) -> None:
     """Raise unless ``decision`` is one of the decision types."""
-    if not isinstance(decision, _DECISION_TYPES):
-        raise InvalidDecision(
-            f"{decision!r} is not a decision: use gx.Approve(), gx.Reject(reason), "
-            "gx.Edit(update) or gx.Skip()",
-            trace_id=trace_id,
-        )
+    check_decision_value(decision, trace_id=trace_id)
 
 
 def check_barrier_node(graph: Graph, node: str, *, trace_id: str | None) -> None:
@@ -65,18 +72,59 @@ def check_edit(graph: Graph, decision: Edit, node: str) -> None:
         graph.spec.check(key, value, node=node)
 
 
+def check_request(
+    key: str,
+    decision: object,
+    *,
+    every_occurrence: bool | None,
+    trace_id: str,
+    graph: Graph | None,
+    barrier_nodes: list[str] | None = None,
+    counts: Mapping[str, int],
+    pending: str | None,
+    decided: Container[str],
+) -> tuple[str, int | None]:
+    """THE check for a decision, whoever sends it (handle, ``decisions=``, ``ex.decide``):
+    the graph-free core (:func:`check_decision`), then, with the graph at hand, the node's
+    kind and an ``Edit`` against the typed state. Returns ``(node, occurrence)``.
+
+    Raises InvalidDecision (NodeNotFound for a name that is no node of the graph; StateError
+    for an Edit the typed state refuses).
+    """
+    node, occurrence = check_decision(
+        key,
+        decision,
+        every_occurrence=every_occurrence,
+        trace_id=trace_id,
+        barrier_nodes=barrier_nodes if graph is None else None,
+        counts=counts,
+        pending=pending,
+        decided=decided,
+    )
+    if graph is not None:
+        check_barrier_node(graph, node, trace_id=trace_id)
+        if isinstance(decision, Edit):
+            check_edit(graph, decision, node)
+    return node, occurrence
+
+
 def initial_decisions(
     graph: Graph, decisions: Mapping[str, Decision] | None, trace_id: str
 ) -> dict[str, Decision]:
-    """Decisions given up front (execute, fork), checked as the handle checks them: a bad
-    decision never starts the run."""
+    """Decisions given up front (execute, fork): a bare node name decides every occurrence.
+    Checked as the handle checks them: a bad decision never starts the run."""
     found: dict[str, Decision] = {}
     for key, decision in (decisions or {}).items():
-        node, _occurrence = parse_barrier_id(key)
-        check_barrier_node(graph, node, trace_id=trace_id)
-        check_decision_type(decision, trace_id=trace_id)
-        if isinstance(decision, Edit):
-            check_edit(graph, decision, node)
+        check_request(
+            key,
+            decision,
+            every_occurrence=None,
+            trace_id=trace_id,
+            graph=graph,
+            counts={},
+            pending=None,
+            decided=found,
+        )
         found[key] = decision
     return found
 
@@ -91,40 +139,16 @@ def check_offer(
     trace_id: str,
 ) -> None:
     """Refuse, with a clear error, a decision offered through a handle that the run cannot use."""
-    check_decision_type(decision, trace_id=trace_id)
-    if wildcard:
-        node, occurrence = key, None
-        if "#" in key:
-            raise InvalidDecision(
-                f"decide_node() takes a node name, got {key!r}; use decide() for one occurrence",
-                trace_id=trace_id,
-            )
-    else:
-        node, occurrence = parse_barrier_id(key)
-        if occurrence is None:
-            raise InvalidDecision(
-                f"{key!r} is not a barrier id ('<node>#<occurrence>'); use decide_node() "
-                "to decide every occurrence of a node",
-                trace_id=trace_id,
-            )
-    check_barrier_node(graph, node, trace_id=trace_id)
-    if occurrence is not None:
-        pending = position.pending.barrier_id if position.pending else None
-        if is_resolved(position.barrier_counts, pending, node, occurrence):
-            raise InvalidDecision(
-                f"barrier {key!r} was already resolved; a decision is never carried over to "
-                "a later occurrence",
-                trace_id=trace_id,
-                node=node,
-            )
-        if key in position.decisions:
-            raise InvalidDecision(
-                f"barrier {key!r} already has a decision waiting to be used",
-                trace_id=trace_id,
-                node=node,
-            )
-    if isinstance(decision, Edit):
-        check_edit(graph, decision, node)
+    check_request(
+        key,
+        decision,
+        every_occurrence=wildcard,
+        trace_id=trace_id,
+        graph=graph,
+        counts=position.barrier_counts,
+        pending=position.pending.barrier_id if position.pending else None,
+        decided=position.decisions,
+    )
 
 
 def take_decision(position: Position, barrier_id: str, node: str) -> Decision | None:
@@ -135,25 +159,44 @@ def take_decision(position: Position, barrier_id: str, node: str) -> Decision | 
     return decision
 
 
-def merge_stored(graph: Graph, position: Position, items: list[StoredDecision], log: Any) -> None:
-    """Keep decisions that came through the store; ignore (and log) ones the run can never use."""
+def merge_stored(
+    graph: Graph, position: Position, items: list[StoredDecision], trace_id: str
+) -> list[SkippedDecision]:
+    """Keep decisions that came through the store; return the ones the run cannot use.
+
+    A row the run cannot use (undecodable, a bare node name, not a barrier, an occurrence
+    already resolved or already decided, an Edit the typed state refuses) never fails the run
+    and never uses up an occurrence: it is skipped, and the caller reports it.
+    """
+    skipped: list[SkippedDecision] = []
+    pending = position.pending.barrier_id if position.pending else None
     for item in items:
         position.decision_cursor = max(position.decision_cursor, item.id)
-        node, occurrence = parse_barrier_id(item.barrier_id)
-        spec = graph.nodes.get(node)
-        pending = position.pending.barrier_id if position.pending else None
-        if (
-            spec is None
-            or node not in graph.decision_nodes
-            or (
-                occurrence is not None
-                and is_resolved(position.barrier_counts, pending, node, occurrence)
+        key = item.barrier_id
+        node = key.rpartition("#")[0] or key
+        try:
+            if item.decision is None:
+                raise InvalidDecision(f"the stored decision cannot be read: {item.error}")
+            wildcard = key.endswith("#" + WILDCARD)
+            if not wildcard and "#" not in key:
+                raise InvalidDecision(
+                    f"{key!r} is a bare node name: a wildcard is only taken when submitted "
+                    "with every_occurrence=True"
+                )
+            node, _ = check_request(
+                node if wildcard else key,
+                item.decision,
+                every_occurrence=wildcard,
+                trace_id=trace_id,
+                graph=graph,
+                counts=position.barrier_counts,
+                pending=pending,
+                decided=position.decisions,
             )
-        ):
-            log.warning(
-                "ignored a stored decision", barrier_id=item.barrier_id, decision_id=item.id
+        except GraphError as exc:
+            skipped.append(
+                SkippedDecision(id=item.id, barrier_id=key, node=node, reason=exc.message)
             )
             continue
-        if occurrence is not None and item.barrier_id in position.decisions:
-            continue  # the first decision for an occurrence wins
-        position.decisions[item.barrier_id] = item.decision
+        position.decisions[node if wildcard else key] = item.decision
+    return skipped

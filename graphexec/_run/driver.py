@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 
 from .._apply import TornUpdate, apply_changes
 from .._barrier_ids import barrier_id as _barrier_id
-from .._checkpointer import Checkpointer, NullCheckpointer
+from .._checkpointer import Checkpointer, NullCheckpointer, reducer_names
 from .._decisions import Decision, Edit, Reject, Skip, decision_name, default_decision
 from .._directives import Fallback
 from .._emit import Emitter
@@ -38,7 +38,7 @@ from .._graph import Graph, NodeSpec
 from .._spec import ERRORS_KEY
 from .._telemetry import SegmentKind, SpanKind, Telemetry
 from ..checkpoint._base import CheckpointStore
-from ..checkpoint._record import Invalidation, KeptOutputs, PendingBarrier, now
+from ..checkpoint._record import Invalidation, KeptOutputs, PendingBarrier, StoredDecision, now
 from ..checkpoint._retry import decisions_after
 from ..exceptions import (
     Cancelled,
@@ -90,6 +90,7 @@ class Driver:
         resumed: bool = False,
         parent: str | None = None,
         must_be_decided: bool = False,
+        input: Any = None,
         resilience: Resilience | None = None,
         telemetry: Telemetry | None = None,
         linked_context: str | None = None,
@@ -105,7 +106,15 @@ class Driver:
         self.store = store
         """Where decisions from other processes arrive (None: only the handle decides)."""
         self.poll_interval = poll_interval
-        self.rec = Recorder(trace_id, graph.name, emitter, keep_log=keep_log)
+        self.rec = Recorder(
+            trace_id,
+            graph.name,
+            emitter,
+            keep_log=keep_log,
+            reducers=reducer_names(dict(graph.reducers)) if emitter is not None else None,
+        )
+        self.input = input
+        """What the caller passed to start this run or turn (GraphStart.input)."""
         self.start_trigger = start_trigger
         self.resumed = resumed
         self.parent = parent
@@ -282,7 +291,10 @@ class Driver:
             self._scope.cancel()
 
     async def _watch_cancel(self) -> None:
-        """Take a cancel requested through the store (ex.cancel() in another process)."""
+        """Take a cancel requested through the store (ex.cancel() in another process). While
+        a barrier waits the lease is parked, so ex.cancel elsewhere records the run cancelled
+        itself (no request): a waiting driver that sees that record stops as cancelled (it
+        writes nothing: its lease was taken)."""
         assert self.store is not None
         while not self.finished:
             await anyio.sleep(self.poll_interval)
@@ -291,6 +303,17 @@ class Driver:
                     self.log.info("cancel requested through the store")
                     self.request_cancel()
                     return
+                keeper = getattr(self.ckpt, "keeper", None)
+                if keeper is not None and keeper.parked:
+                    info = await self.store.get_run(self.trace_id)
+                    if (
+                        info is not None
+                        and info.status == "cancelled"
+                        and info.last_seq != keeper.committed_seq
+                    ):
+                        self.log.info("run cancelled elsewhere while it waited here")
+                        self.request_cancel()
+                        return
             except GraphError as exc:  # a passing store error: look again at the next poll
                 self.log.warning("cancel request not read", error=str(exc))
 
@@ -342,6 +365,8 @@ class Driver:
                     node=pos.pending.node if pos.pending else pos.next_node,
                     resumed=self.resumed,
                     parent=self.parent,
+                    input=self.input,
+                    turn=pos.turn,
                 )
             )
         for inv in self.invalidated:
@@ -387,9 +412,10 @@ class Driver:
 
     def _next_step(self, name: str, what: str) -> int:
         step = self.pos.step + 1
-        if step > self.max_steps:
+        if step - self.pos.turn_start > self.max_steps:
+            turn = f" in turn {self.pos.turn}" if self.pos.turn > 1 else ""
             raise StepsExceeded(
-                f"the run reached max_steps={self.max_steps} before {what} {name!r}",
+                f"the run reached max_steps={self.max_steps}{turn} before {what} {name!r}",
                 max_steps=self.max_steps,
                 node=name,
                 step=self.pos.step,
@@ -412,7 +438,7 @@ class Driver:
                 if found is not None:
                     pos.kept, reads.known = found
         step = pos.step + 1
-        if step > self.max_steps:
+        if step - pos.turn_start > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
         span = f"{name}@{step}"
         rec = self.rec
@@ -891,11 +917,15 @@ class Driver:
             pos.next_node = spec.name
             found = None
             if self.ckpt.on_barrier:
-                found = await self._save("barrier_waiting", decisions_after=pos.decision_cursor)
+                # The waiting checkpoint also gives the lease up: a waiting run holds none,
+                # so any process may resume it when its decision comes.
+                found = await self._save(
+                    "barrier_waiting", decisions_after=pos.decision_cursor, release=True
+                )
             if found is None:
                 await self._pull_store_decisions()
             else:
-                merge_stored(self.graph, pos, found, self.log)
+                await self._merge_stored(found)
             decision = take_decision(pos, pending.barrier_id, spec.name)
         if decision is None:
             pos.status = "waiting"
@@ -926,7 +956,11 @@ class Driver:
                     ),
                     durable=True,
                 )
+            await self.ckpt.park()
             decision, by = await self._wait(spec, pending)
+        # Take the lease back before anything runs (LeaseLost if another process resumed the
+        # run meanwhile: then this driver stops and writes nothing).
+        await self.ckpt.unpark()
         return decision, by
 
     async def _wait(self, spec: NodeSpec, pending: PendingBarrier) -> tuple[Decision, str]:
@@ -986,7 +1020,42 @@ class Driver:
         if self.store is None:
             return
         found = await decisions_after(self.store, self.trace_id, self.pos.decision_cursor)
-        merge_stored(self.graph, self.pos, found, self.log)
+        await self._merge_stored(found)
+
+    async def _merge_stored(self, found: list[StoredDecision]) -> None:
+        """Take the usable decisions read from the store; skip and report the others (an
+        ObservedError and a log line, and the row marked refused so a corrected decision can
+        be submitted): nothing written to the store fails the run or uses up an occurrence."""
+        if not found:
+            return
+        skipped = merge_stored(self.graph, self.pos, found, self.trace_id)
+        for bad in skipped:
+            self.log.warning(
+                "skipped a stored decision",
+                barrier_id=bad.barrier_id,
+                decision_id=bad.id,
+                reason=bad.reason,
+            )
+            await self.rec.observed(
+                self.pos.step,
+                bad.node,
+                "",
+                ErrorInfo(
+                    type="InvalidDecision",
+                    message=f"stored decision {bad.id} for {bad.barrier_id!r} skipped: "
+                    f"{bad.reason}",
+                    node=bad.node,
+                ),
+            )
+            if self.store is not None:
+                try:
+                    await self.store.refuse_decision(self.trace_id, bad.id, bad.reason)
+                except Exception as exc:  # noqa: BLE001 - reported; the run goes on
+                    self.log.warning(
+                        "could not mark a stored decision refused",
+                        decision_id=bad.id,
+                        error=repr(exc),
+                    )
 
     async def _resolve(
         self,
@@ -1065,7 +1134,9 @@ class Driver:
         trigger: str,
         error: str | None = None,
         *,
+        failure: ErrorInfo | None = None,
         final: bool = False,
+        release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
     ) -> Any:
@@ -1074,7 +1145,9 @@ class Driver:
             self.state,
             trigger,
             error=error,
+            failure=failure,
             final=final,
+            release=release,
             decisions_after=decisions_after,
             allow_base=allow_base,
         )
@@ -1082,7 +1155,7 @@ class Driver:
     def _finish(self, status: RunStatus, error: GraphError | None) -> GraphResult:
         self.pos.status = status
         entries = self.rec.entries
-        self.result = GraphResult(
+        self.result = GraphResult.of(
             trace_id=self.trace_id,
             state=self.graph.spec.public(self.state),
             status=status,
@@ -1090,6 +1163,7 @@ class Driver:
             duration=time.perf_counter() - self._t0,
             execution_log=entries if entries is not None else [],
             error=error,
+            turn=self.pos.turn,
             reused=self.reused,
         )
         return self.result
@@ -1147,6 +1221,7 @@ class Driver:
                 await self._save(
                     "completion_failed" if self._completing else "failure",
                     error=f"{type(exc).__name__}: {exc}",
+                    failure=error_info(exc, exc.node),
                     final=True,
                     allow_base=not self._torn,
                 )
@@ -1181,7 +1256,11 @@ class Driver:
         )
         trigger = "left" if waiting else "interrupt" if interrupted else "cancel"
         try:
-            await self._save(trigger, final=True)
+            await self._save(
+                trigger,
+                failure=None if error is None else error_info(error, None),
+                final=True,
+            )
             await self.ckpt.flush()
         except GraphError as exc:
             self.log.error(f"{trigger} checkpoint not written", error=str(exc))

@@ -43,6 +43,10 @@ class Position(msgspec.Struct):
     """Successful branches of a failed fan-out node, reused by its next execution."""
     compensable: list[str] = msgspec.field(default_factory=list)
     """Completed nodes with a ``compensate=`` node, in order (``on_failure="compensate"``)."""
+    turn: int = 1
+    """The conversation turn (a completed trace's next run is the next turn)."""
+    turn_start: int = 0
+    """The step count when this turn started: ``max_steps`` counts the steps after it."""
 
     @classmethod
     def start(cls, node: str, decisions: dict[str, Decision] | None = None) -> Position:
@@ -74,4 +78,6 @@ class Position(msgspec.Struct):
             retry_at=body.retry_at,
             kept=body.kept,
             compensable=list(body.compensable),
+            turn=body.turn,
+            turn_start=body.turn_start,
         )

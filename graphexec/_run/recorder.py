@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .._directives import Overwrite
 from .._emit import Emitter
 from .._events import (
     CircuitChanged,
@@ -37,10 +38,16 @@ def error_info(exc: BaseException, node: str | None) -> ErrorInfo:
 class Recorder:
     """Events, execution-log lines and log lines of one run."""
 
-    __slots__ = ("emitter", "entries", "log", "tel", "trace_id")
+    __slots__ = ("emitter", "entries", "log", "reducers", "tel", "trace_id", "wall")
 
     def __init__(
-        self, trace_id: str, graph_name: str, emitter: Emitter | None, *, keep_log: bool
+        self,
+        trace_id: str,
+        graph_name: str,
+        emitter: Emitter | None,
+        *,
+        keep_log: bool,
+        reducers: dict[str, str] | None = None,
     ) -> None:
         self.trace_id = trace_id
         self.emitter = emitter
@@ -49,6 +56,11 @@ class Recorder:
         self.log = get_logger(trace_id=trace_id, graph=graph_name)
         self.tel: RunSegment | None = None
         """The run segment's spans (telemetry); None: none, and no span is started."""
+        self.reducers = reducers or {}
+        """Each key's reducer by name, for StateChanged (keys not listed are overwritten)."""
+        self.wall = time.time() - time.perf_counter()
+        """Added to a ``perf_counter`` reading: wall-clock time for the execution log (one
+        offset per run, so durations stay monotonic and a line costs no extra clock call)."""
 
     async def send(self, event: GraphEvent) -> None:
         """Deliver a built event (callers build it only under ``if rec.emitter``)."""
@@ -75,10 +87,11 @@ class Recorder:
         (node_end without the event: the loop's hot path awaits send_end only if listened to.)"""
         t1 = time.perf_counter()
         if self.entries is not None:
+            wall = self.wall
             self.entries.append(
-                LogEntry(step, node, t0, t1, ok)
+                LogEntry(step, node, t0 + wall, t1 + wall, ok)
                 if attempt == 1
-                else LogEntry(step, node, t0, t1, ok, attempt)
+                else LogEntry(step, node, t0 + wall, t1 + wall, ok, attempt)
             )
         return t1
 
@@ -167,10 +180,19 @@ class Recorder:
     ) -> None:
         emitter = self.emitter
         if emitter is not None:
+            reducers = self.reducers
             for k, v in changes:
                 await emitter.send(
                     StateChanged(
-                        trace_id=self.trace_id, step=step, node=node, span_id=span, key=k, delta=v
+                        trace_id=self.trace_id,
+                        step=step,
+                        node=node,
+                        span_id=span,
+                        key=k,
+                        delta=v,
+                        reducer="overwrite"
+                        if type(v) is Overwrite
+                        else reducers.get(k, "overwrite"),
                     )
                 )
 

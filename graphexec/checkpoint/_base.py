@@ -10,38 +10,57 @@ Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every s
   commit together or not at all. Saving a ``base`` row at seq ``s`` demotes every earlier base of
   the trace except the first (its snapshot is dropped, kind becomes ``delta``): old bases are
   not needed to restore the latest state, and the deltas they carry keep older seqs restorable
-  from the first base. If ``lease`` is given and another owner holds an unexpired lease, nothing
-  is written and :class:`RunLocked` is raised. Every row belongs to ``run.trace_id`` and seqs
+  from the first base. If ``lease`` is given, the lease row must still hold its owner and
+  fencing token (``_leases.check_write``), else nothing is written and :class:`LeaseLost` is
+  raised (a lease with token 0 takes a free lease instead, RunLocked if held). Every row
+  belongs to ``run.trace_id`` and seqs
   strictly increase past the trace's last saved seq (:func:`check_rows`); otherwise nothing is
   written and :class:`CheckpointError` is raised.
 - ``load_chain(trace_id, seq)`` returns the latest base at or before ``seq`` (default: the
   latest) and every row after it up to ``seq``, ordered by seq; ``[]`` for an unknown trace.
-- The event log: ``save(..., events=batch)`` appends the batch in the checkpoint's transaction;
-  ``append_events`` appends one on its own (a batch written between checkpoints);
-  ``events_after(trace_id, after)`` returns the batches holding an id greater than ``after``,
-  in id order; ``next_event_segment`` hands out 1, 2, 3, ... per trace (one per driver), never
-  the same number twice. ``prune`` deletes a run's events with it.
-- Cancel requests: ``request_cancel`` records one and returns True while another process holds
-  an unexpired lease on the trace (that driver takes it with ``take_cancel_request`` at its
-  next poll); it records nothing and returns False when no one drives the run.
-- ``submit_decision`` checks the target with :func:`check_decision_target` in the same
-  transaction as the insert.
+- ``submit_decision`` checks the decision with :func:`check_decision_target` in the same
+  transaction as the insert (a refused decision is never stored); ``refuse_decision`` marks
+  one the run skipped, so it no longer blocks a corrected one.
+- The event log: ``save(..., events=batch)`` appends the batch in the checkpoint's transaction
+  (under the save's lease check); ``append_events(trace_id, batch, lease=...)`` appends one on
+  its own (a batch written between checkpoints). An append is fenced like a save
+  (``_leases.check_append``): the lease row must still carry the writer's fencing token, held
+  by the writer or released by it and taken by no one since (a run parked at a barrier, or
+  whose final save released the lease, still records its last events); otherwise nothing is
+  written and :class:`LeaseLost` is raised. ``events_after(trace_id, after)`` returns the
+  batches holding an id greater than ``after``, in id order; ``next_event_segment`` hands out
+  1, 2, 3, ... per trace (one per driver), never the same number twice. ``prune`` deletes a
+  run's events with it.
+- Cancel requests: ``request_cancel`` records one and returns True while a live driver holds
+  the trace's lease (held, unexpired, and not an owner on this host whose process is gone:
+  ``_leases.LeaseRow.live``); that driver takes it with ``take_cancel_request`` at its next
+  poll. It records nothing and returns False when no one drives the run (no lease, released or
+  parked at a barrier, expired, or a dead owner): the caller then writes the cancelled record
+  itself, taking the lease.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from .._barrier_ids import is_resolved, parse_barrier_id
+from .._barrier_ids import (
+    check_decision,
+    check_decision_value,
+    is_resolved,
+    parse_barrier_id,
+    stored_key,
+)
 from .._decisions import Decision
 from .._values import check_trace_id
-from ..exceptions import CheckpointError, InvalidDecision, RunFinished, RunNotFound
+from ..exceptions import CheckpointError, RunFinished, RunNotFound
+from ..typing import RUN_STATUSES
 from ._record import (
     CheckpointSummary,
     EventBatch,
     Lease,
+    LeaseGrant,
     RunInfo,
     StoredCheckpoint,
     StoredDecision,
@@ -52,6 +71,7 @@ __all__ = (
     "StoreBase",
     "check_decision_target",
     "check_rows",
+    "check_status",
     "is_resolved",
     "parse_barrier_id",
     "prunable_statuses",
@@ -108,19 +128,49 @@ class CheckpointStore(Protocol):
         with ``limit``, only the newest ``limit`` of those (the page just before ``before``)."""
         ...
 
-    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
-        """Queue a decision for a run (in this or another process); returns its inbox id."""
+    async def submit_decision(
+        self,
+        trace_id: str,
+        barrier_id: str,
+        decision: Decision,
+        *,
+        every_occurrence: bool = False,
+    ) -> int:
+        """Queue a decision for a run (in this or another process); returns its inbox id.
+
+        ``barrier_id`` names one occurrence (``"approve#2"``); with ``every_occurrence=True``
+        it is a barrier node name and the decision serves every occurrence (stored as
+        ``"approve#*"``). Checked in the insert's transaction (:func:`check_decision_target`):
+        InvalidDecision (not a decision, bad id, not a barrier, resolved, already decided),
+        RunNotFound, RunFinished; nothing is stored then.
+        """
+        ...
+
+    async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
+        """Mark an inbox decision the run could not use (it skipped it): it no longer counts
+        as the occurrence's decision, so a corrected one can be submitted."""
         ...
 
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
         """Decisions submitted for a trace with an id greater than ``cursor``."""
         ...
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
-        """Take or renew the lease; RunLocked if another owner holds an unexpired one.
+    async def acquire_lease(
+        self,
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseGrant:
+        """Take or renew the lease (``_leases.grant``): RunLocked while another live owner
+        holds an unexpired one (a holder on this host whose process is gone never blocks);
+        ``take_over=True`` takes it anyway (the former owner's next write fails with
+        LeaseLost). ``expect_seq``: the last seq this driver committed; LeaseLost if the trace
+        has another (someone drove it meanwhile).
 
-        Returns the run's index row read in the same transaction (None for a new trace), so a
-        driver starting or resuming a run needs one round trip, not two.
+        Returns the fencing token granted and the run's index row read in the same transaction
+        (None for a new trace), so a driver starting or resuming a run needs one round trip.
         """
         ...
 
@@ -128,8 +178,10 @@ class CheckpointStore(Protocol):
         """Give the lease up (no-op if ``owner`` does not hold it)."""
         ...
 
-    async def append_events(self, trace_id: str, batch: EventBatch) -> None:
-        """Append a batch of recorded events to the trace's event log."""
+    async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
+        """Append a batch of recorded events to the trace's event log, written by the driver
+        holding ``lease`` (or that held it last: ``_leases.check_append``); LeaseLost, nothing
+        written, when another driver has taken the lease since."""
         ...
 
     async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
@@ -141,8 +193,10 @@ class CheckpointStore(Protocol):
         ...
 
     async def request_cancel(self, trace_id: str) -> bool:
-        """Ask the process driving the run to cancel it. True: recorded (a live lease holds the
-        trace); False: nothing recorded, no one drives it (the caller marks it cancelled)."""
+        """Ask the process driving the run to cancel it. True: recorded (a live driver holds the
+        lease: ``LeaseRow.live``); False: nothing recorded, no one drives it (no lease, or one
+        released, parked, expired, or held by a dead process on this host): the caller marks
+        the run cancelled itself."""
         ...
 
     async def take_cancel_request(self, trace_id: str) -> bool:
@@ -212,31 +266,44 @@ def check_decision_target(
     run: RunInfo | None,
     trace_id: str,
     barrier_id: str,
-) -> None:
-    """Refuse a decision the run can never use: unknown trace, finished run, resolved barrier."""
+    decision: object,
+    *,
+    every_occurrence: bool,
+    decided: Container[str],
+) -> str:
+    """The store's side of the one decision check: unknown trace, finished run, then
+    :func:`check_decision` against the runs row (barrier nodes, occurrences reached, the one
+    waiting) and the inbox (``decided``: ids that already hold an unrefused decision).
+    Returns the inbox key (``"node#3"``, or ``"node#*"`` for every occurrence)."""
+    check_decision_value(decision, trace_id=trace_id)
     check_trace_id(trace_id)
     if run is None:
         raise RunNotFound(f"no run with trace id {trace_id!r} in this store", trace_id=trace_id)
     if run.status in FINISHED_STATUSES:
         raise RunFinished(
-            f"run {trace_id!r} is {run.status}: it takes no more decisions", trace_id=trace_id
-        )
-    node, occurrence = parse_barrier_id(barrier_id)
-    if run.barrier_nodes and node not in run.barrier_nodes:
-        raise InvalidDecision(
-            f"{node!r} is not a barrier node of graph {run.graph_name!r} "
-            f"(barriers: {', '.join(sorted(run.barrier_nodes)) or 'none'})",
+            f"run {trace_id!r} is {run.status}: it takes no more decisions (its next turn "
+            "starts with execute/execute_stream on the same trace id)",
             trace_id=trace_id,
-            node=node,
         )
-    if occurrence is not None and is_resolved(
-        run.barrier_counts, run.pending_barrier, node, occurrence
-    ):
-        raise InvalidDecision(
-            f"barrier {barrier_id!r} was already resolved; a decision is never carried over to "
-            "a later occurrence",
-            trace_id=trace_id,
-            node=node,
+    node, occurrence = check_decision(
+        barrier_id,
+        decision,
+        every_occurrence=every_occurrence,
+        trace_id=trace_id,
+        barrier_nodes=run.barrier_nodes or None,
+        counts=run.barrier_counts,
+        pending=run.pending_barrier,
+        decided=decided,
+        graph_name=run.graph_name,
+    )
+    return stored_key(node, occurrence)
+
+
+def check_status(status: str | None) -> None:
+    """Refuse a ``runs(status=...)`` filter that no run can ever have."""
+    if status is not None and status not in RUN_STATUSES:
+        raise ValueError(
+            f"unknown run status {status!r}; a run is one of: {', '.join(RUN_STATUSES)}"
         )
 
 

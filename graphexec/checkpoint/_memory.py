@@ -6,15 +6,23 @@ import itertools
 from collections.abc import Sequence
 
 import anyio
+import msgspec
 
 from .._decisions import Decision
 from .._values import check_trace_id
-from ..exceptions import RunLocked
-from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
+from ._base import (
+    StoreBase,
+    check_decision_target,
+    check_rows,
+    check_status,
+    prunable_statuses,
+)
+from ._leases import LeaseRow, check_append, check_write, grant
 from ._record import (
     CheckpointSummary,
     EventBatch,
     Lease,
+    LeaseGrant,
     RunInfo,
     StoredCheckpoint,
     StoredDecision,
@@ -34,7 +42,9 @@ class MemoryStore(StoreBase):
         """Per trace, the chain indexes of the rows that are still bases (first, latest)."""
         self._runs: dict[str, RunInfo] = {}
         self._decisions: dict[str, list[StoredDecision]] = {}
-        self._leases: dict[str, tuple[str, float]] = {}
+        self._refused: dict[str, set[int]] = {}
+        """Per trace, the inbox ids a run skipped (refuse_decision)."""
+        self._leases: dict[str, LeaseRow] = {}
         self._events: dict[str, list[EventBatch]] = {}
         self._segments: dict[str, int] = {}
         self._cancels: set[str] = set()
@@ -53,9 +63,9 @@ class MemoryStore(StoreBase):
     ) -> list[StoredDecision]:
         async with self._lock:
             chain = self._rows.get(run.trace_id, [])
-            check_rows(rows, run, chain[-1].seq if chain else None)
             if lease is not None:
-                self._take_lease(run.trace_id, lease)
+                self._hold_lease(run.trace_id, lease)
+            check_rows(rows, run, chain[-1].seq if chain else None)
             chain = self._rows.setdefault(run.trace_id, [])
             bases = self._bases.setdefault(run.trace_id, [])
             for row in rows:
@@ -86,11 +96,20 @@ class MemoryStore(StoreBase):
         return []
 
     async def get_run(self, trace_id: str) -> RunInfo | None:
-        return self._runs.get(trace_id)
+        return self._with_lease(self._runs.get(trace_id))
+
+    def _with_lease(self, run: RunInfo | None) -> RunInfo | None:
+        """The runs row as read back: with who holds its lease."""
+        if run is None:
+            return None
+        held = self._leases.get(run.trace_id)
+        lease = held.info() if held is not None and held.owner else None
+        return msgspec.structs.replace(run, lease=lease)
 
     async def runs(
         self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
     ) -> list[RunInfo]:
+        check_status(status)
         found = [
             r
             for r in self._runs.values()
@@ -98,7 +117,7 @@ class MemoryStore(StoreBase):
             and (graph_name is None or r.graph_name == graph_name)
         ]
         found.sort(key=lambda r: r.updated_at, reverse=True)
-        return found[:limit]
+        return [r for r in map(self._with_lease, found[:limit]) if r is not None]
 
     async def history(
         self, trace_id: str, *, limit: int | None = None, before: int | None = None
@@ -110,35 +129,71 @@ class MemoryStore(StoreBase):
             rows = rows[max(len(rows) - limit, 0) :]
         return summarize(rows)
 
-    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+    async def submit_decision(
+        self,
+        trace_id: str,
+        barrier_id: str,
+        decision: Decision,
+        *,
+        every_occurrence: bool = False,
+    ) -> int:
         check_trace_id(trace_id)
         async with self._lock:
-            check_decision_target(self._runs.get(trace_id), trace_id, barrier_id)
+            refused = self._refused.get(trace_id, set())
+            key = check_decision_target(
+                self._runs.get(trace_id),
+                trace_id,
+                barrier_id,
+                decision,
+                every_occurrence=every_occurrence,
+                decided={
+                    d.barrier_id for d in self._decisions.get(trace_id, []) if d.id not in refused
+                },
+            )
             stored = StoredDecision(
-                id=next(self._ids), barrier_id=barrier_id, decision=decision, created_at=now()
+                id=next(self._ids), barrier_id=key, decision=decision, created_at=now()
             )
             self._decisions.setdefault(trace_id, []).append(stored)
             return stored.id
 
+    async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
+        async with self._lock:
+            self._refused.setdefault(trace_id, set()).add(decision_id)
+
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
         return [d for d in self._decisions.get(trace_id, []) if d.id > cursor]
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
+    async def acquire_lease(
+        self,
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseGrant:
         async with self._lock:
-            self._take_lease(trace_id, lease)
-            return self._runs.get(trace_id)
-
-    def _take_lease(self, trace_id: str, lease: Lease) -> None:
-        held = self._leases.get(trace_id)
-        t = now()
-        if held is not None and held[0] != lease.owner and held[1] > t:
-            raise RunLocked(
-                f"run {trace_id!r} is being driven elsewhere; its lease expires in "
-                f"{held[1] - t:.1f}s",
+            chain = self._rows.get(trace_id)
+            new = grant(
+                self._leases.get(trace_id),
+                lease,
+                now(),
                 trace_id=trace_id,
-                expires_at=held[1],
+                take_over=take_over,
+                last_seq=chain[-1].seq if chain else None,
+                expect_seq=expect_seq,
             )
-        self._leases[trace_id] = (lease.owner, t + lease.ttl)
+            self._leases[trace_id] = new
+            return LeaseGrant(token=new.token, run=self._with_lease(self._runs.get(trace_id)))
+
+    def _hold_lease(self, trace_id: str, lease: Lease) -> None:
+        """Every save's check (see SQLiteStore's _hold_lease)."""
+        row = self._leases.get(trace_id)
+        t = now()
+        if lease.token == 0:
+            self._leases[trace_id] = grant(row, lease, t, trace_id=trace_id)
+        elif check_write(row, lease, t, trace_id=trace_id):
+            assert row is not None
+            row.expires_at = t + lease.ttl
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         async with self._lock:
@@ -146,11 +201,13 @@ class MemoryStore(StoreBase):
 
     def _release(self, trace_id: str, owner: str) -> None:
         held = self._leases.get(trace_id)
-        if held is not None and held[0] == owner:
-            del self._leases[trace_id]
+        if held is not None and held.owner == owner:
+            held.owner = ""  # the row and its token stay: the next owner's token grows
+            held.expires_at = 0.0
 
-    async def append_events(self, trace_id: str, batch: EventBatch) -> None:
+    async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
         async with self._lock:
+            check_append(self._leases.get(trace_id), lease, trace_id=trace_id)
             self._events.setdefault(trace_id, []).append(batch)
 
     async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
@@ -167,7 +224,7 @@ class MemoryStore(StoreBase):
     async def request_cancel(self, trace_id: str) -> bool:
         async with self._lock:
             held = self._leases.get(trace_id)
-            if held is None or held[1] <= now():
+            if held is None or not held.live(now()):
                 return False
             self._cancels.add(trace_id)
             return True
@@ -192,6 +249,7 @@ class MemoryStore(StoreBase):
                 self._rows.pop(t, None)
                 self._bases.pop(t, None)
                 self._decisions.pop(t, None)
+                self._refused.pop(t, None)
                 self._leases.pop(t, None)
                 self._events.pop(t, None)
                 self._segments.pop(t, None)

@@ -18,6 +18,7 @@ import msgspec
 
 from .._decisions import Decision
 from .._directives import StateDelta
+from .._events import ErrorInfo
 from ..exceptions import CheckpointError
 
 __all__ = (
@@ -30,6 +31,8 @@ __all__ = (
     "Invalidation",
     "KeptOutputs",
     "Lease",
+    "LeaseGrant",
+    "LeaseInfo",
     "ParentRef",
     "PendingBarrier",
     "RecordedRoute",
@@ -186,6 +189,12 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     trace_context: str | None = None
     """Base records: the W3C ``traceparent`` of the run's first traced segment (telemetry),
     which the spans of later segments (resumes, in any process) join."""
+    failure: ErrorInfo | None = None
+    """A failed or cancelled run's error as data (type, message, node); ``error`` is its text."""
+    turn: int = 1
+    """The conversation turn the run is in (a completed trace's next run is turn + 1)."""
+    turn_start: int = 0
+    """The step count when this turn started (``max_steps`` counts the steps after it)."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -242,6 +251,9 @@ class RunInfo(msgspec.Struct, kw_only=True):
     barrier_nodes: list[str] = msgspec.field(default_factory=list)
     """Names of the graph's barrier nodes, so the store can refuse a decision for another node."""
     parent: ParentRef | None = None
+    lease: LeaseInfo | None = None
+    """Who drives the run now, and until when; None when no one holds its lease (a run
+    waiting at a barrier holds none). Read from the leases table; ignored when saving."""
 
     @property
     def rerun_of(self) -> str | None:
@@ -255,8 +267,12 @@ class StoredDecision(msgspec.Struct, frozen=True, kw_only=True):
 
     id: int
     barrier_id: str
-    decision: Decision
+    """``"node#3"`` for one occurrence, ``"node#*"`` for every occurrence (a bare node name is
+    a row from an older graphexec or written by hand: the run skips it)."""
+    decision: Decision | None
+    """None when the stored bytes are not a decision (``error`` says why): the run skips it."""
     created_at: float
+    error: str | None = None
 
 
 class EventBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -270,10 +286,41 @@ class EventBatch(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Lease(msgspec.Struct, frozen=True):
-    """Who drives a trace, and for how long after each renewal."""
+    """Who drives a trace, and for how long after each renewal.
+
+    ``owner`` is a random id per driver; ``token`` the fencing token its grant got (0: a writer
+    that never acquired); ``host``, ``pid`` and ``started`` (the process start time) let a
+    process on the same host tell that the owner is gone.
+    """
 
     owner: str
     ttl: float
+    token: int = 0
+    host: str = ""
+    pid: int = 0
+    started: str = ""
+
+
+class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Who holds a run's lease, and until when (``RunInfo.lease``; a JSON object)."""
+
+    owner: str
+    """The holder's random instance id."""
+    host: str
+    pid: int
+    started: str
+    """The holder process's start time (boot id and clock ticks), to tell a reused pid apart."""
+    expires_at: float
+    """Wall-clock time the lease runs out unless renewed."""
+    token: int
+    """The fencing token: grows with every change of owner."""
+
+
+class LeaseGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``acquire_lease`` returns: the fencing token granted, and the run's index row."""
+
+    token: int
+    run: RunInfo | None
 
 
 _body_encoder = msgspec.msgpack.Encoder()

@@ -24,14 +24,24 @@ from typing import Any, Literal, TypeVar
 import anyio
 import msgspec
 
+from .._barrier_ids import check_decision_value
 from .._decisions import Decision
 from .._values import check_trace_id
-from ..exceptions import CheckpointError, GraphError, RunLocked
-from ._base import StoreBase, check_decision_target, check_rows, prunable_statuses
+from ..exceptions import CheckpointError, GraphError, InvalidDecision
+from ._base import (
+    StoreBase,
+    check_decision_target,
+    check_rows,
+    check_status,
+    prunable_statuses,
+)
+from ._leases import LeaseRow, check_append, check_write, grant
 from ._record import (
     CheckpointSummary,
     EventBatch,
     Lease,
+    LeaseGrant,
+    LeaseInfo,
     ParentRef,
     RunInfo,
     StoredCheckpoint,
@@ -68,7 +78,8 @@ _COMPRESS_FROM = 512
 _RAW, _ZLIB = 0, 1
 # What a save checks, in one statement: the trace's last seq and who holds its lease.
 _SAVE_CHECKS = (
-    "SELECT (SELECT max(seq) FROM checkpoints WHERE trace_id = ?1), l.owner, l.expires_at "
+    "SELECT (SELECT max(seq) FROM checkpoints WHERE trace_id = ?1), l.owner, l.token, "
+    "l.expires_at, l.host, l.pid, l.started "
     "FROM (SELECT 1) LEFT JOIN leases AS l ON l.trace_id = ?1"
 )
 # Run once after a batch with a base is inserted: every base between the first and the newest
@@ -108,24 +119,43 @@ _UPSERT_RUN = (
     "pending_barrier = excluded.pending_barrier, barrier_counts = excluded.barrier_counts, "
     "barrier_nodes = excluded.barrier_nodes, parent = excluded.parent"
 )
-_GET_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE trace_id = ?"
-# Takes a free or expired lease, or renews our own; changes nothing if another owner holds it.
-_TAKE_LEASE = (
-    "INSERT INTO leases (trace_id, owner, expires_at) VALUES (?1, ?2, ?3) "
-    "ON CONFLICT (trace_id) DO UPDATE SET owner = excluded.owner, "
-    "expires_at = excluded.expires_at "
-    "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4"
+# The runs row with who holds its lease (LEFT JOIN: a run nobody drives has no holder).
+_RUN_SELECT = (
+    "SELECT "
+    + ", ".join(f"runs.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+    + ", leases.owner, leases.token, leases.expires_at, leases.host, leases.pid, leases.started"
+    " FROM runs LEFT JOIN leases ON leases.trace_id = runs.trace_id"
 )
-_LEASE_EXPIRY = "SELECT expires_at FROM leases WHERE trace_id = ?"
-_RELEASE_LEASE = "DELETE FROM leases WHERE trace_id = ? AND owner = ?"
+_GET_RUN = f"{_RUN_SELECT} WHERE runs.trace_id = ?"
+_PUT_LEASE = (
+    "INSERT INTO leases (trace_id, owner, expires_at, token, host, pid, started) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (trace_id) DO UPDATE SET owner = excluded.owner, "
+    "expires_at = excluded.expires_at, token = excluded.token, host = excluded.host, "
+    "pid = excluded.pid, started = excluded.started"
+)
+_RENEW_LEASE = "UPDATE leases SET expires_at = ? WHERE trace_id = ? AND owner = ? AND token = ?"
+# Releasing keeps the row (and its token, so the next owner's grows).
+_RELEASE_LEASE = "UPDATE leases SET owner = '', expires_at = 0 WHERE trace_id = ? AND owner = ?"
+_HAS_DECISION = (
+    "SELECT 1 FROM decisions WHERE trace_id = ? AND barrier_id = ? AND refused IS NULL LIMIT 1"
+)
+_REFUSE_DECISION = "UPDATE decisions SET refused = ? WHERE trace_id = ? AND id = ?"
 _INSERT_EVENTS = "INSERT INTO events (trace_id, last_id, first_id, data) VALUES (?,?,?,?)"
+# A checkpoint row that also carries the batch of events written with it.
+_INSERT_ROW_EVENTS = (
+    f"INSERT INTO checkpoints ({_ROW_COLUMNS}, ev_first, ev_last, events) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
 _EVENTS_AFTER = (
-    "SELECT first_id, last_id, data FROM events WHERE trace_id = ? AND last_id > ? ORDER BY last_id"
+    "SELECT first_id, last_id, data FROM events WHERE trace_id = ?1 AND last_id > ?2 "
+    "UNION ALL SELECT ev_first, ev_last, events FROM checkpoints "
+    "WHERE trace_id = ?1 AND ev_last > ?2 ORDER BY 2"
 )
 _NEXT_SEGMENT = (
     "INSERT INTO event_segments (trace_id, segment) VALUES (?, 1) "
     "ON CONFLICT (trace_id) DO UPDATE SET segment = segment + 1 RETURNING segment"
 )
+_GET_LEASE = "SELECT owner, token, expires_at, host, pid, started FROM leases WHERE trace_id = ?"
 _HAS_CANCEL = "SELECT 1 FROM cancel_requests WHERE trace_id = ?"
 _TAKE_CANCEL = "DELETE FROM cancel_requests WHERE trace_id = ?"
 _DECISIONS_AFTER = (
@@ -324,28 +354,31 @@ class SQLiteStore(StoreBase):
         def tx(db: sqlite3.Connection) -> list[StoredDecision]:
             with _write(db):
                 t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
-                last_seq, owner, expires_at = db.execute(_SAVE_CHECKS, (trace_id,)).fetchone()
+                last_seq, *held = db.execute(_SAVE_CHECKS, (trace_id,)).fetchone()
+                # The lease first: a driver whose lease was taken over learns that (LeaseLost),
+                # not that its seqs no longer follow the new owner's.
+                if lease is not None:
+                    _hold_lease(db, trace_id, lease, t, _lease_of(held))
                 check_rows(rows, run, last_seq)
-                # Check, on every save, that the lease still holds the trace; renew it only once
-                # half its ttl has gone by (a renewal is a page write, and most saves come well
-                # within the ttl).
-                if lease is not None and (owner != lease.owner or expires_at - t <= lease.ttl / 2):
-                    _take_lease(db, trace_id, lease, t)
                 if has_base:
                     # Demote before inserting, so the pages the old bases' snapshots free are
                     # reused by the new base instead of the file growing by a state's size.
                     db.execute(_DEMOTE_ALL, (trace_id,))
-                if len(params) == 1:
+                if events is not None:
+                    # The batch rides in the last row: no other table is written.
+                    if len(params) > 1:
+                        db.executemany(_INSERT_ROW, params[:-1])
+                    db.execute(
+                        _INSERT_ROW_EVENTS,
+                        (*params[-1], events.first_id, events.last_id, events.data),
+                    )
+                elif len(params) == 1:
                     db.execute(_INSERT_ROW, params[0])  # the usual case; skips executemany's setup
                 else:
                     db.executemany(_INSERT_ROW, params)
                 if bases > 1:
                     db.execute(_DEMOTE, (trace_id,))  # several bases in one batch
                 db.execute(_UPSERT_RUN, run_params)
-                if events is not None:
-                    db.execute(
-                        _INSERT_EVENTS, (trace_id, events.last_id, events.first_id, events.data)
-                    )
                 if release and lease is not None:
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
                 if decisions_after is None:
@@ -356,28 +389,73 @@ class SQLiteStore(StoreBase):
         writes = _TX_OVERHEAD + sum(r.size for r in rows)
         return await self._run(tx, trace_id, writes)
 
-    async def submit_decision(self, trace_id: str, barrier_id: str, decision: Decision) -> int:
+    async def submit_decision(
+        self,
+        trace_id: str,
+        barrier_id: str,
+        decision: Decision,
+        *,
+        every_occurrence: bool = False,
+    ) -> int:
         check_trace_id(trace_id)
-        blob = _decision_encoder.encode(decision)
+        check_decision_value(decision, trace_id=trace_id)
+        try:
+            blob = _decision_encoder.encode(decision)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidDecision(
+                f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
+            ) from exc
 
         def tx(db: sqlite3.Connection) -> int:
             with _write(db):
-                check_decision_target(_fetch_run(db, trace_id), trace_id, barrier_id)
+                decided = _Decided(db, trace_id)
+                key = check_decision_target(
+                    _fetch_run(db, trace_id),
+                    trace_id,
+                    barrier_id,
+                    decision,
+                    every_occurrence=every_occurrence,
+                    decided=decided,
+                )
                 cur = db.execute(
                     "INSERT INTO decisions (trace_id, barrier_id, decision, created_at) "
                     "VALUES (?, ?, ?, ?)",
-                    (trace_id, barrier_id, blob, now()),
+                    (trace_id, key, blob, now()),
                 )
             assert cur.lastrowid is not None
             return cur.lastrowid
 
         return await self._run(tx, trace_id, _TX_OVERHEAD)
 
-    async def acquire_lease(self, trace_id: str, lease: Lease) -> RunInfo | None:
-        def tx(db: sqlite3.Connection) -> RunInfo | None:
+    async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute(_REFUSE_DECISION, (reason, trace_id, decision_id))
+
+        await self._run(tx, trace_id, _TX_OVERHEAD)
+
+    async def acquire_lease(
+        self,
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseGrant:
+        def tx(db: sqlite3.Connection) -> LeaseGrant:
             with _write(db):
-                _take_lease(db, trace_id, lease, now())
-                return _fetch_run(db, trace_id)
+                t = now()
+                last_seq, *held = db.execute(_SAVE_CHECKS, (trace_id,)).fetchone()
+                new = grant(
+                    _lease_of(held),
+                    lease,
+                    t,
+                    trace_id=trace_id,
+                    take_over=take_over,
+                    last_seq=last_seq,
+                    expect_seq=expect_seq,
+                )
+                _put_lease(db, trace_id, new)
+                return LeaseGrant(token=new.token, run=_fetch_run(db, trace_id))
 
         return await self._run(tx, trace_id, _TX_OVERHEAD)
 
@@ -387,9 +465,16 @@ class SQLiteStore(StoreBase):
 
         await self._run(tx, trace_id, _TX_OVERHEAD)
 
-    async def append_events(self, trace_id: str, batch: EventBatch) -> None:
+    async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
         def tx(db: sqlite3.Connection) -> None:
             with _write(db):
+                # Fenced like a save (check_append): a driver whose lease was taken over
+                # records nothing.
+                check_append(
+                    _lease_of(db.execute(_GET_LEASE, (trace_id,)).fetchone()),
+                    lease,
+                    trace_id=trace_id,
+                )
                 db.execute(_INSERT_EVENTS, (trace_id, batch.last_id, batch.first_id, batch.data))
 
         await self._run(tx, trace_id)
@@ -415,11 +500,9 @@ class SQLiteStore(StoreBase):
         def tx(db: sqlite3.Connection) -> bool:
             with _write(db):
                 t = now()
-                row = db.execute(
-                    "SELECT owner, expires_at FROM leases WHERE trace_id = ?", (trace_id,)
-                ).fetchone()
-                if row is None or row[1] <= t:
-                    return False
+                row = _lease_of(db.execute(_GET_LEASE, (trace_id,)).fetchone())
+                if row is None or not row.live(t):
+                    return False  # released, parked, expired, or its owner's process is gone
                 db.execute(
                     "INSERT OR REPLACE INTO cancel_requests (trace_id, requested_at) VALUES (?, ?)",
                     (trace_id, t),
@@ -485,19 +568,20 @@ class SQLiteStore(StoreBase):
     async def runs(
         self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
     ) -> list[RunInfo]:
+        check_status(status)
         where: list[str] = []
         args: list[Any] = []
         if status is not None:
-            where.append("status = ?")
+            where.append("runs.status = ?")
             args.append(status)
         if graph_name is not None:
-            where.append("graph_name = ?")
+            where.append("runs.graph_name = ?")
             args.append(graph_name)
         # rowid breaks ties in insertion order, as MemoryStore's stable sort does.
         sql = (
-            f"SELECT {_RUN_COLUMNS} FROM runs"
+            _RUN_SELECT
             + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY updated_at DESC, rowid LIMIT ?"
+            + " ORDER BY runs.updated_at DESC, runs.rowid LIMIT ?"
         )
         args.append(limit)
 
@@ -561,16 +645,31 @@ def _user_version(db: sqlite3.Connection) -> int:
     return version
 
 
-def _take_lease(db: sqlite3.Connection, trace_id: str, lease: Lease, t: float) -> None:
-    cur = db.execute(_TAKE_LEASE, (trace_id, lease.owner, t + lease.ttl, t))
-    if cur.rowcount == 0:
-        expires_at: float = db.execute(_LEASE_EXPIRY, (trace_id,)).fetchone()[0]
-        raise RunLocked(
-            f"run {trace_id!r} is being driven elsewhere; its lease expires in "
-            f"{expires_at - t:.1f}s",
-            trace_id=trace_id,
-            expires_at=expires_at,
-        )
+def _lease_of(r: Sequence[Any] | None) -> LeaseRow | None:
+    """``(owner, token, expires_at, host, pid, started)`` as a LeaseRow (None: no row)."""
+    if r is None or r[0] is None:
+        return None
+    return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
+
+
+def _put_lease(db: sqlite3.Connection, trace_id: str, row: LeaseRow) -> None:
+    db.execute(
+        _PUT_LEASE,
+        (trace_id, row.owner, row.expires_at, row.token, row.host, row.pid, row.started),
+    )
+
+
+def _hold_lease(
+    db: sqlite3.Connection, trace_id: str, lease: Lease, t: float, row: LeaseRow | None
+) -> None:
+    """The check every save makes (check_write: the owner and fencing token must still hold
+    the lease, else LeaseLost and nothing is written); renews it once half its ttl has gone by
+    (a renewal is a page write, and most saves come well within the ttl). A writer without a
+    token (0: it never acquired) takes the lease as acquire_lease would."""
+    if lease.token == 0:
+        _put_lease(db, trace_id, grant(row, lease, t, trace_id=trace_id))
+    elif check_write(row, lease, t, trace_id=trace_id):
+        db.execute(_RENEW_LEASE, (t + lease.ttl, trace_id, lease.owner, lease.token))
 
 
 def _fetch_run(db: sqlite3.Connection, trace_id: str) -> RunInfo | None:
@@ -578,11 +677,34 @@ def _fetch_run(db: sqlite3.Connection, trace_id: str) -> RunInfo | None:
     return None if r is None else _run_info(r)
 
 
+class _Decided:
+    """``barrier_id in decided``: the inbox already holds an unrefused decision for it (one
+    indexed lookup, only for the id being submitted)."""
+
+    def __init__(self, db: sqlite3.Connection, trace_id: str) -> None:
+        self._db = db
+        self._trace_id = trace_id
+
+    def __contains__(self, barrier_id: object) -> bool:
+        row = self._db.execute(_HAS_DECISION, (self._trace_id, barrier_id)).fetchone()
+        return row is not None
+
+
 def _decision(r: tuple[Any, ...]) -> StoredDecision:
-    if type(r[0]) is not int or type(r[1]) is not str or type(r[2]) is not bytes:
+    """An inbox row; a decision column that is not a decision (an older or hand-written row)
+    comes back with ``decision=None`` and the reason, for the run to skip and report. Only a
+    row without an integer id (the run could not move past it) is damage."""
+    if type(r[0]) is not int:
         raise ValueError(f"damaged decision row {r!r:.120}")  # _run makes it a CheckpointError
+    try:
+        if type(r[2]) is not bytes:
+            raise TypeError(f"decision column holds {type(r[2]).__name__}, not msgpack bytes")
+        decision: Decision | None = _decision_decoder.decode(r[2])
+        error = None
+    except (msgspec.DecodeError, TypeError, ValueError) as exc:
+        decision, error = None, f"{type(exc).__name__}: {exc}"
     return StoredDecision(
-        id=r[0], barrier_id=r[1], decision=_decision_decoder.decode(r[2]), created_at=r[3]
+        id=r[0], barrier_id=str(r[1]), decision=decision, created_at=r[3], error=error
     )
 
 
@@ -669,6 +791,11 @@ def _run_info(r: tuple[Any, ...]) -> RunInfo:
         barrier_counts=_counts_decoder.decode(r[10]),
         barrier_nodes=_nodes_decoder.decode(r[11]),
         parent=None if r[12] is None else _parent_decoder.decode(r[12]),
+        lease=None
+        if len(r) < 19 or not r[13]
+        else LeaseInfo(
+            owner=r[13], token=r[14], expires_at=r[15], host=r[16], pid=r[17], started=r[18]
+        ),
     )
 
 

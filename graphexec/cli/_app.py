@@ -273,6 +273,50 @@ def fork(
 
 
 @app.command()
+def rerun(
+    trace_id: Trace,
+    from_node: Annotated[str, typer.Argument(help="The node to run again (the target).")],
+    store: Store,
+    graphs: Graphs = [],  # noqa: B006 - typer's way to default a repeatable option
+    updates: Annotated[
+        list[str],
+        typer.Option(
+            "--update",
+            help="key=<json>: applied before the target runs (repeatable).",
+            show_default=False,
+        ),
+    ] = [],  # noqa: B006 - typer's way to default a repeatable option
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the plan (what runs, what is reused, and why)."),
+    ] = False,
+    new_trace_id: Annotated[
+        str | None,
+        typer.Option("--trace-id", help="The re-run's trace id (default: a random one)."),
+    ] = None,
+    wait: Wait = False,
+    as_json: Json = False,
+) -> None:
+    """Run a trace again from FROM_NODE as a new trace, reusing every node execution whose code
+    and inputs are unchanged; --dry-run prints the plan and writes nothing."""
+    from ._commands import cmd_rerun
+
+    _exit(
+        cmd_rerun(
+            store,
+            trace_id,
+            from_node,
+            graphs=graphs,
+            updates=updates,
+            dry_run=dry_run,
+            new_trace_id=new_trace_id,
+            as_json=as_json,
+            wait=wait,
+        )
+    )
+
+
+@app.command()
 def mermaid(
     target: Annotated[
         str, typer.Argument(help="module:attr naming a graph (or several).", show_default=False)

@@ -384,6 +384,54 @@ def cmd_fork(
     return _run_async(go)
 
 
+def cmd_rerun(
+    store_url: str,
+    trace_id: str,
+    from_node: str,
+    *,
+    graphs: Sequence[str],
+    updates: Sequence[str],
+    dry_run: bool,
+    new_trace_id: str | None,
+    as_json: bool,
+    wait: bool,
+) -> int:
+    configure_logging()
+    registry = _need_graphs(graphs)
+    update = parse_assignments(updates, option="--update") or None
+
+    async def go() -> int:
+        async with open_cli_store(store_url) as store:
+            info = await _need_run(store, trace_id)
+            graph: Graph = pick(registry, info.graph_name, trace_id=trace_id)
+            if from_node not in graph.nodes:
+                raise CliError(
+                    f"graph {graph.name!r} has no node {from_node!r}; its nodes: "
+                    f"{', '.join(graph.nodes)}",
+                    EXIT_NOT_FOUND,
+                )
+            ex = GraphExecutor(store=store)
+            plan = await ex.plan_rerun(graph, trace_id, from_node, update=update)
+            if dry_run:
+                if as_json:
+                    out.print_json(plan)
+                else:
+                    out.write_line(plan.table())
+                return EXIT_OK
+            if new_trace_id is not None and await store.get_run(new_trace_id) is not None:
+                raise CliError(
+                    f"trace id {new_trace_id!r} is taken: choose another --trace-id",
+                    EXIT_CONFLICT,
+                )
+            async with ex.rerun(
+                graph, trace_id, from_node, update=update, plan=plan, new_trace_id=new_trace_id
+            ) as run:
+                interrupted = await _stream(run, as_json=as_json, wait=wait)
+            return _outcome(run, as_json=as_json, interrupted=interrupted)
+
+    return _run_async(go)
+
+
 def _need_graphs(graphs: Sequence[str]) -> dict[str, Graph]:
     if not graphs:
         raise CliError(

@@ -137,8 +137,9 @@ def print_state(state: RunState) -> None:
         grid.add_row("waiting at", f"{pending.barrier_id} (barrier {pending.node}{deadline})")
         if pending.prompt is not None:
             grid.add_row("prompt", _encoder.encode(plain(pending.prompt)).decode())
-    if state.error:
-        grid.add_row("error", state.error)
+    if state.error is not None:
+        where = f" (node {state.error.node})" if state.error.node else ""
+        grid.add_row("error", f"{state.error.type}: {state.error.message}{where}")
     if state.parent is not None:
         label = "re-run of" if state.parent.kind == "rerun" else "forked from"
         grid.add_row(label, f"{state.parent.trace_id} at seq {state.parent.seq}")
@@ -241,5 +242,5 @@ def describe_event(event: ev.GraphEvent) -> str:
             where = f" at {event.error.node}" if event.error.node else ""
             return f"{head} {event.status}{where}: {event.error.type}: {event.error.message}"
         case ev.GraphInterrupted():
-            return f"{head} interrupted: its process stopped; recover() resumes it"
+            return f"{head} interrupted by a shutdown at step {event.step}: resumable"
     assert_never(event)

@@ -20,7 +20,7 @@ import msgspec
 
 import graphexec as gx
 
-LEASE_TTL = 0.5
+LEASE_TTL = 3600.0  # an hour: a killed A is found dead (same host), not waited for
 """Short: until dead-owner detection lands, recovery waits for a killed owner's lease to expire."""
 
 

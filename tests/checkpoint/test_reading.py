@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
 import graphexec as gx
-from graphexec.checkpoint._record import (
-    PendingBarrier,
-)
 
 from _resume_kit import (  # isort: skip
     Stores,
@@ -65,10 +63,19 @@ class TestGetState:
                     waiting = await ex.get_state("t-gs")
                     await run.handle.approve(event.barrier_id)
         assert (waiting.status, waiting.step, waiting.next_node) == ("waiting", 2, "approve")
-        assert waiting.pending_barrier == PendingBarrier(
+        assert waiting.pending_barrier == gx.BarrierInfo(
             barrier_id="approve#1", node="approve", prompt={"text": "hello"}, deadline=None
         )
         assert waiting.state == {"draft": "hello"}
+        wire = msgspec.json.decode(msgspec.json.encode(waiting))
+        assert wire["pending_barrier"] == {
+            "barrier_id": "approve#1",
+            "node": "approve",
+            "prompt": {"text": "hello"},
+            "deadline": None,
+        }
+        assert (wire["status"], wire["error"], wire["turn"]) == ("waiting", None, 1)
+        assert msgspec.json.decode(msgspec.json.encode(waiting), type=gx.RunState) == waiting
 
         done = await ex.get_state("t-gs")
         assert (done.status, done.step, done.next_node, done.pending_barrier) == (
@@ -127,6 +134,11 @@ class TestRunsAndPrune:
         assert [r.trace_id for r in await ex.runs(status="waiting")] == ["t-wait"]
         assert [r.trace_id for r in await ex.runs(status="cancelled")] == ["t-cancel"]
         assert await ex.runs(status="failed") == []
+        with pytest.raises(ValueError, match="unknown run status 'bogus'.*interrupted"):
+            await ex.runs(status="bogus")
+        assert ex.store is not None
+        with pytest.raises(ValueError, match="unknown run status"):
+            await ex.store.runs(status="Completed")
         assert [r.trace_id for r in await ex.runs(graph_name="approval")] == ["t-wait"]
         waiting = (await ex.runs(status="waiting"))[0]
         assert (waiting.pending_barrier, waiting.next_node) == ("approve#1", "approve")

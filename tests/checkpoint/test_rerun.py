@@ -725,7 +725,7 @@ async def test_typed_state_reruns_compare_the_whole_state(stores: Any) -> None:
 async def test_plan_and_rerun_need_a_store() -> None:
     """Without a store there is no trace to re-run: the error says what to pass."""
     calls = Calls()
-    with pytest.raises(gx.InvalidGraph, match="plan_rerun\\(\\) needs a store"):
+    with pytest.raises(gx.StoreRequired, match="plan_rerun\\(\\) needs a checkpoint store"):
         await gx.GraphExecutor().plan_rerun(_chain(calls), "t", "a")
 
 

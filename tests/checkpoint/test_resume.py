@@ -252,7 +252,8 @@ class TestResume:
             {"log": ["a"]},
         )
         assert state.error is not None
-        assert "flaky API" in state.error
+        assert "flaky API" in state.error.message
+        assert (state.error.type, state.error.node) == ("NodeExecutionFailed", "b")
         broken["b"] = False
         async with stores.executor(await stores.reopen()).resume_from(graph, "t-flaky") as resumed:
             await consume(resumed)
@@ -327,15 +328,16 @@ class TestRefusals:
             await ex.history("nope")
 
     async def test_starting_with_an_existing_trace_id_is_refused(self, stores: Stores) -> None:
-        """execute_stream/execute with a trace id that has checkpoints is a GraphError."""
+        """execute_stream/execute with the trace id of a run that is not finished is
+        RunExists (a completed one takes its next turn: test_conversations.py)."""
         graph = approval()
         ex = stores.executor()
         await leave_at_barrier(ex, graph, "t-taken")
         before = await ex.history("t-taken")
-        with pytest.raises(gx.GraphError, match="already has checkpoints"):
+        with pytest.raises(gx.RunExists, match="is waiting, not completed"):
             async with ex.execute_stream(graph, trace_id="t-taken"):
                 pytest.fail("the trace id is taken")  # pragma: no cover
-        with pytest.raises(gx.GraphError, match="already has checkpoints"):
+        with pytest.raises(gx.RunExists, match="decide barrier 'approve#1'"):
             await ex.execute(graph, trace_id="t-taken", decisions={"approve": gx.Approve()})
         assert await ex.history("t-taken") == before
         # the refused start gave its lease back: the run still resumes

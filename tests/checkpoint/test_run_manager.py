@@ -3,6 +3,7 @@ GraphExecutor``, ``start``, ``decide``, ``cancel``, ``recover``, ``events`` and 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,10 @@ import anyio
 import pytest
 
 import graphexec as gx
+from graphexec._eventlog import decode_batches
 from graphexec.checkpoint import CheckpointStore
+from graphexec.checkpoint._leases import this_process
+from graphexec.checkpoint._record import EventBatch, Lease
 
 
 def approval(calls: list[str] | None = None, *, hang: anyio.Event | None = None) -> gx.Graph:
@@ -87,6 +91,9 @@ class TestStart:
             await started.wait()
         info = await store.get_run("t2")
         assert info is not None and info.status == "interrupted"
+        assert info.lease is None  # the interrupt checkpoint released it
+        found = await gx.GraphExecutor(store=store).runs(status="interrupted")
+        assert [r.trace_id for r in found] == ["t2"]
         before = await tail(gx.GraphExecutor(store=store), "t2")
         assert isinstance(before[-1], gx.GraphInterrupted)
 
@@ -236,12 +243,211 @@ class TestStoreContract:
 
     async def test_events_after_returns_batches_past_the_id(self, store: CheckpointStore) -> None:
         """Batches whose last id is past ``after``, in id order."""
-        from graphexec.checkpoint._record import EventBatch
-
+        lease = Lease("w", 30.0, (await store.acquire_lease("t", Lease("w", 30.0))).token)
         for first, last in ((1, 3), (4, 4), (5, 9)):
-            await store.append_events("t", EventBatch(first_id=first, last_id=last, data=b"x"))
+            await store.append_events(
+                "t", EventBatch(first_id=first, last_id=last, data=b"x"), lease=lease
+            )
         assert [b.first_id for b in await store.events_after("t", 0)] == [1, 4, 5]
         assert [b.first_id for b in await store.events_after("t", 4)] == [5]
         assert [b.first_id for b in await store.events_after("t", 3)] == [4, 5]
         assert await store.events_after("t", 9) == []
         assert await store.events_after("other", 0) == []
+
+
+def _batch(n: int) -> EventBatch:
+    return EventBatch(first_id=(1 << 32) | n, last_id=(1 << 32) | n, data=b"\x90")
+
+
+class TestEventFencing:
+    """Event appends are fenced by the lease's token, like checkpoint writes."""
+
+    async def test_append_needs_the_writers_token(self, store: CheckpointStore) -> None:
+        """The holder appends; after it released (parked at a barrier, or ended) it still
+        may, until someone else takes the lease; then LeaseLost and nothing is written. A
+        writer that never acquired (token 0) records nothing."""
+        host, pid, started = this_process()
+        a = Lease("owner-a", 30.0, 0, host, pid, started)
+        a = Lease("owner-a", 30.0, (await store.acquire_lease("f", a)).token, host, pid, started)
+        await store.append_events("f", _batch(1), lease=a)
+        await store.release_lease("f", a.owner)  # parked
+        await store.append_events("f", _batch(2), lease=a)
+        b = Lease("owner-b", 30.0, 0, host, pid, started)
+        b = Lease("owner-b", 30.0, (await store.acquire_lease("f", b)).token, host, pid, started)
+        assert b.token == a.token + 1
+        with pytest.raises(gx.LeaseLost, match="events not recorded"):
+            await store.append_events("f", _batch(3), lease=a)
+        await store.release_lease("f", b.owner)  # released by b: a's token is still stale
+        with pytest.raises(gx.LeaseLost):
+            await store.append_events("f", _batch(3), lease=a)
+        with pytest.raises(gx.LeaseLost):
+            await store.append_events("f", _batch(3), lease=Lease("tool", 30.0))
+        await store.append_events("f", _batch(4), lease=b)
+        assert [x.last_id & 0xFFFFFFFF for x in await store.events_after("f", 0)] == [1, 2, 4]
+
+    async def test_a_driver_taken_over_records_no_more_events(self, store: CheckpointStore) -> None:
+        """A driver whose lease another executor took (take_over=True) while its node ran:
+        its later events (the node's end, its failure) are not recorded; the new owner's are."""
+        entered = anyio.Event()
+        gate = anyio.Event()
+
+        async def work(state: Mapping[str, Any], ctx: gx.NodeContext) -> dict[str, Any]:
+            await ctx.emit("tick")
+            entered.set()
+            await gate.wait()
+            await ctx.emit("late")  # between checkpoints: the flusher's append is fenced
+            await anyio.sleep(0.3)
+            return {"n": 1}
+
+        graph = (
+            gx.GraphBuilder("fenced")
+            .node("work", work)
+            .node("done", lambda s: {"ok": True})
+            .edge("work", "done")
+            .start("work")
+            .end("done")
+            .build()
+        )
+        first: list[gx.GraphEvent] = []
+        async with gx.GraphExecutor(store=store, lease_ttl=30, event_flush_interval=0.01) as ex1:
+            await ex1.start(graph, {}, trace_id="f2")
+            with anyio.fail_after(10):
+                await entered.wait()
+                for _ in range(1000):  # the first driver's tick is recorded
+                    batches = await store.events_after("f2", 0)
+                    if any(isinstance(e, gx.Custom) for e in decode_batches("f2", batches, 0)):
+                        break
+                    await anyio.sleep(0.01)
+            ex2 = gx.GraphExecutor(store=store)
+            async with ex2.resume_from(graph, "f2", take_over=True) as run:
+                first = decode_batches("f2", await store.events_after("f2", 0), 0)
+                gate.set()  # both drivers go on; only ex2 holds the lease
+                with anyio.fail_after(10):
+                    async for _ in run:
+                        pass
+            assert run.result.status == "completed"
+        # Leaving ex1's block waited for its driver (failed with LeaseLost, or interrupted).
+        recorded = decode_batches("f2", await store.events_after("f2", 0), 0)
+        by_segment = {e.event_id >> 32 for e in recorded}
+        assert by_segment == {1, 2}
+        # The first driver recorded nothing after the takeover (its NodeEnd, its GraphFailed).
+        assert [e for e in recorded if e.event_id >> 32 == 1] == [
+            e for e in first if e.event_id >> 32 == 1
+        ]
+        assert not any(
+            isinstance(e, (gx.NodeEnd, gx.GraphFailed)) or getattr(e, "data", None) == "late"
+            for e in recorded
+            if e.event_id >> 32 == 1
+        )
+        assert any(getattr(e, "data", None) == "late" for e in recorded if e.event_id >> 32 == 2)
+        assert isinstance(recorded[-1], gx.GraphComplete)
+
+    async def test_barrier_waiting_is_recorded_while_parked(self, store: CheckpointStore) -> None:
+        """The waiting checkpoint parks the lease; BarrierWaiting, delivered after it, is
+        recorded anyway (the parked driver's token still stands) before the consumer sees it."""
+        ex = gx.GraphExecutor(store=store)
+        async with ex.execute_stream(approval(), {}, trace_id="f3") as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    info = await store.get_run("f3")
+                    assert info is not None and info.lease is None  # parked
+                    recorded = decode_batches("f3", await store.events_after("f3", 0), 0)
+                    assert recorded[-1] == event
+                    await run.handle.approve(event.barrier_id)
+        assert run.result.status == "completed"
+        assert isinstance((await tail(ex, "f3"))[-1], gx.GraphComplete)
+
+
+class TestCancelWithOwners:
+    async def test_no_request_for_a_dead_or_parked_owner(self, store: CheckpointStore) -> None:
+        """request_cancel records a request only while a live driver holds the lease: a lease
+        whose holder on this host is dead, or a released (parked) one, gets none; ex.cancel
+        then records the run cancelled itself."""
+        host, pid, started = this_process()
+        ex = gx.GraphExecutor(store=store)
+        async with ex.execute_stream(approval(), {}, trace_id="k1") as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    break
+        live = Lease("alive", 30.0, 0, host, pid, started)
+        await store.acquire_lease("k1", live)
+        assert await store.request_cancel("k1") is True
+        assert await store.take_cancel_request("k1") is True
+        await store.release_lease("k1", "alive")
+        assert await store.request_cancel("k1") is False  # parked / released: no driver
+        dead = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+        gone = Lease("dead", 3600.0, 0, host, int(dead.stdout.decode()), "x")
+        await store.acquire_lease("k1", gone)
+        assert await store.request_cancel("k1") is False  # its process is gone
+        await ex.cancel("k1")  # marks it cancelled, taking the dead owner's lease
+        state = await ex.get_state("k1")
+        assert state.status == "cancelled"
+        assert await store.take_cancel_request("k1") is False
+
+
+class TestDecideChecks:
+    async def test_decide_through_the_store_uses_the_one_check(
+        self, store: CheckpointStore
+    ) -> None:
+        """ex.decide on a run no one drives here checks the decision with check_request (the
+        graph from graphs=: a name that is no node of it is NodeNotFound) before the store's
+        own check; a valid one is stored and the run takes it on recover()."""
+        graph = approval()
+        ex = gx.GraphExecutor(store=store, graphs=[graph])
+        async with ex.execute_stream(graph, {}, trace_id="d1") as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    break
+        with pytest.raises(gx.NodeNotFound):
+            await ex.decide("d1", "nosuch#1", gx.Approve())
+        with pytest.raises(gx.InvalidDecision):
+            await ex.decide("d1", "draft#1", gx.Approve())  # not a barrier
+        with pytest.raises(gx.InvalidDecision):
+            await ex.decide("d1", "approve", gx.Approve())  # a bare name: every_occurrence only
+        await ex.decide("d1", "approve#1", gx.Approve())
+        async with ex:
+            assert await ex.recover() == ["d1"]
+            events = await tail(ex, "d1")
+        assert isinstance(events[-1], gx.GraphComplete)
+
+    async def test_recover_sees_a_decision_for_every_occurrence(
+        self, store: CheckpointStore
+    ) -> None:
+        """A waiting run whose node got a decision for every occurrence (stored "approve#*")
+        is recovered: the decision arrived."""
+        graph = approval()
+        ex = gx.GraphExecutor(store=store, graphs=[graph])
+        async with ex.execute_stream(graph, {}, trace_id="d2") as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    break
+        async with ex:
+            assert await ex.recover() == []
+            await store.submit_decision("d2", "approve", gx.Approve(), every_occurrence=True)
+            assert await ex.recover() == ["d2"]
+            events = await tail(ex, "d2")
+        assert isinstance(events[-1], gx.GraphComplete)
+
+
+class TestCancelAWaitingRun:
+    async def test_a_parked_driver_learns_of_a_cancel_recorded_elsewhere(
+        self, store: CheckpointStore
+    ) -> None:
+        """A run waiting at a barrier has parked its lease: ex.cancel from another executor
+        records it cancelled itself; the waiting driver sees that record at its next poll and
+        ends its stream with GraphFailed(cancelled), writing nothing over the record."""
+        ex1 = gx.GraphExecutor(store=store, decision_poll_interval=0.02)
+        seen: list[gx.GraphEvent] = []
+        with anyio.fail_after(10):
+            async with ex1.execute_stream(approval(), {}, trace_id="w1") as run:
+                async for event in run:
+                    seen.append(event)
+                    if isinstance(event, gx.BarrierWaiting):
+                        await gx.GraphExecutor(store=store).cancel("w1")
+        assert isinstance(seen[-1], gx.GraphFailed) and seen[-1].status == "cancelled"
+        assert run.result.status == "cancelled"
+        history = await ex1.history("w1")
+        assert [h.trigger for h in history][-1] == "cancel" and history[-1].status == "cancelled"
+        recorded = await tail(ex1, "w1")
+        failed = [e for e in recorded if isinstance(e, gx.GraphFailed)]
+        assert len(failed) == 1 and failed[0].event_id >> 32 == 2  # the canceller's record

@@ -18,6 +18,7 @@ from graphexec.checkpoint import _sqlite as sqlite_module
 from graphexec.checkpoint._record import (
     CheckpointBody,
     CheckpointKind,
+    EventBatch,
     Lease,
     StepRecord,
     decode_body,
@@ -161,7 +162,7 @@ class TestSchema:
         async with SQLiteStore(path) as store:
             assert await store.runs() == []
 
-        assert user_version(path) == LATEST == 3
+        assert user_version(path) == LATEST == 4
         db = sqlite3.connect(path)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -256,6 +257,51 @@ class TestSchema:
             assert (await store.load_chain("t1"))[-1] == big
         encodings = raw_rows(path, "SELECT seq, body_encoding FROM checkpoints ORDER BY seq")
         assert encodings == [(0, 0), (1, 0), (2, 1)]
+
+    @pytest.mark.parametrize("version", [1, 2, 3])
+    async def test_every_older_version_migrates_to_the_latest(
+        self, tmp_path: Path, version: int
+    ) -> None:
+        """A file at schema 1, 2 or 3 (each as its migrations left it, with a run, a lease and
+        a decision in it) opens at the latest version: its rows read back as they were, the
+        lease keeps its holder, and the event log (schema 4) works on it."""
+        path = tmp_path / f"v{version}.db"
+        old = [make_row("t1", 0, "base"), make_row("t1", 1)]
+        db = sqlite3.connect(path, isolation_level=None)
+        for number, _name, script in MIGRATIONS[:version]:
+            assert number <= version
+            db.executescript(script)
+        db.execute(f"PRAGMA user_version = {version}")
+        db.executemany(
+            "INSERT INTO checkpoints (trace_id, seq, kind, step, next_node, status, trigger, "
+            "created_at, body, checksum, snapshot, snapshot_checksum) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (r.trace_id, r.seq, r.kind, r.step, r.next_node, r.status, r.trigger)
+                + (r.created_at, r.body, r.checksum, r.snapshot, r.snapshot_checksum)
+                for r in old
+            ],
+        )
+        db.execute(
+            "INSERT INTO leases (trace_id, owner, expires_at) VALUES ('t1', 'someone', ?)",
+            (time.time() + 3600,),
+        )
+        db.close()
+
+        async with SQLiteStore(path) as store:
+            assert await store.load_chain("t1", 1) == old
+            assert user_version(path) == LATEST == 4
+            # A lease written before schema 3 has no token and no host: it still blocks.
+            with pytest.raises(RunLocked):
+                await store.acquire_lease("t1", Lease("me", 30.0))
+            assert await store.next_event_segment("t1") == 1
+            taken = await store.acquire_lease("t2", Lease("me", 30.0))
+            mine = Lease("me", 30.0, taken.token)
+            batch = EventBatch(first_id=(1 << 32) | 1, last_id=(1 << 32) | 2, data=b"\x90")
+            await store.append_events("t2", batch, lease=mine)
+            assert await store.events_after("t2", 0) == [batch]
+        tables = raw_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+        assert {("events",), ("event_segments",), ("cancel_requests",)} <= set(tables)
 
     async def test_newer_file_is_refused_untouched(self, tmp_path: Path) -> None:
         """A file with a schema version newer than the code is a CheckpointError; it is unchanged."""
@@ -370,7 +416,7 @@ class TestLifecycle:
                     scope.cancel()
                     await store.save([make_row("t1", seq)], make_run("t1", last_seq=seq))
             await store.save([make_row("t1", 20)], make_run("t1", last_seq=20))
-            await store.submit_decision("t1", "review", Approve())
+            await store.submit_decision("t1", "review", Approve(), every_occurrence=True)
 
             chain = [r.seq for r in await store.load_chain("t1")]
             assert chain[0] == 0 and chain[-1] == 20 and chain == sorted(chain)

@@ -136,7 +136,7 @@ def test_store_on_trio(tmp_path: Path, path: Any) -> None:
             assert await store.load_chain("t1") == rows[2:]
             assert [r.seq for r in await store.load_chain("t1", 1)] == [0, 1]
             assert [h.seq for h in await store.history("t1")] == [0, 1, 2, 3]
-            decision_id = await store.submit_decision("t1", "review", Approve())
+            decision_id = await store.submit_decision("t1", "review#1", Approve())
             assert [d.id for d in await store.decisions_after("t1", 0)] == [decision_id]
             await store.acquire_lease("t1", Lease("me", 30.0))
             with pytest.raises(RunLocked):

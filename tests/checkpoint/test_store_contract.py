@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 import zlib
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from graphexec._decisions import Approve, Decision, Edit, Reject
 from graphexec._directives import StateDelta
 from graphexec.checkpoint import CheckpointStore, RunInfo, StoredCheckpoint
+from graphexec.checkpoint._leases import this_process
 from graphexec.checkpoint._record import (
     CheckpointBody,
     CheckpointKind,
@@ -31,6 +33,7 @@ from graphexec.checkpoint._record import (
 from graphexec.exceptions import (
     CheckpointError,
     InvalidDecision,
+    LeaseLost,
     RunFinished,
     RunLocked,
     RunNotFound,
@@ -334,7 +337,7 @@ class TestDecisions:
         with pytest.raises(InvalidDecision, match="not a barrier node"):
             await store.submit_decision("t1", "work#1", Approve())
         with pytest.raises(InvalidDecision, match="not a barrier node"):
-            await store.submit_decision("t1", "work", Approve())
+            await store.submit_decision("t1", "work", Approve(), every_occurrence=True)
 
     async def test_bad_barrier_id(self, store: CheckpointStore) -> None:
         """A malformed barrier id is InvalidDecision."""
@@ -354,7 +357,7 @@ class TestDecisions:
         await self._waiting(store, barrier_counts={"review": 2}, pending_barrier="review#2")
 
         ids = [
-            await store.submit_decision("t1", "review", Approve()),
+            await store.submit_decision("t1", "review", Approve(), every_occurrence=True),
             await store.submit_decision("t1", "review#2", Reject("no")),
             await store.submit_decision("t1", "review#3", Edit({"x": 1})),
             await store.submit_decision("t1", "ship#1", Approve()),
@@ -363,7 +366,7 @@ class TestDecisions:
         assert ids == sorted(ids) and len(set(ids)) == 4
         got = await store.decisions_after("t1", 0)
         assert [(d.id, d.barrier_id, d.decision) for d in got] == [
-            (ids[0], "review", Approve()),
+            (ids[0], "review#*", Approve()),
             (ids[1], "review#2", Reject("no")),
             (ids[2], "review#3", Edit({"x": 1})),
             (ids[3], "ship#1", Approve()),
@@ -378,7 +381,7 @@ class TestDecisions:
         ids = []
         for i, decision in enumerate(decisions):
             ids.append(await store.submit_decision("t1", f"review#{i + 1}", decision))
-            await store.submit_decision("t2", "review", Approve())
+            await store.submit_decision("t2", "review", Approve(), every_occurrence=True)
 
         assert [d.id for d in await store.decisions_after("t1", 0)] == ids
         assert [d.decision for d in await store.decisions_after("t1", ids[0])] == decisions[1:]
@@ -423,11 +426,14 @@ class TestLeases:
     async def test_acquire_returns_the_run_row(self, store: CheckpointStore) -> None:
         """acquire_lease returns the trace's runs-index row (None for a new trace), read in the
         same transaction, so starting or resuming a run costs one round trip."""
-        assert await store.acquire_lease("t1", Lease("a", 30.0)) is None
+        first = await store.acquire_lease("t1", Lease("a", 30.0))
+        assert (first.run, first.token) == (None, 1)
         await store.save([make_row("t1", 0, "base")], make_run("t1", status="waiting"))
-        found = await store.acquire_lease("t1", Lease("a", 30.0))
+        found = (await store.acquire_lease("t1", Lease("a", 30.0, token=1))).run
         assert found is not None
         assert ("t1", "waiting") == (found.trace_id, found.status)
+        assert found.lease is not None
+        assert (found.lease.owner, found.lease.token) == ("a", 1)
 
     async def test_final_save_releases_the_lease(self, store: CheckpointStore) -> None:
         """save(..., release=True) commits the rows and gives the lease up in one go."""
@@ -482,8 +488,68 @@ class TestLeases:
 
         assert info.value.expires_at is not None
         assert await store.load_chain("t1", 9) == rows
-        assert await store.get_run("t1") == before
+        after = await store.get_run("t1")
+        assert after is not None and msgspec.structs.replace(after, lease=None) == before
         await store.save([make_row("t1", 2)], make_run("t1", last_seq=2), lease=Lease("a", 30.0))
+
+
+class TestFencing:
+    """The fencing token: it grows with every change of owner, and every write checks it."""
+
+    async def test_token_grows_with_every_owner_and_survives_release(
+        self, store: CheckpointStore
+    ) -> None:
+        """a gets 1; b (after a released) gets 2; a renewal keeps the token."""
+        a = await store.acquire_lease("t1", Lease("a", 30.0))
+        assert a.token == 1
+        assert (await store.acquire_lease("t1", Lease("a", 30.0, token=1))).token == 1
+        await store.release_lease("t1", "a")
+        assert (await store.acquire_lease("t1", Lease("b", 30.0))).token == 2
+
+    async def test_a_stale_token_writes_nothing(self, store: CheckpointStore) -> None:
+        """After a take-over, the former owner's save is LeaseLost and changes nothing."""
+        a = await store.acquire_lease("t1", Lease("a", 30.0))
+        lease_a = Lease("a", 30.0, token=a.token)
+        await store.save([make_row("t1", 0, "base")], make_run("t1"), lease=lease_a)
+        b = await store.acquire_lease("t1", Lease("b", 30.0), take_over=True)
+        assert b.token == a.token + 1
+        with pytest.raises(LeaseLost, match="taken over") as info:
+            await store.save([make_row("t1", 1)], make_run("t1", last_seq=1), lease=lease_a)
+        assert info.value.trace_id == "t1"
+        assert seqs(await store.load_chain("t1")) == [0]
+        await store.release_lease("t1", "a")  # not the holder: no effect
+        run = await store.get_run("t1")
+        assert run is not None and run.lease is not None and run.lease.owner == "b"
+        await store.save(
+            [make_row("t1", 1)], make_run("t1", last_seq=1), lease=Lease("b", 30.0, token=b.token)
+        )
+
+    async def test_expect_seq_refuses_a_driver_that_missed_writes(
+        self, store: CheckpointStore
+    ) -> None:
+        """Taking a free lease back with expect_seq fails if another driver wrote meanwhile."""
+        await store.save([make_row("t1", 0, "base")], make_run("t1"))
+        await store.save([make_row("t1", 1)], make_run("t1", last_seq=1))
+        with pytest.raises(LeaseLost, match="seq 1 written after this driver's seq 0"):
+            await store.acquire_lease("t1", Lease("a", 30.0), expect_seq=0)
+        assert (await store.acquire_lease("t1", Lease("a", 30.0), expect_seq=1)).token == 1
+
+    async def test_a_dead_owner_on_this_host_never_blocks(self, store: CheckpointStore) -> None:
+        """A lease held by a process of this host that has exited is taken at once; a live
+        one (this process) is RunLocked naming its holder and expiry."""
+        host, pid, started = this_process()
+        done = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+        dead_pid = int(done.stdout)
+        await store.acquire_lease("t1", Lease("ghost", 3600.0, 0, host, dead_pid, "x"))
+        assert (await store.acquire_lease("t1", Lease("b", 30.0))).token == 2
+
+        await store.acquire_lease("t2", Lease("me", 3600.0, 0, host, pid, started))
+        with pytest.raises(RunLocked) as info:
+            await store.acquire_lease("t2", Lease("other", 30.0))
+        message = str(info.value)
+        assert f"pid {pid} on {host}" in message and "until" in message
+        assert "take_over=True" in message
+        assert (await store.acquire_lease("t2", Lease("other", 30.0), take_over=True)).token == 2
 
 
 class TestPrune:

@@ -167,7 +167,7 @@ async def test_a_torn_node_ends_the_run_failed_and_resumable(every_step: bool) -
     assert ["t"] == [r.trace_id for r in await ex.runs(status="failed")]
     saved = await ex.get_state("t", graph=graph)
     assert "failed" == saved.status
-    assert saved.error is not None and "not today" in saved.error
+    assert saved.error is not None and "not today" in saved.error.message
     assert {"log": ["first"]} == saved.state
     assert ("second", 1) == (saved.next_node, saved.step)
     last = (await ex.history("t"))[-1]

@@ -127,7 +127,8 @@ class TestShow:
         """A failed run shows its status, the node it stopped at and the error."""
         state = cli("show", "fail-1", "--json").json()
         assert ("failed", "boom") == (state["status"], state["next_node"])
-        assert "the flaky service is down" in state["error"]
+        assert "the flaky service is down" in state["error"]["message"]
+        assert ("NodeExecutionFailed", "boom") == (state["error"]["type"], state["error"]["node"])
 
     def test_at_a_checkpoint(self, cli: Cli) -> None:
         """--seq shows the run as of that checkpoint; a seq it does not have exits 3."""
@@ -316,6 +317,33 @@ class TestFork:
     def test_taken_trace_id_is_a_conflict(self, cli: Cli) -> None:
         """--trace-id of an existing run exits 4."""
         assert_error(cli("fork", "done-1", "1", "-g", GRAPHS, "--trace-id", "wait-1"), 4, "wait-1")
+
+
+class TestRerun:
+    def test_dry_run_prints_the_plan_and_writes_nothing(self, cli: Cli) -> None:
+        """rerun --dry-run shows which executions run and why, and starts no run."""
+        result = cli("rerun", "done-1", "second", "-g", GRAPHS, "--dry-run")
+        assert 0 == result.code, result
+        assert "second" in result.out and "target" in result.out
+        assert "1 to run, 1 reused" in result.out
+        plan = cli("rerun", "done-1", "second", "-g", GRAPHS, "--dry-run", "--json").json()
+        assert [("first", "reuse"), ("second", "run")] == [
+            (row["node"], row["action"]) for row in plan["rows"]
+        ]
+        assert ["done-1", "fail-1", "wait-1"] == sorted(
+            r["trace_id"] for r in cli("runs", "--json").json()
+        )
+
+    def test_rerun_runs_only_the_target(self, cli: Cli) -> None:
+        """rerun executes the plan as a new trace: the reused node sends no NodeStart."""
+        events = cli("rerun", "done-1", "second", "-g", GRAPHS, "--trace-id", "r-1", "--json")
+        started = [e["node"] for e in events.json_lines() if e["type"] == "NodeStart"]
+        assert ["second"] == started
+        assert {"n": 20} == cli("show", "r-1", "--json").json()["state"]
+
+    def test_unknown_node_is_not_found(self, cli: Cli) -> None:
+        """A target the graph does not have exits 3, listing the nodes."""
+        assert_error(cli("rerun", "done-1", "nope", "-g", GRAPHS, "--dry-run"), 3, "'nope'")
 
 
 class TestMermaid:
