@@ -24,7 +24,19 @@ from starlette.staticfiles import StaticFiles
 
 from .._decisions import Decision
 from .._log import get_logger
-from ..exceptions import GraphError, RunNotFound
+from ..exceptions import (
+    GraphError,
+    InvalidDecision,
+    InvalidTraceId,
+    LeaseLost,
+    RunExists,
+    RunFinished,
+    RunLocked,
+    RunNotFound,
+    StoreError,
+    StoreRequired,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from .._executor import GraphExecutor
@@ -74,37 +86,35 @@ class HTTPProblem(Exception):
         self.message = message
 
 
-_STATUS = {
-    "RunNotFound": 404,
-    "InvalidDecision": 422,
-    "InvalidTraceId": 422,
-    "RunExists": 409,
-    "RunFinished": 409,
-    "RunLocked": 409,
-    "LeaseLost": 409,
-    "UsageError": 400,
-    "StoreError": 500,
-    "CheckpointError": 500,
-}
-"""HTTP status by error class, the most specific class of an error's MRO first: 404 for an
-unknown trace, 422 for a decision or trace id that cannot be accepted, 409 for a request the
-run's state refuses (not finished, finished, held by another driver), 400 for other misuse,
-500 for store failures and anything else."""
+_STATUS: tuple[tuple[type[GraphError], int], ...] = (
+    (RunNotFound, 404),
+    (InvalidDecision, 422),
+    (InvalidTraceId, 422),
+    (RunExists, 409),
+    (RunFinished, 409),
+    (RunLocked, 409),
+    (LeaseLost, 409),
+    (StoreError, 500),
+    (UsageError, 400),
+)
+"""HTTP status by error class, first match wins: 404 for an unknown trace, 422 for a decision or
+trace id that cannot be accepted, 409 for a request the run's state refuses (not finished,
+finished, held by another driver), 400 for other misuse, 500 for store failures and the rest
+(a run error that reaches a request is the server's failure, not the caller's)."""
 
 
 def status_of(exc: GraphError) -> int:
     """The HTTP status of a graphexec error: what the caller should fix or retry."""
-    for cls in type(exc).__mro__:
-        status = _STATUS.get(cls.__name__)
-        if status is not None:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
             return status
     return 500
 
 
-def error_response(status: int, type_: str, message: str, **extra: Any) -> Response:
-    """``{"error": {"type", "message", ...}}`` with ``status``."""
+def error_response(http_status: int, type_: str, message: str, **extra: Any) -> Response:
+    """``{"error": {"type", "message", ...}}`` with ``http_status``."""
     body = {"error": {"type": type_, "message": message, **extra}}
-    return Response(_json.encode(body), status_code=status, media_type="application/json")
+    return Response(_json.encode(body), status_code=http_status, media_type="application/json")
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -151,7 +161,7 @@ def create_app(
     ``GET /config`` (what the page needs), ``GET /`` (the page).
     """
     if ex.store is None:
-        raise GraphError(
+        raise StoreRequired(
             "create_app(ex) needs an executor with a store: runs are read back and their "
             "events tailed from it (gx.GraphExecutor(store=gx.SQLiteStore(path), ...))"
         )

@@ -62,6 +62,60 @@ async def start_waiting(client: httpx.AsyncClient, trace_id: str) -> list[dict[s
     return await read_events(client, f"/runs/{trace_id}/events", until="BarrierWaiting")
 
 
+async def test_start_stream_approve_complete(client: httpx.AsyncClient) -> None:
+    """A run started over HTTP streams its events, waits, and completes on a decision."""
+    events = await start_waiting(client, "conv-1")
+    assert ["one", " two", " three"] == [
+        e["data"]["token"] for e in events if e["type"] == "Custom"
+    ]
+    state = (await client.get("/runs/conv-1")).json()
+    assert "waiting" == state["status"]
+    assert "approve#1" == state["pending_barrier"]["barrier_id"]
+    assert {"text": "go on?"} == state["pending_barrier"]["prompt"]
+
+    r = await client.post(
+        "/runs/conv-1/decisions", json={"barrier_id": "approve#1", "decision": {"type": "approve"}}
+    )
+    assert 202 == r.status_code, r.text
+    rest = await read_events(client, "/runs/conv-1/events", last_event_id=events[-1]["event_id"])
+    assert "BarrierResolved" in [e["type"] for e in rest]
+    assert "GraphComplete" == rest[-1]["type"]
+    ids = [e["event_id"] for e in events + rest]
+    assert sorted(set(ids)) == ids  # increasing, no duplicate across the reconnect
+    final = (await client.get("/runs/conv-1")).json()
+    assert "completed" == final["status"]
+    assert final["state"]["done"] is True
+
+    runs = (await client.get("/runs")).json()
+    assert ["conv-1"] == [r["trace_id"] for r in runs]
+    assert [] == (await client.get("/runs", params={"status": "waiting"})).json()
+
+
+async def test_conversation_turns(client: httpx.AsyncClient) -> None:
+    """POST /runs on a finished trace starts its next turn; on an unfinished one it is a 409
+    RunExists that says the run's status. One stream follows every turn."""
+    first = await start_waiting(client, "chat")
+    r = await client.post("/runs", json={"input": {"q": 2}, "trace_id": "chat"})
+    assert 409 == r.status_code, r.text
+    assert "RunExists" == r.json()["error"]["type"]
+    assert "waiting" == r.json()["error"]["status"]
+
+    await client.post(
+        "/runs/chat/decisions", json={"barrier_id": "approve#1", "decision": {"type": "approve"}}
+    )
+    await read_events(client, "/runs/chat/events", until="GraphComplete")
+    r = await client.post("/runs", json={"input": {"q": 3}, "trace_id": "chat"})
+    assert 202 == r.status_code, r.text
+    second = await read_events(
+        client, "/runs/chat/events", last_event_id=first[-1]["event_id"], until="BarrierWaiting"
+    )
+    starts = [e for e in second if e["type"] == "GraphStart"]
+    assert [(2, {"q": 3})] == [(e["turn"], e["input"]) for e in starts]
+    assert "approve#2" == second[-1]["barrier_id"]
+    state = (await client.get("/runs/chat")).json()
+    assert (2, "approve#2") == (state["turn"], state["pending_barrier"]["barrier_id"])
+
+
 async def test_events_headers(client: httpx.AsyncClient) -> None:
     """The stream is text/event-stream, uncached and unbuffered by proxies; frames carry ids."""
     await start_waiting(client, "h")
@@ -209,7 +263,7 @@ async def test_store_required() -> None:
     """create_app refuses an executor without a store, saying why."""
     from graphexec.web import create_app
 
-    with pytest.raises(gx.GraphError, match="store"):
+    with pytest.raises(gx.StoreRequired, match="store"):
         create_app(gx.GraphExecutor(graphs=[GRAPH]))
 
 

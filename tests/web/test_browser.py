@@ -126,6 +126,61 @@ def wait_answer(page: Page) -> None:
     )
 
 
+def test_tokens_stream_then_approve(browser: Browser, server: ChatServer, shots: Shots) -> None:
+    """Send a message, see the reply arrive token by token, approve the tool call, see the
+    answer."""
+    page = open_page(browser, server.url + "/")
+    shots.take(page, "empty")
+    send(page, "What is the weather in Paris?")
+    page.wait_for_selector(".msg.assistant[data-tokens]")
+    partial = assistant_texts(page)[0]
+    status = page.get_attribute("#status", "data-status")
+    shots.take(page, "first-tokens")
+    # Streaming: the page showed part of the reply while the run was still running.
+    assert FIRST_REPLY.startswith(partial)
+    assert len(partial) < len(FIRST_REPLY)
+    assert "running" == status
+
+    wait_card(page)
+    assert [FIRST_REPLY] == assistant_texts(page)
+    # Each token was shown on its own, in order: the reply grew one word at a time.
+    words = FIRST_REPLY.split(" ")
+    prefixes = [" ".join(words[: i + 1]) for i in range(len(words))]
+    assert prefixes == page.evaluate("window.gx.seen")
+    ids = page.evaluate("window.gx.ids")
+    assert sorted(set(ids)) == ids
+    assert "Run weather(city='Paris')?" == page.inner_text("#card-text")
+    assert ["What is the weather in Paris?"] == page.eval_on_selector_all(
+        ".msg.user", "els => els.map(e => e.textContent)"
+    )
+    shots.take(page, "approval-card")
+
+    page.click("#approve")
+    wait_answer(page)
+    wait_status(page, "completed")
+    assert page.is_hidden("#card")
+    assert [FIRST_REPLY, ANSWER] == assistant_texts(page)
+    shots.take(page, "answer")
+
+    # The next message is the conversation's next turn; this time the tool call is rejected.
+    send(page, "Then what about London?")
+    wait_card(page, "approve#2")
+    page.click("#reject")
+    page.fill("#reject-reason", "not now")
+    shots.take(page, "reject-with-reason")
+    page.click("#reject-send")
+    refusal = "All right, I will not call the tool (not now)."
+    page.wait_for_function(
+        "([a]) => [...document.querySelectorAll('.msg.assistant')].some(e => e.textContent === a)",
+        arg=[refusal],
+    )
+    wait_status(page, "completed")
+    assert [FIRST_REPLY, ANSWER, "Let me look up the weather in London.", refusal] == (
+        assistant_texts(page)
+    )
+    shots.take(page, "second-turn-rejected")
+
+
 def test_second_tab_approval_updates_the_first(
     browser: Browser, server: ChatServer, shots: Shots
 ) -> None:
@@ -145,3 +200,38 @@ def test_second_tab_approval_updates_the_first(
     wait_status(first, "completed")
     assert first.is_hidden("#card")
     shots.take(first, "first-tab-after-approval-in-second")
+
+
+def test_server_killed_while_waiting(browser: Browser, server: ChatServer, shots: Shots) -> None:
+    """SIGKILL the server while the card waits: the page says it reconnects, the card comes back
+    from the stored state once the server is up again, and Approve completes the run. A reload
+    rebuilds the same page, every message once."""
+    page = open_page(browser, server.url + "/")
+    send(page, "And in Paris?")
+    wait_card(page)
+    shots.take(page, "card-waiting")
+
+    server.kill()
+    page.wait_for_selector("#conn[data-conn='reconnecting']")
+    assert page.is_hidden("#card")
+    shots.take(page, "server-down")
+
+    refreshes = page.evaluate("window.gx.refreshes")
+    server.start()
+    wait_card(page)
+    page.wait_for_selector("#conn[data-conn='connected']")
+    assert page.evaluate("window.gx.refreshes") > refreshes  # rebuilt from GET /runs/{id}
+    assert [FIRST_REPLY] == assistant_texts(page)  # nothing shown twice
+    shots.take(page, "card-back-after-restart")
+
+    page.reload()
+    page.wait_for_function("window.gx !== undefined")
+    wait_card(page)
+    assert [FIRST_REPLY] == assistant_texts(page)
+    shots.take(page, "card-after-reload")
+
+    page.click("#approve")
+    wait_answer(page)
+    wait_status(page, "completed")
+    assert [FIRST_REPLY, ANSWER] == assistant_texts(page)
+    shots.take(page, "answer-after-restart")
