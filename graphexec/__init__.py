@@ -151,6 +151,7 @@ __all__ = (
     "PlanReason",
     "PlanRow",
     "PlanStale",
+    "PostgresStore",
     "Reject",
     "RerunPlan",
     "RetriesExhausted",
@@ -196,7 +197,7 @@ del _name, _obj
 
 
 if TYPE_CHECKING:
-    from .checkpoint import SQLiteStore
+    from .checkpoint import PostgresStore, SQLiteStore
 
 
 def __getattr__(name: str) -> Any:
@@ -210,4 +211,9 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module(".web", __name__)
+    # gx.PostgresStore needs the `postgres` extra (psycopg): imported only when asked for.
+    if name == "PostgresStore":
+        from .checkpoint._postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -10,6 +11,19 @@ import msgspec
 import pytest
 
 import graphexec as gx
+
+# Modules that anyio and hypothesis import lazily, imported up front: pytest rewrites a plugin's
+# modules on their first import (it parses them into an AST), and CPython 3.11 before 3.11.8 can
+# fail when two threads build ASTs at once (gh-106905); a first import from a worker thread in
+# the middle of a test is how the suite met it.
+for _lazy in (
+    "anyio.from_thread",
+    "anyio.to_thread",
+    "anyio.lowlevel",
+    "hypothesis.internal.conjecture.optimiser",
+    "hypothesis.internal.conjecture.shrinker",
+):
+    importlib.import_module(_lazy)
 
 # ---------------------------------------------------------------------------------------------
 # Events: normalise what varies (durations) so a whole event list compares against a literal.
@@ -65,12 +79,14 @@ def stream_events() -> StreamEvents:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> None:
     """Mark every coroutine test for anyio's plugin (no per-file marker to forget), before the
     plugin looks for the marker."""
     fn = getattr(obj, "hypothesis", None)
     inner = getattr(fn, "inner_test", obj)
-    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(inner):  # type: ignore[attr-defined]
+    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(inner):
         pytest.mark.anyio(obj)
 
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphexec as gx
+from graphexec._decisions import DefaultAction
 
 APPROVED: Callable[[Any], bool] = lambda s: s["gate"]["decision"] == "approve"
 REJECTED: Callable[[Any], bool] = lambda s: s["gate"]["decision"] == "reject"
@@ -26,7 +27,7 @@ def approval_graph(
     *,
     prompt: Callable[[Any], Any] | None = None,
     timeout: float | None = None,
-    default: str = "reject",
+    default: DefaultAction = "reject",
     slow: float = 0.0,
 ) -> gx.Graph:
     """draft -> gate -> send (approved) | decline (rejected) | skipped (anything else)."""
@@ -48,7 +49,7 @@ def approval_graph(
     return (
         gx.GraphBuilder("approval")
         .node("draft", draft)
-        .barrier("gate", prompt=prompt, timeout=timeout, default=default)  # type: ignore[arg-type]
+        .barrier("gate", prompt=prompt, timeout=timeout, default=default)
         .node("send", send, inline=True)
         .node("decline", decline, inline=True)
         .node("skipped", skipped, inline=True)
@@ -117,7 +118,7 @@ def of(events: Sequence[gx.GraphEvent], kind: type[Any]) -> list[Any]:
 def timeless(events: Sequence[gx.GraphEvent]) -> list[gx.GraphEvent]:
     """Events with their durations and ids zeroed, to compare against a literal."""
     return [
-        msgspec.structs.replace(e, duration=0.0, event_id=0)  # type: ignore[type-var]
+        msgspec.structs.replace(e, duration=0.0, event_id=0)
         if hasattr(e, "duration")
         else msgspec.structs.replace(e, event_id=0)
         for e in events
@@ -577,7 +578,7 @@ class TestPromptsAndTimeouts:
         ],
     )
     async def test_a_timeout_applies_the_default(
-        self, default: str, expected: dict[str, Any], outcome: str
+        self, default: DefaultAction, expected: dict[str, Any], outcome: str
     ) -> None:
         """No decision before the deadline: the default action, recorded with by="timeout"."""
         events: list[gx.GraphEvent] = []

@@ -5,15 +5,25 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import anyio
 import pytest
 
 import graphexec as gx
+from graphexec._spec import OnError
 
 State = Mapping[str, Any]
 StreamEvents = Callable[..., Awaitable[tuple[list[gx.GraphEvent], gx.Run]]]
+
+
+class Where(TypedDict):
+    """The fields every event of one node's span carries."""
+
+    trace_id: str
+    step: int
+    node: str
+    span_id: str
 
 
 def branches_sorted(events: list[gx.GraphEvent]) -> list[gx.GraphEvent]:
@@ -31,11 +41,11 @@ def branches_sorted(events: list[gx.GraphEvent]) -> list[gx.GraphEvent]:
 def fan(
     branches: Mapping[str, Callable[..., Any]],
     *,
-    on_error: str = "fail_fast",
+    on_error: OnError = "fail_fast",
     reducers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
 ) -> gx.Graph:
     """A graph that is one parallel node "p"."""
-    b = gx.GraphBuilder("fan").parallel("p", branches, on_error=on_error)  # type: ignore[arg-type]
+    b = gx.GraphBuilder("fan").parallel("p", branches, on_error=on_error)
     for key, fn in (reducers or {}).items():
         b.reducer(key, fn)
     return b.start("p").end("p").build()
@@ -134,7 +144,7 @@ class TestParallel:
 
         graph = fan({"a": a, "b": b})
         events, _ = await stream_events(graph, trace_id="t")
-        common = {"trace_id": "t", "step": 1, "node": "p", "span_id": "p@1"}
+        common: Where = {"trace_id": "t", "step": 1, "node": "p", "span_id": "p@1"}
         assert branches_sorted(
             [
                 gx.GraphStart(trace_id="t", step=0, graph="fan", graph_hash=graph.hash, node="p"),
@@ -262,7 +272,7 @@ class TestFailures:
         """fail_fast sends the failed branch's BranchCompleted, ParallelCompleted, GraphFailed."""
         graph = fan({"slow": Sleeper(5.0, "slow", True), "bad": Failer(0.0, ValueError("v"))})
         events, run = await stream_events(graph, trace_id="t")
-        common = {"trace_id": "t", "step": 1, "node": "p", "span_id": "p@1"}
+        common: Where = {"trace_id": "t", "step": 1, "node": "p", "span_id": "p@1"}
         error = run.result.error
         assert error is not None
         assert [
@@ -315,7 +325,7 @@ class TestFailures:
 
         graph = fan({"bad1": bad1, "ok": ok, "bad2": bad2}, on_error="continue")
         events, run = await stream_events(graph, {"x": 0}, trace_id="t")
-        common = {"trace_id": "t", "step": 1, "node": "p", "span_id": "p@1"}
+        common: Where = {"trace_id": "t", "step": 1, "node": "p", "span_id": "p@1"}
         assert branches_sorted(
             [
                 gx.GraphStart(

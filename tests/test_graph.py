@@ -342,7 +342,7 @@ class TestValidationStructure:
         builder = (
             gx.GraphBuilder("g")
             .node("a", noop)
-            .parallel("p", {"x": noop}, on_error="sometimes")  # type: ignore[arg-type]
+            .parallel("p", {"x": noop}, on_error="sometimes")  # type: ignore[arg-type]  # on purpose: build() refuses it
             .node("a", noop)
             .edge("a", "p")
             .edge("p", "nowhere")
@@ -428,7 +428,7 @@ class TestCallableShape:
 
     def test_not_callable(self) -> None:
         """A node that is not callable is refused, naming its type."""
-        builder = gx.GraphBuilder("g").node("a", 42).start("a").end("a")  # type: ignore[arg-type]
+        builder = gx.GraphBuilder("g").node("a", 42).start("a").end("a")  # type: ignore[arg-type]  # on purpose: build() refuses it
         assert_problems(builder, ["node 'a' is not callable (got int)"])
 
     def test_bad_branch(self) -> None:
@@ -468,7 +468,12 @@ class TestCallableShape:
 
     def test_bad_prompt(self) -> None:
         """A barrier prompt takes exactly the state."""
-        builder = gx.GraphBuilder("g").barrier("ok", prompt=sync_three).start("ok").end("ok")
+        builder = (
+            gx.GraphBuilder("g")
+            .barrier("ok", prompt=sync_three)  # type: ignore[arg-type]  # on purpose: build() refuses it
+            .start("ok")
+            .end("ok")
+        )
         assert_problems(
             builder,
             [
@@ -503,7 +508,7 @@ class TestValidationOptions:
         """on_error outside fail_fast/collect/continue is refused, naming the node."""
         builder = (
             gx.GraphBuilder("g")
-            .parallel("p", {"x": noop}, on_error="ignore")  # type: ignore[arg-type]
+            .parallel("p", {"x": noop}, on_error="ignore")  # type: ignore[arg-type]  # on purpose: build() refuses it
             .start("p")
             .end("p")
         )
@@ -516,7 +521,7 @@ class TestValidationOptions:
         """Map nodes check on_error too."""
         builder = (
             gx.GraphBuilder("g")
-            .map("m", noop, over="docs", into="out", on_error="retry")  # type: ignore[arg-type]
+            .map("m", noop, over="docs", into="out", on_error="retry")  # type: ignore[arg-type]  # on purpose: build() refuses it
             .start("m")
             .end("m")
         )
@@ -529,7 +534,7 @@ class TestValidationOptions:
         """A barrier default other than approve/reject/skip is refused."""
         builder = (
             gx.GraphBuilder("g")
-            .barrier("ok", default="maybe")  # type: ignore[arg-type]
+            .barrier("ok", default="maybe")  # type: ignore[arg-type]  # on purpose: build() refuses it
             .start("ok")
             .end("ok")
         )
@@ -565,8 +570,8 @@ class TestValidationOptions:
             gx.GraphBuilder("g")
             .node("a", noop)
             .node("b", noop)
-            .edge("a", "b", when="yes")  # type: ignore[arg-type]
-            .reducer("log", "append")  # type: ignore[arg-type]
+            .edge("a", "b", when="yes")  # type: ignore[arg-type]  # on purpose: not callable
+            .reducer("log", "append")  # type: ignore[arg-type]  # on purpose: a name
             .start("a")
             .end("b")
         )
@@ -755,30 +760,30 @@ class TestGraphObject:
         """Assigning an attribute of a Graph raises AttributeError."""
         graph = _hashed_graph.build()
         with pytest.raises(AttributeError, match="immutable"):
-            graph.name = "other"  # type: ignore[misc]
+            graph.name = "other"
         with pytest.raises(AttributeError):
-            graph.hash = "0" * 64  # type: ignore[misc]
+            graph.hash = "0" * 64
         with pytest.raises(AttributeError):
-            graph.brand_new = 1  # type: ignore[attr-defined]
+            graph.brand_new = 1
         assert "hashed" == graph.name
 
     def test_delattr_raises(self) -> None:
         """Deleting an attribute of a Graph raises AttributeError too."""
         graph = _hashed_graph.build()
         with pytest.raises(AttributeError):
-            del graph.start  # type: ignore[misc]
+            del graph.start
         assert "classify" == graph.start
 
     def test_collections_are_read_only(self) -> None:
         """nodes and reducers are read-only mappings, edges a tuple, node specs frozen."""
         graph = _hashed_graph.build()
         with pytest.raises(TypeError):
-            graph.nodes["x"] = graph.nodes["classify"]  # type: ignore[index]
+            graph.nodes["x"] = graph.nodes["classify"]  # type: ignore[index]  # the point of the test
         with pytest.raises(TypeError):
-            graph.reducers["x"] = gx.reducers.add  # type: ignore[index]
+            graph.reducers["x"] = gx.reducers.add  # type: ignore[index]  # the point of the test
         assert isinstance(graph.edges, tuple)
         with pytest.raises(AttributeError):
-            graph.nodes["refund"].side_effects = False  # type: ignore[misc]
+            graph.nodes["refund"].side_effects = False  # type: ignore[misc]  # the point of the test
 
     def test_builder_changes_after_build_do_not_leak(self) -> None:
         """Declaring more on the builder after build() leaves the built graph as it was."""

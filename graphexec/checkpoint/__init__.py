@@ -1,4 +1,5 @@
-"""Checkpoint stores: the contract, the in-memory store, the SQLite store, and ``open_store(url)``."""
+"""Checkpoint stores: the contract, the in-memory store, the SQLite and Postgres stores, and
+``open_store(url)``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ __all__ = (
     "CheckpointStore",
     "CheckpointSummary",
     "MemoryStore",
+    "PostgresStore",
     "RunInfo",
     "SQLiteStore",
     "StoredCheckpoint",
@@ -21,6 +23,7 @@ __all__ = (
 )
 
 if TYPE_CHECKING:
+    from ._postgres import PostgresStore
     from ._sqlite import SQLiteStore
 
 
@@ -30,4 +33,9 @@ def __getattr__(name: str) -> Any:
         from ._sqlite import SQLiteStore
 
         return SQLiteStore
+    # PostgresStore needs the `postgres` extra (psycopg, psycopg-pool): loaded when asked for.
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,8 @@ A store persists :class:`StoredCheckpoint` rows, a runs index (:class:`RunInfo`)
 inbox per trace and a lease per trace. It never interprets states or deltas: encoding,
 restoring and replaying live in the executor, so every store behaves the same.
 
-Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every store):
+Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every store; the
+event log, its fencing and cancel requests by ``tests/checkpoint/test_run_manager.py``):
 
 - ``save(rows, run, lease=...)`` is atomic: the rows, the runs-index row and the lease renewal
   commit together or not at all. Saving a ``base`` row at seq ``s`` demotes every earlier base of
@@ -18,6 +19,9 @@ Contract (checked by ``tests/checkpoint/test_store_contract.py`` against every s
   written and :class:`CheckpointError` is raised.
 - ``load_chain(trace_id, seq)`` returns the latest base at or before ``seq`` (default: the
   latest) and every row after it up to ``seq``, ordered by seq; ``[]`` for an unknown trace.
+- Leases: ``acquire_lease`` grants by ``_leases.grant`` (a new owner gets ``token + 1``; a
+  live holder answers RunLocked; a holder on this host whose process is gone never blocks);
+  ``release_lease`` keeps the row and its token (so the next grant's token grows).
 - ``submit_decision`` checks the decision with :func:`check_decision_target` in the same
   transaction as the insert (a refused decision is never stored); ``refuse_decision`` marks
   one the run skipped, so it no longer blocks a corrected one.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._base import CheckpointStore
 
@@ -29,10 +29,25 @@ def _sqlite(url: str) -> CheckpointStore:
 
 
 def _postgres(url: str) -> CheckpointStore:
-    raise ValueError(
-        "the Postgres store is not available in this version of graphexec (it has SQLite and "
-        "in-memory stores); pass a SQLite path or a sqlite:/// URL"
+    # libpq takes postgresql:// and postgres://; SQLAlchemy's postgresql+psycopg:// is the same.
+    # A `schema` query parameter is graphexec's (the Postgres schema of the store's tables),
+    # not libpq's, so it is taken out before the URL reaches psycopg.
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = [v for k, v in query if k == "schema"]
+    dsn = urlunsplit(
+        parts._replace(
+            scheme="postgresql", query=urlencode([(k, v) for k, v in query if k != "schema"])
+        )
     )
+    try:
+        from ._postgres import PostgresStore
+    except ImportError as exc:
+        raise ValueError(
+            f"{url.split('://', 1)[0]}:// URLs need the Postgres store's extra: "
+            f"pip install 'graphexec[postgres]' ({exc})"
+        ) from exc
+    return PostgresStore(dsn, schema=schema[-1]) if schema else PostgresStore(dsn)
 
 
 _OPENERS: dict[str, Callable[[str], CheckpointStore]] = {
@@ -47,12 +62,15 @@ def open_store(url: str | os.PathLike[str]) -> CheckpointStore:
     """The checkpoint store a URL or a path names; nothing is opened until first use.
 
     Args:
-        url: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, or a plain file
-            path (a SQLite file; created with its schema on first use if missing).
+        url: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, a plain file
+            path (a SQLite file; created with its schema on first use if missing), or a
+            Postgres URL (``postgresql://user@host:5432/db``, also ``postgres://`` and
+            ``postgresql+psycopg://``; ``?schema=name`` picks the Postgres schema of the
+            tables, default ``graphexec``; needs the ``postgres`` extra).
 
     Raises:
-        ValueError: the URL's scheme names no store this graphexec has (``postgresql://``
-            included, until the Postgres store lands), or the URL is malformed.
+        ValueError: the URL's scheme names no store this graphexec has, a Postgres URL without
+            the ``postgres`` extra installed, or a malformed URL.
     """
     text = os.fspath(url)
     if not text:

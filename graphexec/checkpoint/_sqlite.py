@@ -9,20 +9,14 @@ portable path). Writers use ``BEGIN IMMEDIATE``, so several processes can share 
 
 from __future__ import annotations
 
-import importlib.resources
 import os
-import re
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
-from importlib.resources.abc import Traversable
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
-import msgspec
 
 from .._barrier_ids import check_decision_value
 from .._decisions import Decision
@@ -41,12 +35,19 @@ from ._record import (
     EventBatch,
     Lease,
     LeaseGrant,
-    LeaseInfo,
-    ParentRef,
     RunInfo,
     StoredCheckpoint,
     StoredDecision,
     now,
+)
+from ._sql import (
+    MAX_SEQ,
+    RUN_COLUMNS,
+    decision_blob,
+    migrations,
+    run_info,
+    run_params,
+    stored_decision,
 )
 from ._sqlite_db import Busy, CommitPath, Database, create_file, is_busy, prepare, retry_busy
 
@@ -54,17 +55,9 @@ __all__ = ("SQLiteStore",)
 
 T = TypeVar("T")
 
-_MIGRATION_NAME = re.compile(r"^(\d+)_[\w.-]*\.sql$")
-_MAX_SEQ = 2**63 - 1
 _TX_OVERHEAD = 3 * 4096
 """Bytes a save writes besides its blobs: the runs row's, the lease's and an index page."""
 
-_json_encoder = msgspec.json.Encoder()
-_counts_decoder = msgspec.json.Decoder(dict[str, int])
-_nodes_decoder = msgspec.json.Decoder(list[str])
-_parent_decoder = msgspec.json.Decoder(ParentRef)
-_decision_encoder = msgspec.msgpack.Encoder()
-_decision_decoder = msgspec.msgpack.Decoder(Decision)
 
 # -- SQL --------------------------------------------------------------------------------------
 
@@ -106,10 +99,7 @@ _HISTORY = (
     "length(body) + coalesce(length(snapshot), 0) "
     "FROM checkpoints WHERE trace_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
 )  # a page: the newest ``limit`` below ``before`` (reversed to oldest first by the caller)
-_RUN_COLUMNS = (
-    "trace_id, graph_name, graph_hash, status, step, next_node, last_seq, created_at, "
-    "updated_at, pending_barrier, barrier_counts, barrier_nodes, parent"
-)
+_RUN_COLUMNS = RUN_COLUMNS
 _UPSERT_RUN = (
     f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (trace_id) DO UPDATE SET graph_name = excluded.graph_name, "
@@ -400,7 +390,7 @@ class SQLiteStore(StoreBase):
         check_trace_id(trace_id)
         check_decision_value(decision, trace_id=trace_id)
         try:
-            blob = _decision_encoder.encode(decision)
+            blob = decision_blob(decision)
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidDecision(
                 f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
@@ -555,7 +545,7 @@ class SQLiteStore(StoreBase):
     # -- reads --------------------------------------------------------------------------------
 
     async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:
-        upto = _MAX_SEQ if seq is None else seq
+        upto = MAX_SEQ if seq is None else seq
 
         def read(db: sqlite3.Connection) -> list[StoredCheckpoint]:
             return [_row(r) for r in db.execute(_LOAD_CHAIN, (trace_id, upto))]
@@ -690,24 +680,6 @@ class _Decided:
         return row is not None
 
 
-def _decision(r: tuple[Any, ...]) -> StoredDecision:
-    """An inbox row; a decision column that is not a decision (an older or hand-written row)
-    comes back with ``decision=None`` and the reason, for the run to skip and report. Only a
-    row without an integer id (the run could not move past it) is damage."""
-    if type(r[0]) is not int:
-        raise ValueError(f"damaged decision row {r!r:.120}")  # _run makes it a CheckpointError
-    try:
-        if type(r[2]) is not bytes:
-            raise TypeError(f"decision column holds {type(r[2]).__name__}, not msgpack bytes")
-        decision: Decision | None = _decision_decoder.decode(r[2])
-        error = None
-    except (msgspec.DecodeError, TypeError, ValueError) as exc:
-        decision, error = None, f"{type(exc).__name__}: {exc}"
-    return StoredDecision(
-        id=r[0], barrier_id=str(r[1]), decision=decision, created_at=r[3], error=error
-    )
-
-
 def _row_params(r: StoredCheckpoint) -> tuple[Any, ...]:
     body, encoding = r.body, _RAW
     if len(body) >= _COMPRESS_FROM:
@@ -758,76 +730,16 @@ def _row(r: tuple[Any, ...]) -> StoredCheckpoint:
     )
 
 
-def _run_params(run: RunInfo) -> tuple[Any, ...]:
-    return (
-        run.trace_id,
-        run.graph_name,
-        run.graph_hash,
-        run.status,
-        run.step,
-        run.next_node,
-        run.last_seq,
-        run.created_at,
-        run.updated_at,
-        run.pending_barrier,
-        _json_encoder.encode(run.barrier_counts).decode(),
-        _json_encoder.encode(run.barrier_nodes).decode(),
-        None if run.parent is None else _json_encoder.encode(run.parent).decode(),
-    )
+# -- shared with the other SQL stores (_sql.py) -------------------------------------------------
+
+_run_params = run_params
+_run_info = run_info
+_decision = stored_decision
 
 
-def _run_info(r: tuple[Any, ...]) -> RunInfo:
-    return RunInfo(
-        trace_id=r[0],
-        graph_name=r[1],
-        graph_hash=r[2],
-        status=r[3],
-        step=r[4],
-        next_node=r[5],
-        last_seq=r[6],
-        created_at=r[7],
-        updated_at=r[8],
-        pending_barrier=r[9],
-        barrier_counts=_counts_decoder.decode(r[10]),
-        barrier_nodes=_nodes_decoder.decode(r[11]),
-        parent=None if r[12] is None else _parent_decoder.decode(r[12]),
-        lease=None
-        if len(r) < 19 or not r[13]
-        else LeaseInfo(
-            owner=r[13], token=r[14], expires_at=r[15], host=r[16], pid=r[17], started=r[18]
-        ),
-    )
-
-
-# -- schema files ------------------------------------------------------------------------------
-
-
-def _schema_dir() -> Traversable:
-    """The SQL files: inside the wheel as graphexec/_schema, else ./checkpoints of a checkout."""
-    shipped = importlib.resources.files("graphexec") / "_schema" / "sqlite"
-    if shipped.is_dir():
-        return shipped
-    return Path(__file__).resolve().parents[2] / "checkpoints" / "sqlite"
-
-
-@cache
 def _migrations() -> list[tuple[int, str, str]]:
-    """``(number, file name, SQL)`` of every ``NNN_*.sql`` file, in order."""
-    found: dict[int, tuple[int, str, str]] = {}
-    folder = _schema_dir()
-    if not folder.is_dir():
-        raise CheckpointError(f"SQLite schema files not found (looked in {folder})")
-    for entry in folder.iterdir():
-        m = _MIGRATION_NAME.match(entry.name)
-        if m is None:
-            continue
-        number = int(m.group(1))
-        if number in found:
-            raise CheckpointError(
-                f"two SQLite migrations numbered {number}: {found[number][1]}, {entry.name}"
-            )
-        found[number] = (number, entry.name, entry.read_text(encoding="utf-8"))
-    return [found[n] for n in sorted(found)]
+    """``(number, file name, SQL)`` of every ``checkpoints/sqlite/NNN_*.sql``, in order."""
+    return migrations("sqlite")
 
 
 def _statements(script: str) -> Iterable[str]:

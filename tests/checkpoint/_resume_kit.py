@@ -27,6 +27,8 @@ class Stores:
     path: Path
     store: gx.CheckpointStore
     opened: list[gx.CheckpointStore] = field(default_factory=list)
+    opener: Callable[[], gx.CheckpointStore] | None = None
+    """Opens another store object on the same data (default: a SQLiteStore on ``path``)."""
 
     async def reopen(self) -> gx.CheckpointStore:
         """Close the store and open it again, as a restarted process would."""
@@ -47,7 +49,7 @@ class Stores:
         return gx.GraphExecutor(store=store or self.store, **kw)
 
     def _open(self) -> gx.CheckpointStore:
-        store = gx.SQLiteStore(self.path)
+        store = self.opener() if self.opener is not None else gx.SQLiteStore(self.path)
         self.opened.append(store)
         return store
 

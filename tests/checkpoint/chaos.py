@@ -77,7 +77,9 @@ def parse(out: str) -> tuple[int, dict[str, Any] | None, list[str]]:
     errors = []
     for line in out.splitlines():
         if line.startswith("SAVED "):
-            step = max(step, int(line.split()[2]))
+            parts = line.split()
+            if len(parts) == 3 and parts[2].isdigit():  # a kill may cut the last line short
+                step = max(step, int(parts[2]))
         elif line.startswith("RESULT "):
             result = json.loads(line.removeprefix("RESULT "))
         elif line.startswith(("GRAPHERROR ", "FOREIGN ")):

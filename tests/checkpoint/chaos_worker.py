@@ -17,6 +17,7 @@ the process with ``GRAPHERROR <type> <message>`` (exit 3), any other exception w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -143,7 +144,7 @@ async def main(db: str, trace_id: str, mode: str, config: str) -> None:
 
 if __name__ == "__main__":
     try:
-        anyio.run(main, *sys.argv[1:5])
+        anyio.run(functools.partial(main, *sys.argv[1:5]))
     except gx.GraphError as exc:
         say("GRAPHERROR", type(exc).__name__, str(exc).replace("\n", " "))
         sys.exit(3)

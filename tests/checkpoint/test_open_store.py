@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import graphexec as gx
 from graphexec.checkpoint import SQLiteStore, open_store
 
 
@@ -41,11 +42,24 @@ async def test_the_store_works(tmp_path: Path) -> None:
     assert (tmp_path / "x.db").exists()
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@localhost/db", "postgres://h/db"])
-def test_postgres_is_not_available_yet(url: str) -> None:
-    """A Postgres URL says the Postgres store is not available, rather than failing obscurely."""
-    with pytest.raises(ValueError, match="Postgres store is not available"):
-        open_store(url)
+@pytest.mark.parametrize(
+    ("url", "dsn", "schema"),
+    [
+        ("postgresql://u@localhost/db", "postgresql://u@localhost/db", "graphexec"),
+        ("postgres://h/db?schema=app_runs", "postgresql://h/db", "app_runs"),
+        (
+            "postgresql+psycopg://u:pw@h:6432/db?sslmode=require&schema=s",
+            "postgresql://u:pw@h:6432/db?sslmode=require",
+            "s",
+        ),
+    ],
+)
+def test_postgres_urls_open_a_postgres_store(url: str, dsn: str, schema: str) -> None:
+    """A Postgres URL opens a PostgresStore (nothing connects yet): the scheme as libpq takes
+    it, graphexec's own ``schema`` parameter taken out of the URL, the others kept."""
+    store = open_store(url)
+    assert isinstance(store, gx.PostgresStore)
+    assert (dsn, schema) == (store.dsn, store.schema)
 
 
 @pytest.mark.parametrize(

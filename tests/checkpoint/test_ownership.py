@@ -128,7 +128,7 @@ def test_without_proc_a_dead_pid_is_found_with_kill(monkeypatch: pytest.MonkeyPa
     )
     dead = int(done.stdout)
     assert _leases.process_gone(host, dead, "x")
-    monkeypatch.setattr(_leases.os.path, "isdir", lambda path: False)
+    monkeypatch.setattr("graphexec.checkpoint._leases.os.path.isdir", lambda path: False)
     assert _leases.process_gone(host, dead, "")
     assert not _leases.process_gone(host, pid, "")  # this process
     assert not _leases.process_gone("another-host", dead, "")  # elsewhere: wait for expiry

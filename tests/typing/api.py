@@ -96,6 +96,12 @@ async def stores() -> None:
     assert_type(portable.commit_path_used, Literal["fast", "portable"] | None)
     memory: gx.CheckpointStore = gx.MemoryStore()
     del memory
+    async with gx.PostgresStore(
+        "postgresql://app@db:5432/app", schema="graphexec", max_size=20, synchronous_commit="on"
+    ) as pg:
+        shared: gx.CheckpointStore = pg
+        assert_type(pg.schema, str)
+        del shared
     async with open_store("sqlite:///runs.db") as opened:
         assert_type(opened, gx.CheckpointStore)
 

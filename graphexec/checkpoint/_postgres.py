@@ -1,0 +1,687 @@
+"""PostgresStore: the CheckpointStore contract on PostgreSQL, shared by many processes and hosts.
+
+Built on psycopg 3 with a psycopg-pool connection pool (the ``postgres`` extra). Nothing is
+kept on a connection between transactions: no prepared statements (``prepare_threshold=None``),
+no ``SET``, no session advisory locks, no ``LISTEN`` on pooled connections. So the store works
+behind PgBouncer in transaction mode, where each transaction may run on another server
+connection.
+
+The tables live in one Postgres schema (``schema="graphexec"`` by default), named in every
+statement rather than through ``search_path`` (which would be session state). They are created
+and migrated from the versioned files under ``checkpoints/postgres`` on first use, in one
+transaction holding a transaction-scoped advisory lock, so processes opening a new database at
+the same moment apply each migration once. Rows hold the same bytes as SQLite's
+(``checkpoints/FORMAT.md``); the columns and their mapping are shared with it (``_sql.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import zlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from typing import Any, Literal
+
+import anyio
+import msgspec
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
+
+from .._barrier_ids import check_decision_value
+from .._decisions import Decision
+from .._values import check_trace_id
+from ..exceptions import CheckpointError, GraphError, InvalidDecision
+from ._base import (
+    StoreBase,
+    check_decision_target,
+    check_rows,
+    check_status,
+    prunable_statuses,
+)
+from ._leases import LeaseRow, check_append, check_write, grant
+from ._record import (
+    CheckpointSummary,
+    EventBatch,
+    Lease,
+    LeaseGrant,
+    RunInfo,
+    StoredCheckpoint,
+    StoredDecision,
+    now,
+)
+from ._sql import (
+    MAX_SEQ,
+    ROW_COLUMNS,
+    RUN_COLUMNS,
+    decision_blob,
+    migrations,
+    row_params,
+    run_info,
+    run_params,
+    run_select,
+    stored_checkpoint,
+    stored_decision,
+)
+
+__all__ = ("PostgresStore",)
+
+_detail_decoder = msgspec.json.Decoder(
+    tuple[str | None, int | None, float | None, str | None, int | None, str | None, float]
+)
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_LEASE_LOST = "GX003"
+"""SQLSTATE raised by ``save_checkpoints`` when the lease no longer holds the writer's owner and
+fencing token (DETAIL: the lease row and the database clock, as a JSON array)."""
+_SEQ_BEHIND = "GX002"
+"""SQLSTATE raised by ``save_checkpoints`` when the rows do not follow the trace's last seq."""
+
+
+class _Sql:
+    """The store's statements, with its schema's name in every table reference."""
+
+    def __init__(self, s: str) -> None:
+        # A save is one call of the schema's save_checkpoints function: one round trip, one
+        # transaction (a network round trip costs more than the rest of a save).
+        self.save = (
+            f"SELECT * FROM {s}.save_checkpoints(%s, %s::bigint[], %s::text[], %s::bigint[], "
+            "%s::text[], %s::text[], %s::text[], %s::float8[], %s::bytea[], %s::bigint[], "
+            "%s::bytea[], %s::bigint[], "
+            + ", ".join(["%s"] * 12)
+            + ", %s::text, %s::bigint, %s::float8, %s::text, %s, %s::bigint)"
+        )
+        self.load_chain = (
+            f"SELECT {ROW_COLUMNS} FROM {s}.checkpoints WHERE trace_id = %(t)s "
+            "AND seq <= %(u)s AND seq >= (SELECT max(seq) FROM "
+            f"{s}.checkpoints WHERE trace_id = %(t)s AND kind = 'base' AND seq <= %(u)s) "
+            "ORDER BY seq"
+        )
+        # A page: the newest ``limit`` below ``before`` (reversed to oldest first by the caller).
+        self.history = (
+            "SELECT seq, kind, step, next_node, status, trigger, created_at, "
+            "octet_length(body) + coalesce(octet_length(snapshot), 0) "
+            f"FROM {s}.checkpoints WHERE trace_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s"
+        )
+        self.runs = run_select(f"{s}.runs", f"{s}.leases")
+        self.get_run = self.runs + " WHERE runs.trace_id = %s"
+        self.get_run_locked = f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE trace_id = %s FOR UPDATE"
+        # A lease row to lock even for a trace never leased (owner '': free, token 0).
+        self.lease_placeholder = (
+            f"INSERT INTO {s}.leases (trace_id, owner, expires_at) VALUES (%s, '', 0) "
+            "ON CONFLICT (trace_id) DO NOTHING"
+        )
+        self.lease_for_update = (
+            "SELECT owner, token, expires_at, host, pid, started, "
+            "extract(epoch FROM clock_timestamp())::float8, "
+            f"(SELECT max(seq) FROM {s}.checkpoints WHERE trace_id = %s) "
+            f"FROM {s}.leases WHERE trace_id = %s FOR UPDATE"
+        )
+        self.put_lease = (
+            f"UPDATE {s}.leases SET owner = %s, token = %s, expires_at = %s, host = %s, "
+            "pid = %s, started = %s WHERE trace_id = %s"
+        )
+        self.decided = (
+            f"SELECT barrier_id FROM {s}.decisions WHERE trace_id = %s AND refused IS NULL"
+        )
+        self.refuse = f"UPDATE {s}.decisions SET refused = %s WHERE trace_id = %s AND id = %s"
+        # Releasing keeps the row and its token: the next owner's token grows.
+        self.release = (
+            f"UPDATE {s}.leases SET owner = '', expires_at = 0 WHERE trace_id = %s AND owner = %s"
+        )
+        self.decisions_after = (
+            f"SELECT id, barrier_id, decision, created_at FROM {s}.decisions "
+            "WHERE trace_id = %s AND id > %s ORDER BY id"
+        )
+        self.insert_decision = (
+            f"INSERT INTO {s}.decisions (trace_id, barrier_id, decision, created_at) "
+            "VALUES (%s, %s, %s, %s) RETURNING id"
+        )
+        self.prune_runs = (
+            f"WITH gone AS (DELETE FROM {s}.runs WHERE status = ANY(%s) AND updated_at < %s "
+            "RETURNING trace_id, updated_at, id) SELECT trace_id FROM gone ORDER BY updated_at, id"
+        )
+        self.prune_rest = [
+            f"DELETE FROM {s}.{table} WHERE trace_id = ANY(%s)"
+            for table in (
+                "checkpoints",
+                "decisions",
+                "leases",
+                "events",
+                "event_segments",
+                "cancel_requests",
+            )
+        ]
+        self.insert_events = (
+            f"INSERT INTO {s}.events (trace_id, last_id, first_id, data) VALUES (%s, %s, %s, %s)"
+        )
+        self.events_after = (
+            f"SELECT first_id, last_id, data FROM {s}.events WHERE trace_id = %s "
+            "AND last_id > %s ORDER BY last_id"
+        )
+        self.next_segment = (
+            f"INSERT INTO {s}.event_segments AS e (trace_id, segment) VALUES (%s, 1) "
+            "ON CONFLICT (trace_id) DO UPDATE SET segment = e.segment + 1 RETURNING segment"
+        )
+        # The lease row (locked: a grant waits for the append, and the append for a grant)
+        # and the database clock.
+        self.lease_row = (
+            "SELECT owner, token, expires_at, host, pid, started, "
+            "extract(epoch FROM clock_timestamp())::float8 "
+            f"FROM {s}.leases WHERE trace_id = %s FOR UPDATE"
+        )
+        self.put_cancel = (
+            f"INSERT INTO {s}.cancel_requests (trace_id, requested_at) VALUES (%s, %s) "
+            "ON CONFLICT (trace_id) DO UPDATE SET requested_at = excluded.requested_at"
+        )
+        self.take_cancel = f"DELETE FROM {s}.cancel_requests WHERE trace_id = %s RETURNING 1"
+        self.version = f"SELECT max(version) FROM {s}.schema_version"
+
+
+class PostgresStore(StoreBase):
+    """Checkpoints, runs index, decision inbox and leases in a PostgreSQL database.
+
+    One store object serves any number of runs in a process through a connection pool; any
+    number of processes, on any number of hosts, may share the database. Works directly or
+    behind PgBouncer in transaction mode. The pool opens on first use, and again after
+    :meth:`aclose`. Runs on asyncio (psycopg's async support).
+
+    Args:
+        dsn: A libpq connection string or URL (``postgresql://user@host:5432/db``).
+        schema: The Postgres schema that holds the tables; created if missing. Several
+            independent stores may share a database under different schema names.
+        min_size: Connections the pool keeps open.
+        max_size: Connections the pool opens at most (each running transaction holds one).
+        timeout: Seconds to wait for a connection (at open: for the server) before a
+            CheckpointError.
+        synchronous_commit: ``"off"`` (default) for checkpoint saves: a commit returns once
+            the server has it, before its WAL reaches the disk, so it survives a killed client
+            (as SQLiteStore's ``synchronous="NORMAL"``) and a crash of the server loses at most
+            the last fraction of a second of checkpoints, never consistency. ``"on"``: every
+            save waits for the WAL flush (and for synchronous replicas, as the server is set
+            up). Decisions, leases and migrations always commit with the server's setting.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "graphexec",
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        synchronous_commit: Literal["on", "off"] = "off",
+    ) -> None:
+        if synchronous_commit not in ("on", "off"):
+            raise ValueError(
+                f"synchronous_commit must be 'on' or 'off', not {synchronous_commit!r}"
+            )
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(
+                f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}"
+            )
+        try:
+            info = conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
+            raise ValueError(f"not a Postgres connection string: {exc}") from None
+        self.dsn = dsn
+        self.schema = schema
+        self._where = (
+            f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/"
+            f"{info.get('dbname', info.get('user', ''))} schema {schema}"
+        )
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._async_commit = synchronous_commit == "off"
+        self._sql = _Sql(schema)
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._open_lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        # The address only: a DSN may carry a password.
+        return f"PostgresStore({self._where!r})"
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _get_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        async with self._open_lock:
+            if self._pool is None:
+                if not _on_asyncio():
+                    raise CheckpointError(
+                        "PostgresStore runs on asyncio only (psycopg's async connections), "
+                        "not on this event loop (trio?)"
+                    )
+                pool = AsyncConnectionPool(
+                    self.dsn,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    timeout=self._timeout,
+                    # autocommit: a transaction is always explicit; prepare_threshold=None:
+                    # no server-side prepared statements (PgBouncer transaction mode).
+                    kwargs={"autocommit": True, "prepare_threshold": None},
+                    open=False,
+                    name=f"graphexec {self._where}",
+                )
+                try:
+                    with self._errors():
+                        # One connection of its own first: a server that does not answer fails
+                        # at once with libpq's reason (the pool would retry until its timeout),
+                        # and the schema is checked before the pool opens its connections.
+                        setup = await psycopg.AsyncConnection.connect(
+                            self.dsn,
+                            autocommit=True,
+                            prepare_threshold=None,
+                            connect_timeout=max(1, round(self._timeout)),
+                        )
+                        async with setup:
+                            await self._setup(setup)
+                        await pool.open(wait=True, timeout=self._timeout)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await pool.close()
+                    raise
+                self._pool = pool
+            return self._pool
+
+    async def _setup(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Create the schema or apply pending migrations (once, whoever opens first)."""
+        found = migrations("postgres")
+        known = found[-1][0] if found else 0
+        version = await self._version(conn)
+        if version == known:
+            return
+        self._check_version(version, known)
+        async with conn.transaction():
+            # Transaction-scoped: released at COMMIT, so PgBouncer's transaction mode keeps
+            # it (a session lock would stay on a server connection another client gets).
+            key = zlib.crc32(f"graphexec schema {self.schema}".encode())
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.schema}.schema_version ("
+                "version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+            )
+            cur = await conn.execute(self._sql.version)
+            row = await cur.fetchone()
+            version = 0 if row is None or row[0] is None else int(row[0])
+            self._check_version(version, known)
+            # Migrations name tables unqualified; SET LOCAL ends with this transaction.
+            await conn.execute(f"SET LOCAL search_path TO {self.schema}")
+            for number, name, script in found:
+                if number <= version:
+                    continue
+                try:
+                    await conn.execute(script.encode())  # several statements, no params
+                except psycopg.Error as exc:
+                    raise CheckpointError(
+                        f"migration {name} failed on Postgres {self._where}: {exc}"
+                    ) from exc
+                await conn.execute(
+                    f"INSERT INTO {self.schema}.schema_version VALUES (%s, %s)",
+                    (number, now()),
+                )
+
+    async def _version(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        try:
+            cur = await conn.execute(self._sql.version)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            return 0
+        row = await cur.fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    def _check_version(self, version: int, known: int) -> None:
+        if version > known:
+            raise CheckpointError(
+                f"Postgres {self._where} has checkpoint schema version {version}, newer than "
+                f"this graphexec knows ({known}); upgrade graphexec to open it"
+            )
+
+    @asynccontextmanager
+    async def _conn(self, trace_id: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+        """A cursor on a pooled connection, for one statement or an explicit transaction."""
+        with self._errors(trace_id):
+            pool = await self._get_pool()
+            async with pool.connection() as conn:
+                yield conn.cursor()
+
+    @asynccontextmanager
+    async def _tx(self, trace_id: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+        """A cursor inside one transaction, committed at the end (rolled back on an error)."""
+        with self._errors(trace_id):
+            pool = await self._get_pool()
+            async with pool.connection() as conn, conn.transaction():
+                yield conn.cursor()
+
+    def _errors(self, trace_id: str | None = None) -> AbstractContextManager[None]:
+        return _errors(self._where, trace_id)
+
+    async def aclose(self) -> None:
+        """Close the pool's connections; the next call opens a new pool."""
+        async with self._open_lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                with anyio.CancelScope(shield=True):
+                    await pool.close()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def save(
+        self,
+        rows: Sequence[StoredCheckpoint],
+        run: RunInfo,
+        *,
+        lease: Lease | None = None,
+        release: bool = False,
+        decisions_after: int | None = None,
+        events: EventBatch | None = None,
+    ) -> list[StoredDecision]:
+        trace_id = run.trace_id
+        check_rows(rows, run, None)  # one trace, increasing seqs; the last seq is checked there
+        columns = list(zip(*(row_params(r)[1:] for r in rows), strict=True)) or [()] * 11
+        fenced = lease is not None and lease.token != 0
+        args = (
+            trace_id,
+            *(list(c) for c in columns),
+            *run_params(run)[1:],
+            lease.owner if fenced and lease is not None else None,
+            lease.token if fenced and lease is not None else None,
+            None if lease is None else lease.ttl,
+            lease.owner if release and lease is not None else None,
+            self._async_commit,
+            decisions_after,
+        )
+        async with self._conn(trace_id) as cur:
+            try:
+                if (lease is not None and not fenced) or events is not None:
+                    # A writer that never acquired (token 0: a tool, a test) takes the lease as
+                    # acquire_lease would, in the save's transaction; a batch of events is
+                    # inserted in it too (after the save's lease check).
+                    async with cur.connection.transaction():
+                        if lease is not None and not fenced:
+                            await self._grant(cur, trace_id, lease)
+                        await cur.execute(self._sql.save, args)
+                        found = await cur.fetchall()
+                        if events is not None:
+                            await cur.execute(
+                                self._sql.insert_events,
+                                (trace_id, events.last_id, events.first_id, events.data),
+                            )
+                else:
+                    await cur.execute(self._sql.save, args)
+                    found = await cur.fetchall()
+            except psycopg.Error as exc:
+                if exc.sqlstate == _SEQ_BEHIND:
+                    check_rows(rows, run, int(exc.diag.message_detail or 0))
+                if exc.sqlstate == _LEASE_LOST and lease is not None:
+                    held, t = _lease_detail(exc.diag.message_detail)
+                    check_write(held, lease, t, trace_id=trace_id)
+                raise
+        return [stored_decision(r) for r in found]
+
+    async def _grant(
+        self,
+        cur: psycopg.AsyncCursor[Any],
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseRow:
+        """Grant ``lease`` in the cursor's transaction: the lease row read FOR UPDATE (created
+        free if missing), the rule of ``_leases.grant`` on the database clock, the new row."""
+        sql = self._sql
+        await cur.execute(sql.lease_placeholder, (trace_id,))
+        await cur.execute(sql.lease_for_update, (trace_id, trace_id))
+        r = await cur.fetchone()
+        assert r is not None  # the placeholder made sure of it, and the lock keeps it
+        new = grant(
+            LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5]),
+            lease,
+            r[6],
+            trace_id=trace_id,
+            take_over=take_over,
+            last_seq=r[7],
+            expect_seq=expect_seq,
+        )
+        await cur.execute(
+            sql.put_lease,
+            (new.owner, new.token, new.expires_at, new.host, new.pid, new.started, trace_id),
+        )
+        return new
+
+    async def submit_decision(
+        self,
+        trace_id: str,
+        barrier_id: str,
+        decision: Decision,
+        *,
+        every_occurrence: bool = False,
+    ) -> int:
+        check_trace_id(trace_id)
+        check_decision_value(decision, trace_id=trace_id)
+        try:
+            blob = decision_blob(decision)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidDecision(
+                f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
+            ) from exc
+        async with self._tx(trace_id) as cur:
+            # FOR UPDATE: decisions of one trace are inserted one after another, each committed
+            # before the next takes an id, so a reader's cursor never passes an id that commits
+            # later; and a save that finishes the run waits for (or is waited on by) this check.
+            await cur.execute(self._sql.get_run_locked, (trace_id,))
+            found = await cur.fetchone()
+            await cur.execute(self._sql.decided, (trace_id,))
+            decided = {r[0] for r in await cur.fetchall()}
+            key = check_decision_target(
+                None if found is None else run_info(found),
+                trace_id,
+                barrier_id,
+                decision,
+                every_occurrence=every_occurrence,
+                decided=decided,
+            )
+            await cur.execute(self._sql.insert_decision, (trace_id, key, blob, now()))
+            inserted = await cur.fetchone()
+        assert inserted is not None
+        return int(inserted[0])
+
+    async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.refuse, (reason, trace_id, decision_id))
+
+    async def acquire_lease(
+        self,
+        trace_id: str,
+        lease: Lease,
+        *,
+        take_over: bool = False,
+        expect_seq: int | None = None,
+    ) -> LeaseGrant:
+        check_trace_id(trace_id)
+        async with self._tx(trace_id) as cur:
+            new = await self._grant(
+                cur, trace_id, lease, take_over=take_over, expect_seq=expect_seq
+            )
+            await cur.execute(self._sql.get_run, (trace_id,))
+            found = await cur.fetchone()
+        return LeaseGrant(token=new.token, run=None if found is None else run_info(found))
+
+    async def release_lease(self, trace_id: str, owner: str) -> None:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.release, (trace_id, owner))
+
+    async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
+        async with self._tx(trace_id) as cur:
+            await cur.execute(self._sql.lease_row, (trace_id,))
+            r = await cur.fetchone()
+            check_append(None if r is None else _lease_row(r), lease, trace_id=trace_id)
+            await cur.execute(
+                self._sql.insert_events, (trace_id, batch.last_id, batch.first_id, batch.data)
+            )
+
+    async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.events_after, (trace_id, after))
+            return [
+                EventBatch(first_id=r[0], last_id=r[1], data=bytes(r[2]))
+                for r in await cur.fetchall()
+            ]
+
+    async def next_event_segment(self, trace_id: str) -> int:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.next_segment, (trace_id,))
+            r = await cur.fetchone()
+        assert r is not None
+        return int(r[0])
+
+    async def request_cancel(self, trace_id: str) -> bool:
+        async with self._tx(trace_id) as cur:
+            await cur.execute(self._sql.lease_row, (trace_id,))
+            r = await cur.fetchone()
+            # Only a live driver gets a request (on the database clock, like every lease).
+            if r is None or not _lease_row(r).live(r[6]):
+                return False
+            await cur.execute(self._sql.put_cancel, (trace_id, now()))
+            return True
+
+    async def take_cancel_request(self, trace_id: str) -> bool:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.take_cancel, (trace_id,))
+            return await cur.fetchone() is not None
+
+    async def prune(
+        self, *, older_than: float, statuses: Sequence[str] = ("completed",)
+    ) -> list[str]:
+        wanted = sorted(prunable_statuses(statuses))
+        async with self._tx() as cur:
+            await cur.execute(self._sql.prune_runs, (wanted, older_than))
+            gone = [r[0] for r in await cur.fetchall()]
+            if gone:
+                for statement in self._sql.prune_rest:
+                    await cur.execute(statement, (gone,))
+        return gone
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:
+        upto = MAX_SEQ if seq is None else seq
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.load_chain, {"t": trace_id, "u": upto})
+            return [stored_checkpoint(r) for r in await cur.fetchall()]
+
+    async def get_run(self, trace_id: str) -> RunInfo | None:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.get_run, (trace_id,))
+            found = await cur.fetchone()
+            return None if found is None else run_info(found)
+
+    async def runs(
+        self, *, status: str | None = None, graph_name: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        check_status(status)
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            where.append("runs.status = %s")
+            args.append(status)
+        if graph_name is not None:
+            where.append("runs.graph_name = %s")
+            args.append(graph_name)
+        # id breaks ties in first-insertion order, as MemoryStore's stable sort does.
+        query = (
+            self._sql.runs
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY runs.updated_at DESC, runs.id LIMIT %s"
+        )
+        args.append(limit)
+        async with self._conn() as cur:
+            await cur.execute(query, args)
+            return [run_info(r) for r in await cur.fetchall()]
+
+    async def history(
+        self, trace_id: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[CheckpointSummary]:
+        params = (trace_id, MAX_SEQ if before is None else before, limit)  # LIMIT NULL: all
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.history, params)
+            found = await cur.fetchall()
+        return [
+            CheckpointSummary(
+                seq=r[0],
+                kind=r[1],
+                step=r[2],
+                next_node=r[3],
+                status=r[4],
+                trigger=r[5],
+                created_at=r[6],
+                bytes=r[7],
+            )
+            for r in reversed(found)
+        ]
+
+    async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
+        async with self._conn(trace_id) as cur:
+            await cur.execute(self._sql.decisions_after, (trace_id, cursor))
+            return [stored_decision(r) for r in await cur.fetchall()]
+
+
+def _lease_row(r: Sequence[Any]) -> LeaseRow:
+    """A lease row as read by ``lease_row`` (its first six columns)."""
+    return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _lease_detail(detail: str | None) -> tuple[LeaseRow | None, float]:
+    """The lease row and the database clock a GX003 error carries."""
+    owner, token, expires_at, host, pid, started, t = _detail_decoder.decode(detail or "[]")
+    if owner is None:  # no lease row at all
+        return None, t
+    row = LeaseRow(
+        owner=owner,
+        token=token or 0,
+        expires_at=expires_at or 0.0,
+        host=host or "",
+        pid=pid or 0,
+        started=started or "",
+    )
+    return row, t
+
+
+@contextmanager
+def _errors(where: str, trace_id: str | None = None) -> Iterator[None]:
+    """Turns whatever the driver raises, or a damaged row makes the mapping raise, into a
+    graphexec error; graphexec's own errors and cancellation pass through."""
+    try:
+        yield
+    except GraphError:
+        raise
+    except psycopg.Error as exc:
+        # One line: libpq's messages span several (a hint on its own line, tabs).
+        text = " ".join(str(exc).split())
+        raise CheckpointError(
+            f"Postgres store {where}: {type(exc).__name__}: {text}", trace_id=trace_id
+        ) from exc
+    except UnicodeEncodeError as exc:
+        raise CheckpointError(
+            f"Postgres store {where}: a value is not encodable as UTF-8 ({exc})",
+            trace_id=trace_id,
+        ) from exc
+    except (ValueError, TypeError, OverflowError, RecursionError, IndexError) as exc:
+        # A column that no longer decodes (JSON or msgpack) or holds the wrong type: nothing
+        # read may surface as anything but a graphexec error.
+        raise CheckpointError(
+            f"Postgres store {where} holds a damaged row: {exc!r}", trace_id=trace_id
+        ) from exc
