@@ -1036,6 +1036,17 @@ class Driver:
                 decision_id=bad.id,
                 reason=bad.reason,
             )
+            # Marked refused before the ObservedError goes out: a UI that reacts to the error
+            # by submitting a corrected decision must find the occurrence free again.
+            if self.store is not None:
+                try:
+                    await self.store.refuse_decision(self.trace_id, bad.id, bad.reason)
+                except Exception as exc:  # noqa: BLE001 - reported; the run goes on
+                    self.log.warning(
+                        "could not mark a stored decision refused",
+                        decision_id=bad.id,
+                        error=repr(exc),
+                    )
             await self.rec.observed(
                 self.pos.step,
                 bad.node,
@@ -1047,15 +1058,6 @@ class Driver:
                     node=bad.node,
                 ),
             )
-            if self.store is not None:
-                try:
-                    await self.store.refuse_decision(self.trace_id, bad.id, bad.reason)
-                except Exception as exc:  # noqa: BLE001 - reported; the run goes on
-                    self.log.warning(
-                        "could not mark a stored decision refused",
-                        decision_id=bad.id,
-                        error=repr(exc),
-                    )
 
     async def _resolve(
         self,
