@@ -3,12 +3,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs bench clean pgbouncer
+.PHONY: demo test lint typecheck docs chromium bench clean pgbouncer
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,cli,docs,postgres]'
+	$(PY) -m pip install -q -e '.[dev,cli,docs,postgres,web]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,12 +34,19 @@ pgbouncer:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer) \
 	      >/dev/null 2>&1; } || echo "pgbouncer not installed: its tests will be skipped"
 
-test: lint typecheck docs pgbouncer
+test: lint typecheck docs pgbouncer chromium
 	$(PY) -m pytest -q
 
 # The documentation site (docs/, mkdocs.yml): warnings are errors; nothing is fetched.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
+
+# The browser tests drive Debian's chromium (never `playwright install`): installed here when it
+# is missing and we are root; otherwise those tests skip and say what is missing.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'

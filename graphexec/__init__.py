@@ -206,6 +206,11 @@ def __getattr__(name: str) -> Any:
         from .checkpoint._sqlite import SQLiteStore
 
         return SQLiteStore
+    if name == "web":
+        # gx.web (extra "web") imports Starlette and uvicorn: loaded on first use only.
+        import importlib
+
+        return importlib.import_module(".web", __name__)
     # gx.PostgresStore needs the `postgres` extra (psycopg): imported only when asked for.
     if name == "PostgresStore":
         from .checkpoint._postgres import PostgresStore

@@ -18,7 +18,8 @@ app = typer.Typer(
     name="graphexec",
     help=(
         "Inspect and steer graphexec runs in a checkpoint store: list them, show their state "
-        "and history, approve/reject/edit waiting barriers, resume, fork, prune.\n\n"
+        "and history, approve/reject/edit waiting barriers, resume, fork, cancel, prune, follow "
+        "their events, serve them over HTTP.\n\n"
         "Exit codes: 0 ok, 1 graph error, 2 usage, 3 not found, 4 conflict, 130 interrupted."
     ),
     rich_markup_mode=None,
@@ -360,3 +361,72 @@ def prune(
     _exit(
         cmd_prune(store, older_than=older_than, statuses=statuses, dry_run=dry_run, as_json=as_json)
     )
+
+
+# -- commands that need the run manager (_live.py) ----------------------------------------------
+
+
+@app.command()
+def events(
+    trace_id: Trace,
+    store: Store,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Then print the live events until the run stops (Ctrl-C ends)."
+        ),
+    ] = False,
+    after: Annotated[
+        int | None,
+        typer.Option(help="Only events after this event id (the first column, or event_id)."),
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Print a run's recorded events (every turn), with their event ids."""
+    from ._live import cmd_events
+
+    _exit(cmd_events(store, trace_id, follow=follow, after=after, as_json=as_json))
+
+
+@app.command()
+def cancel(trace_id: Trace, store: Store, as_json: Json = False) -> None:
+    """Cancel a run: the process driving it stops it at its next poll; a run no one drives
+    (waiting, interrupted, failed) is recorded cancelled at once."""
+    from ._live import cmd_cancel
+
+    _exit(cmd_cancel(store, trace_id, as_json=as_json))
+
+
+@app.command()
+def serve(
+    graphs: Annotated[
+        list[str],
+        typer.Argument(
+            help="module:attr naming a Graph, a list of graphs or a dict of them.",
+            show_default=False,
+        ),
+    ],
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            "-s",
+            envvar="GRAPHEXEC_STORE",
+            help="A SQLite file path or sqlite:///path URL (created if missing).",
+        ),
+    ] = "graphexec.db",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free one).")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GRAPHEXEC_TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on the API (the page asks for it).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve the graphs' runs over HTTP, with the chat page at / (extra 'web')."""
+    from ._live import cmd_serve
+
+    _exit(cmd_serve(graphs, store, host=host, port=port, token=token))
