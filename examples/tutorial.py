@@ -99,7 +99,8 @@ DB = Path(".demo/tutorial.db")
 # --8<-- [start:crash-child]
 async def start_and_wait(db: str, trace_id: str) -> None:
     """Run a refund ticket until its approval waits (checkpointed), then keep waiting."""
-    # A short lease so that the next process can take over soon after a crash (default 30 s).
+    # A short lease: a dead owner on another host is taken over after it (default 30 s); on
+    # this host a dead owner is taken over at once, and a waiting run holds no lease.
     ex = gx.GraphExecutor(store=gx.SQLiteStore(db), lease_ttl=2.0)
     async with ex.execute_stream(graph, {"ticket": "Refund order 7"}, trace_id=trace_id) as run:
         async for event in run:
@@ -125,7 +126,7 @@ async def decide_and_resume(db: str, trace_id: str) -> None:
                     if isinstance(event, gx.BarrierResolved):
                         print(f"{event.barrier_id}: {event.decision}")
             break
-        except gx.RunLocked as exc:  # the dead process's lease has not expired yet
+        except gx.RunLocked as exc:  # a live process drives the run: wait for its lease
             await anyio.sleep(max(0.1, (exc.expires_at or 0) - time.time()))
     print(run.result.status, run.result.state["log"])
     await store.aclose()
