@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._apply import TornUpdate, apply_changes
 from ._checkpointer import Checkpointer, NullCheckpointer, reducer_names
@@ -352,15 +353,7 @@ class GraphExecutor:
         ckpt = self._checkpointer(graph, new_id, emitter, ParentRef(trace_id=trace_id, seq=seq))
         if changes:
             ckpt.note_step(body.step, "__fork__", changes)
-        try:
-            if await ckpt.keeper.acquire() is not None:
-                with anyio.CancelScope(shield=True):
-                    await store.release_lease(new_id, ckpt.owner)
-                raise _trace_taken(new_id)
-        except BaseException:
-            send.close()
-            recv.close()
-            raise
+        await _claim_new_trace(store, ckpt, new_id, send, recv)
         driver = self._driver_at(
             graph,
             state,
@@ -448,15 +441,7 @@ class GraphExecutor:
             emitter,
             ParentRef(trace_id=trace_id, seq=source.last_seq, kind="rerun"),
         )
-        try:
-            if await ckpt.keeper.acquire() is not None:
-                with anyio.CancelScope(shield=True):
-                    await store.release_lease(new_id, ckpt.owner)
-                raise _trace_taken(new_id)
-        except BaseException:
-            send.close()
-            recv.close()
-            raise
+        await _claim_new_trace(store, ckpt, new_id, send, recv)
         driver = self._driver_at(
             graph,
             state,
@@ -950,6 +935,26 @@ def _check_plan(plan: RerunPlan, fresh: RerunPlan) -> None:
             trace_id=fresh.trace_id,
             node=fresh.from_node,
         )
+
+
+async def _claim_new_trace(
+    store: CheckpointStore,
+    ckpt: Checkpointer,
+    new_id: str,
+    send: MemoryObjectSendStream[GraphEvent],
+    recv: MemoryObjectReceiveStream[GraphEvent],
+) -> None:
+    """Take the lease of a trace a fork or re-run starts; refuse a trace id the store already
+    has (the lease given back), closing the event stream on any failure."""
+    try:
+        if await ckpt.keeper.acquire() is not None:
+            with anyio.CancelScope(shield=True):
+                await store.release_lease(new_id, ckpt.owner)
+            raise _trace_taken(new_id)
+    except BaseException:
+        send.close()
+        recv.close()
+        raise
 
 
 def _trace_taken(trace_id: str) -> GraphError:
