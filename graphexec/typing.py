@@ -43,11 +43,12 @@ PromptFn: TypeAlias = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 """Builds a barrier's prompt payload (anything msgspec can encode) from the state."""
 
 RunStatus: TypeAlias = Literal[
-    "running", "waiting", "completed", "failed", "cancelled", "interrupted"
+    "running", "waiting", "completed", "failed", "cancelled", "interrupted", "queued"
 ]
 """The lifecycle of a run as recorded in its checkpoints. ``"interrupted"``: stopped by the
 shutdown of the executor that drove it (``async with GraphExecutor(...)`` ended); resumable, and
-what ``ex.recover()`` picks up, unlike a user's ``"cancelled"``."""
+what ``ex.recover()`` picks up, unlike a user's ``"cancelled"``. ``"queued"``: recorded by
+``ex.start(..., queue=True)`` for any worker to claim; no node has run yet."""
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 """Every RunStatus, for checking a status given as a string."""

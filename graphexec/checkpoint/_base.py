@@ -60,6 +60,7 @@ from .._decisions import Decision
 from .._values import check_trace_id
 from ..exceptions import CheckpointError, RunFinished, RunNotFound
 from ..typing import RUN_STATUSES
+from ._hints import Hints
 from ._record import (
     CheckpointSummary,
     EventBatch,
@@ -213,6 +214,12 @@ class CheckpointStore(Protocol):
         """Delete runs in ``statuses`` last updated before ``older_than``; returns their ids."""
         ...
 
+    async def wait_for(self, topic: str, within: float) -> bool:
+        """Wait at most ``within`` seconds for a wake-up hint on ``topic`` (``"work"``,
+        ``"events:<trace_id>"``: ``_hints.py``); True if one came. Hints may be lost: the
+        caller polls anyway, the hint only cuts its wait short."""
+        ...
+
     async def aclose(self) -> None:
         """Release the store's resources; it reopens on next use."""
         ...
@@ -228,7 +235,22 @@ class CheckpointStore(Protocol):
 
 
 class StoreBase:
-    """Shared plumbing for stores: ``async with store:`` closes it."""
+    """Shared plumbing for stores: ``async with store:`` closes it; wake-up hints in process."""
+
+    _hints: Hints | None = None
+
+    @property
+    def hints(self) -> Hints:
+        """This store object's in-process hint broker (``_hints.py``)."""
+        hints = self._hints
+        if hints is None:
+            hints = self._hints = Hints()
+        return hints
+
+    async def wait_for(self, topic: str, within: float) -> bool:
+        """Wait at most ``within`` seconds for a hint on ``topic`` (``_hints.py``); True if
+        one came. A store that carries hints between processes (Postgres) overrides this."""
+        return await self.hints.wait(topic, within)
 
     async def aclose(self) -> None:  # pragma: no cover - overridden
         """Release resources."""

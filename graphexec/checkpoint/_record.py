@@ -28,6 +28,7 @@ __all__ = (
     "CheckpointKind",
     "CheckpointSummary",
     "ChildRun",
+    "Claim",
     "EventBatch",
     "Invalidation",
     "KeptOutputs",
@@ -276,6 +277,11 @@ class RunInfo(msgspec.Struct, kw_only=True):
     lease: LeaseInfo | None = None
     """Who drives the run now, and until when; None when no one holds its lease (a run
     waiting at a barrier holds none). Read from the leases table; ignored when saving."""
+    ready_at: float | None = None
+    """When the run next needs a driver that does not hold it now (wall clock; None: not
+    until something happens): a queued or interrupted run at once, a waiting run at its
+    barrier's deadline, or when a decision for it arrives (the store sets that). Set by the
+    writer of each save; what ``claim_runs`` orders by."""
 
     @property
     def rerun_of(self) -> str | None:
@@ -336,6 +342,16 @@ class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True):
     """Wall-clock time the lease runs out unless renewed."""
     token: int
     """The fencing token: grows with every change of owner."""
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """A run ``claim_runs`` handed to a driver: the lease it now holds (the requested owner
+    with the fencing token granted) and the run's index row read in the claim's transaction
+    (its status before the claim: queued, interrupted, waiting or running)."""
+
+    trace_id: str
+    lease: Lease
+    run: RunInfo
 
 
 class LeaseGrant(msgspec.Struct, frozen=True, kw_only=True):
