@@ -1,0 +1,311 @@
+"""Worker fleets: runs and checkpoints per second with 1, 2 and 4 worker processes.
+
+    python benches/workers.py [--runs 200] [--workers 1,2,4] [--stores postgres,sqlite]
+                              [--dsn postgresql://...] [--concurrency 16] [--poll 0.5]
+
+For each store (Postgres: a database of the script's own, a fresh schema per measurement;
+SQLite: a fresh file, every process on it), each workload and each fleet size: start that many
+``gx.Worker`` processes (``tests/checkpoint/fleet_worker.py``, the chaos test's) and wait until
+they are ready, then queue ``--runs`` runs from this process with ``ex.start(..., queue=True)``
+and time until the last one has completed. Workloads:
+
+- ``short``: 4 nodes, a checkpoint after every step (5 records per run beside the queued one);
+- ``gate``: the same with a barrier after the first node, decided by a separate decider process
+  (``ex.decide`` from its own executor) as soon as it sees the run waiting: each run is
+  claimed twice (queued, then ready again once its decision arrived).
+
+Per row: runs/s and checkpoints/s (records the workers wrote, from the runs index), the time
+from a run's queued record to its first record by a worker (claim + restore + first save:
+median and p99 from the stored ``created_at``), and the CPU each party used over the
+measurement (workers, the Postgres server's processes, this process with the decider) as a
+share of the machine's cores: what bounds the curve.
+
+``idle wake-up`` rows: one idle worker with ``--poll`` between claims, runs queued one at a time
+0.2 s apart: queue-to-first-record latency. Well under the poll interval only when a hint
+wakes the worker (Postgres NOTIFY; none between SQLite processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "checkpoint"))
+
+import fleet
+import fleet_worker
+
+import graphexec as gx
+from graphexec.checkpoint import open_store
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="ascii") as f:
+                    if f.read().strip() == "postgres":
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _server_cpu() -> float:
+    """CPU seconds used by every ``postgres`` process on the machine (the server is local)."""
+    return sum(_cpu(p) for p in _postgres_pids())
+
+
+@contextmanager
+def _postgres_db(dsn: str) -> Iterator[str]:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"graphexec_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield make_conninfo(dsn, dbname=name)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _latencies(store: gx.CheckpointStore, traces: list[str]) -> list[float]:
+    """Per run: seconds from its queued record to the first record a worker wrote."""
+    ex = gx.GraphExecutor(store=store)
+    out = []
+    for trace_id in traces:
+        history = await ex.history(trace_id)
+        if len(history) >= 2:
+            out.append(history[1].created_at - history[0].created_at)
+    return out
+
+
+async def measure(
+    url: str,
+    folder: pathlib.Path,
+    workload: str,
+    workers: int,
+    runs: int,
+    concurrency: int,
+    poll: float,
+) -> dict[str, Any]:
+    """One fleet size on one fresh store: the figures of one table row."""
+    f = fleet.Fleet(url, workload, folder, concurrency, poll, 30.0)
+    async with open_store(url) as store:
+        await store.runs(limit=1)  # migrate before the workers start
+        for _ in range(workers):
+            f.start_worker()
+        if workload == "gate":
+            f.start_decider(runs, poll=0.02)
+        try:
+            f.wait_ready()
+            graph = fleet_worker.graph(workload)
+            ex = gx.GraphExecutor(store=store, graphs=[graph])
+            traces = [f"{workload}-{i}" for i in range(runs)]
+            pids = [p.pid for p in f.workers]
+            cpu0 = [_cpu(p) for p in pids]
+            server0, me0 = _server_cpu(), time.process_time()
+            decider0 = _cpu(f.decider.pid) if f.decider else 0.0
+            t0 = time.perf_counter()
+            for trace_id in traces:
+                await ex.start(graph, {"n": 0}, trace_id=trace_id, queue=True)
+            queued = time.perf_counter() - t0
+            while len(await store.runs(status="completed", limit=runs + 1)) < runs:
+                f.check_alive()
+                await anyio.sleep(0.05)
+            wall = time.perf_counter() - t0
+            cpu_workers = sum(_cpu(p) for p in pids) - sum(cpu0)
+            cpu_server = _server_cpu() - server0
+            cpu_me = time.process_time() - me0
+            cpu_me += (_cpu(f.decider.pid) - decider0) if f.decider else 0.0
+        finally:
+            codes = f.stop()
+        if codes != [0] * len(codes):
+            raise RuntimeError(f"workers exited with {codes}: {f.output()}")
+        infos = await store.runs(limit=runs + 1)
+        assert len(infos) == runs and all(i.status == "completed" for i in infos)
+        checkpoints = sum(i.last_seq - 1 for i in infos)  # seq 1: the queued record
+        lat = await _latencies(store, traces)
+    cores = os.cpu_count() or 1
+    return {
+        "runs_per_s": runs / wall,
+        "checkpoints_per_s": checkpoints / wall,
+        "queue_ms_per_run": queued / runs * 1e3,
+        "to_start_p50_ms": statistics.median(lat) * 1e3,
+        "to_start_p99_ms": _pct(lat, 0.99) * 1e3,
+        "cpu_workers": cpu_workers / (wall * cores),
+        "cpu_server": cpu_server / (wall * cores),
+        "cpu_bench": cpu_me / (wall * cores),
+    }
+
+
+async def idle_wakeup(url: str, folder: pathlib.Path, poll: float, runs: int = 10) -> list[float]:
+    """One idle worker; runs queued one at a time: queue-to-first-record latencies."""
+    f = fleet.Fleet(url, "short", folder, 4, poll, 30.0)
+    async with open_store(url) as store:
+        await store.runs(limit=1)
+        f.start_worker()
+        try:
+            f.wait_ready()
+            graph = fleet_worker.graph("short")
+            ex = gx.GraphExecutor(store=store, graphs=[graph])
+            traces = [f"idle-{i}" for i in range(runs)]
+            jitter = random.Random(0)  # spaced off the poll's phase
+            await anyio.sleep(poll)  # past its first claim pass: the worker waits now
+            for trace_id in traces:
+                await ex.start(graph, {"n": 0}, trace_id=trace_id, queue=True)
+                await anyio.sleep(0.2 + jitter.uniform(0, poll))
+            while len(await store.runs(status="completed", limit=runs + 1)) < runs:
+                f.check_alive()
+                await anyio.sleep(0.05)
+        finally:
+            f.stop()
+        return await _latencies(store, traces)
+
+
+Row = list[str]
+
+
+def _row(store: str, workload: str, workers: int, r: dict[str, Any]) -> Row:
+    return [
+        store,
+        workload,
+        str(workers),
+        f"{r['runs_per_s']:.0f}",
+        f"{r['checkpoints_per_s']:.0f}",
+        f"{r['to_start_p50_ms']:.0f} / {r['to_start_p99_ms']:.0f}",
+        f"{r['queue_ms_per_run']:.1f}",
+        f"{r['cpu_workers']:.0%} / {r['cpu_server']:.0%} / {r['cpu_bench']:.0%}",
+    ]
+
+
+async def main_async(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = [
+        [
+            "store",
+            "workload",
+            "workers",
+            "runs/s",
+            "ckpt/s",
+            "queue->start p50/p99 ms",
+            "queue ms/run",
+            "CPU workers/server/bench",
+        ]
+    ]
+    sizes = [int(w) for w in args.workers.split(",")]
+    for kind in args.stores.split(","):
+        with tempfile.TemporaryDirectory(prefix="gx-workers-") as tmp:
+            root = pathlib.Path(tmp)
+            with _store_urls(kind, args.dsn, root) as new_url:
+                for workload in ("short", "gate"):
+                    for n in sizes:
+                        folder = fleet_folder(root, f"{kind}-{workload}-{n}")
+                        r = await measure(
+                            new_url(), folder, workload, n, args.runs, args.concurrency, args.poll
+                        )
+                        print(f"{kind} {workload} x{n}: {r}", file=sys.stderr)
+                        rows.append(_row(kind, workload, n, r))
+                lat = await idle_wakeup(new_url(), fleet_folder(root, f"{kind}-idle"), args.poll)
+                rows.append(
+                    [
+                        kind,
+                        f"idle wake-up (poll {args.poll}s)",
+                        "1",
+                        "-",
+                        "-",
+                        f"{statistics.median(lat) * 1e3:.0f} / {max(lat) * 1e3:.0f} (max)",
+                        "-",
+                        "-",
+                    ]
+                )
+    return rows
+
+
+def fleet_folder(root: pathlib.Path, name: str) -> pathlib.Path:
+    folder = root / name
+    folder.mkdir()
+    return folder
+
+
+@contextmanager
+def _store_urls(kind: str, dsn: str, root: pathlib.Path) -> Iterator[Callable[[], str]]:
+    """A factory of fresh stores' URLs: a new schema (Postgres) or file (SQLite) each call."""
+    if kind == "postgres":
+        with _postgres_db(dsn) as db:
+            yield lambda: fleet.pg_url(db, f"b_{uuid.uuid4().hex[:12]}")
+    elif kind == "sqlite":
+        yield lambda: str(root / f"{uuid.uuid4().hex[:12]}.db")
+    else:
+        raise SystemExit(f"unknown store {kind!r}: postgres or sqlite")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=os.environ.get("GRAPHEXEC_TEST_PG", DEFAULT_DSN))
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--stores", default="postgres,sqlite")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--poll", type=float, default=0.5)
+    args = parser.parse_args()
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    t0 = time.perf_counter()
+    rows = anyio.run(main_async, args)
+    print(
+        f"graphexec workers: {args.runs} runs per row, concurrency {args.concurrency} per "
+        f"worker, poll {args.poll}s; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; {time.perf_counter() - t0:.0f}s"
+    )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        "queue->start: a run's queued record to the first record a worker wrote for it (claim, "
+        "restore, first save). CPU: share of all cores used by the worker processes, the "
+        "Postgres server's processes (every one on the machine) and this process (queuing, "
+        "polling for completion) with the decider."
+    )
+
+
+if __name__ == "__main__":
+    main()
