@@ -33,8 +33,9 @@ import msgspec
 import graphexec as gx
 from graphexec.checkpoint import open_store
 
-NODE_SECONDS = 0.01
-"""The side-effecting nodes' work after their journal line: a kill often lands inside it."""
+NODE_SECONDS = 0.25
+"""The side-effecting nodes' work after their journal line: long enough for kills to land
+inside it often (a side effect done, its checkpoint not written)."""
 
 
 def append(path: str, line: str) -> None:

@@ -59,10 +59,11 @@ async def run_fleet(
     runs: int,
     kill_every: tuple[float, float],
     rng: random.Random,
+    queue_seconds: float,
     seconds: float,
 ) -> tuple[fleet.Fleet, dict[str, int], list[fleet.Kill]]:
-    """Start the fleet, queue ``runs`` runs, kill and restart workers until every run has
-    completed (or ``seconds`` passed); then stop the fleet gracefully."""
+    """Start the fleet, queue ``runs`` runs over ``queue_seconds``, kill and restart workers
+    until every run has completed (or ``seconds`` passed); then stop the fleet gracefully."""
     f = fleet.Fleet(url, "fleet", folder, CONCURRENCY, POLL, LEASE_TTL)
     for _ in range(workers):
         f.start_worker()
@@ -74,11 +75,11 @@ async def run_fleet(
     deadline = time.monotonic() + seconds
 
     async def queue() -> None:
-        # In waves, so kills land among claims, steps, parked runs and resumed ones alike.
-        for i, (trace_id, amount) in enumerate(inputs.items()):
+        # Spread over queue_seconds, so kills land among claims, steps, parked runs and
+        # resumed ones alike, from the first run to the last.
+        for trace_id, amount in inputs.items():
             await ex.start(graph, {"amount": amount}, trace_id=trace_id, queue=True)
-            if i % 20 == 19:
-                await anyio.sleep(0.3)
+            await anyio.sleep(queue_seconds / runs)
 
     try:
         async with anyio.create_task_group() as tg:
@@ -109,6 +110,7 @@ async def chaos(
     workers: int,
     runs: int,
     kill_every: tuple[float, float],
+    queue_seconds: float,
     seconds: float,
 ) -> None:
     """Run the fleet with a seeded kill schedule, then audit the store."""
@@ -122,6 +124,7 @@ async def chaos(
         runs=runs,
         kill_every=kill_every,
         rng=random.Random(s),
+        queue_seconds=queue_seconds,
         seconds=seconds,
     )
     found = await fleet.audit(
@@ -154,7 +157,16 @@ async def test_four_workers_two_hundred_runs_random_sigkills_postgres(
     schema = f"t_{uuid.uuid4().hex[:16]}"
     url = fleet.pg_url(pg_fleet_dsn, schema)
     async with gx.PostgresStore(pg_fleet_dsn, schema=schema, max_size=4) as store:
-        await chaos(store, url, tmp_path, workers=4, runs=200, kill_every=(0.6, 1.8), seconds=120)
+        await chaos(
+            store,
+            url,
+            tmp_path,
+            workers=4,
+            runs=200,
+            kill_every=(0.6, 1.8),
+            queue_seconds=25,
+            seconds=120,
+        )
 
 
 @pytest.mark.timeout(120)
@@ -163,4 +175,13 @@ async def test_two_workers_thirty_runs_random_sigkills_sqlite(tmp_path: Path) ->
     db = tmp_path / "runs.db"
     async with gx.SQLiteStore(db) as store:
         await store.runs(limit=1)  # create the file before the workers open it
-        await chaos(store, str(db), tmp_path, workers=2, runs=30, kill_every=(0.5, 1.5), seconds=90)
+        await chaos(
+            store,
+            str(db),
+            tmp_path,
+            workers=2,
+            runs=30,
+            kill_every=(0.5, 1.5),
+            queue_seconds=8,
+            seconds=90,
+        )
