@@ -60,15 +60,22 @@ class Fleet:
         self.outputs[proc.pid] = path
         return proc
 
+    def _ready(self, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+        """Wait until ``proc`` has printed READY (its store answered, its SIGTERM handler
+        set); False if it exited or ``deadline`` passed first."""
+        path = self.outputs[proc.pid]
+        while "READY" not in path.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def wait_ready(self, timeout: float = 60) -> None:
-        """Wait until every process has printed READY (its store answered)."""
+        """Wait until every process is ready."""
         deadline = time.monotonic() + timeout
         for proc in [*self.workers, *([self.decider] if self.decider else [])]:
-            path = self.outputs[proc.pid]
-            while "READY" not in path.read_text(errors="replace"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"a fleet process never got ready:\n{self.output()}")
-                time.sleep(0.02)
+            if not self._ready(proc, deadline):
+                raise AssertionError(f"a fleet process never got ready:\n{self.output()}")
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """Start one more worker process."""
@@ -113,8 +120,10 @@ class Fleet:
     def stop(self, timeout: float = 30) -> list[int]:
         """SIGTERM every process (a graceful stop) and wait; returns the workers' exit codes."""
         procs = [*self.workers, *([self.decider] if self.decider else [])]
+        deadline = time.monotonic() + timeout
         for proc in procs:
-            if proc.poll() is None:
+            # A worker started a moment ago takes SIGTERM gracefully once it is ready.
+            if proc.poll() is None and self._ready(proc, deadline):
                 proc.send_signal(signal.SIGTERM)
         codes = []
         for proc in procs:

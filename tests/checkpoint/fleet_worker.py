@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 import graphexec as gx
 from graphexec.checkpoint import open_store
@@ -154,14 +155,15 @@ async def work(
             policy=policy(graph_name),
         )
 
-        async def stop_on_sigterm() -> None:
+        async def stop_on_sigterm(*, task_status: TaskStatus[None]) -> None:
             with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                task_status.started()
                 async for _ in signals:
                     worker.stop()
                     return
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_on_sigterm)
+            await tg.start(stop_on_sigterm)
             say("READY", os.getpid())
             await worker.run()
             tg.cancel_scope.cancel()
@@ -200,4 +202,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Build the graphs from the module imported by name, as the processes that queue and
+    # audit do: Graph.hash names an edge condition by its module ("__main__" here otherwise).
+    import fleet_worker
+
+    fleet_worker.main(sys.argv[1:])
