@@ -269,7 +269,8 @@ async def audit(
         if decided is None or decided[:2] != ("approve#1", kind):
             problems.append(f"{trace_id}: the decider's record is {decided!r}")
         # Side effects: each (node, step) executed, and executed again only before the record
-        # covering that step (the first with a step count >= it) was written.
+        # covering that step (the first with a step count >= it) was written, after the
+        # worker that ran it first was killed.
         nodes = ["charge", "ship"] if "shipped" in want else ["charge"]
         steps = {(n, s) for (t, n, s) in by_step if t == trace_id}
         if sorted(n for n, _ in steps) != sorted(nodes):
@@ -290,6 +291,15 @@ async def audit(
                     f"{[e.pid for e in runs]}), again after record {cover.seq} covering it "
                     f"was written at {cover.created_at}"
                 )
+            # An execution run again must have died with its worker: a worker that was not
+            # killed losing a run it drove (two drivers at once) is a bug even when fencing
+            # kept its checkpoint out.
+            for e in runs[:-1]:
+                if not any(k.pid == e.pid and k.at > e.at for k in kills):
+                    problems.append(
+                        f"{trace_id}: {node}@{step} ran again after pid {e.pid} ran it at "
+                        f"{e.at:.3f}, and that worker was not killed"
+                    )
             found.reexecuted += len(runs) - 1
     for kill in kills:
         for trace_id in kill.held:
