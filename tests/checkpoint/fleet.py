@@ -252,10 +252,12 @@ async def audit(
         history = histories[trace_id] = await ex.history(trace_id)
         completions = [h for h in history if h.status == "completed"]
         if info is None or info.status != "completed" or len(completions) != 1:
+            shown = [f"{h.seq}:{h.trigger}/{h.status}" for h in history]
+            if len(shown) > 12:
+                shown[4:-6] = ["..."]
             problems.append(
                 f"{trace_id}: status {info.status if info else None}, "
-                f"{len(completions)} completion records: "
-                + ", ".join(f"{h.seq}:{h.trigger}/{h.status}" for h in history)
+                f"{len(completions)} completion records in {len(history)}: " + ", ".join(shown)
             )
             continue
         if history[-1].status != "completed":
