@@ -267,7 +267,7 @@ async def audit(
         if state != want:
             problems.append(f"{trace_id}: final state {state!r}, expected {want!r}")
         decided = decisions.get(trace_id)
-        kind = type(fleet_worker.decision_for(trace_id)).__struct_config__.tag
+        kind = fleet_worker.kind(fleet_worker.decision_for(trace_id))
         if decided is None or decided[:2] != ("approve#1", kind):
             problems.append(f"{trace_id}: the decider's record is {decided!r}")
         # Side effects: each (node, step) executed, and executed again only before the record

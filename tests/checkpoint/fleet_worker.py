@@ -136,6 +136,11 @@ def decision_for(trace_id: str) -> gx.Decision:
     return gx.Edit({"amount": 1000 + n})
 
 
+def kind(decision: gx.Decision) -> str:
+    """A decision's tag: ``approve``, ``reject``, ``edit`` or ``skip``."""
+    return str(type(decision).__struct_config__.tag)
+
+
 def say(*parts: object) -> None:
     print(*parts, flush=True)
 
@@ -184,8 +189,8 @@ async def decide(url: str, graph_name: str, out: str, barriers: int, poll: float
                 decision = decision_for(info.trace_id)
                 await ex.decide(info.trace_id, barrier, decision)
                 decided.add((info.trace_id, barrier))
-                kind = type(decision).__struct_config__.tag
-                append(out, f"{info.trace_id} {barrier} {kind} {time.time():.6f}\n")
+                line = f"{info.trace_id} {barrier} {kind(decision)} {time.time():.6f}\n"
+                append(out, line)
             await anyio.sleep(poll)
     say("DONE", len(decided))
 

@@ -16,6 +16,7 @@ The seed comes from ``GRAPHEXEC_CHAOS_SEED`` when set, else a random one; a fail
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -185,3 +186,40 @@ async def test_two_workers_thirty_runs_random_sigkills_sqlite(tmp_path: Path) ->
             queue_seconds=8,
             seconds=90,
         )
+
+
+async def test_the_audit_catches_a_side_effect_repeated_after_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """The audit itself: a clean run passes; the same side effect journaled again after the
+    record covering it was written is reported, as is one repeated by a worker never killed;
+    a repeat before that record, after its first worker was killed, is allowed."""
+    journal = tmp_path / "journal.txt"
+    graph = fleet_worker.fleet_graph(str(journal))
+    store = gx.MemoryStore()
+    ex = gx.GraphExecutor(store=store)
+    inputs = {f"fleet-{i}": i for i in range(3)}
+    for trace_id, amount in inputs.items():
+        decision = fleet_worker.decision_for(trace_id)
+        await ex.execute(
+            graph, {"amount": amount}, trace_id=trace_id, decisions={"approve": decision}
+        )
+    decisions = {
+        t: ("approve#1", fleet_worker.kind(fleet_worker.decision_for(t)), 0.0) for t in inputs
+    }
+    runs = fleet.read_journal(journal)
+    assert len(runs) == 5  # charge x3, ship x2 (fleet-1 is rejected)
+
+    async def problems(extra: list[fleet.Execution], kills: list[fleet.Kill]) -> list[str]:
+        found = await fleet.audit(store, inputs, runs + extra, decisions, kills, 1.0)
+        return found.problems
+
+    assert await problems([], []) == []
+    first = runs[0]
+    cover = next(h for h in await ex.history(first.trace_id) if h.step >= first.step)
+    early = dataclasses.replace(runs[0], pid=1, at=first.at - 1)
+    killed = [fleet.Kill(first.at - 0.5, first.at - 0.6, 1, ())]
+    assert await problems([early], killed) == []
+    assert "that worker was not killed" in " ".join(await problems([early], []))
+    late = dataclasses.replace(runs[0], at=cover.created_at + 1)
+    assert f"again after record {cover.seq}" in " ".join(await problems([late], []))
