@@ -103,15 +103,21 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _latencies(store: gx.CheckpointStore, traces: list[str]) -> list[float]:
-    """Per run: seconds from its queued record to the first record a worker wrote."""
+async def _latencies(
+    store: gx.CheckpointStore, traces: list[str], decided: dict[str, float] | None = None
+) -> tuple[list[float], list[float]]:
+    """Per run: seconds from its queued record to the first record a worker wrote; and with
+    ``decided`` (trace id to the time its barrier was decided), from the decision to the
+    run's completion record."""
     ex = gx.GraphExecutor(store=store)
-    out = []
+    to_start, to_done = [], []
     for trace_id in traces:
         history = await ex.history(trace_id)
         if len(history) >= 2:
-            out.append(history[1].created_at - history[0].created_at)
-    return out
+            to_start.append(history[1].created_at - history[0].created_at)
+        if decided is not None and trace_id in decided:
+            to_done.append(history[-1].created_at - decided[trace_id])
+    return to_start, to_done
 
 
 async def measure(
@@ -130,7 +136,8 @@ async def measure(
         for _ in range(workers):
             f.start_worker()
         if workload == "gate":
-            f.start_decider(runs, poll=0.02)
+            # It decides until stopped (its CPU is read before that).
+            f.start_decider(10**9, poll=0.02)
         try:
             f.wait_ready()
             graph = fleet_worker.graph(workload)
@@ -159,7 +166,12 @@ async def measure(
         infos = await store.runs(limit=runs + 1)
         assert len(infos) == runs and all(i.status == "completed" for i in infos)
         checkpoints = sum(i.last_seq - 1 for i in infos)  # seq 1: the queued record
-        lat = await _latencies(store, traces)
+        decided = (
+            {t: at for t, (_b, _k, at) in fleet.read_decisions(f.decisions).items()}
+            if workload == "gate"
+            else None
+        )
+        lat, done = await _latencies(store, traces, decided)
     cores = os.cpu_count() or 1
     return {
         "runs_per_s": runs / wall,
@@ -167,6 +179,7 @@ async def measure(
         "queue_ms_per_run": queued / runs * 1e3,
         "to_start_p50_ms": statistics.median(lat) * 1e3,
         "to_start_p99_ms": _pct(lat, 0.99) * 1e3,
+        "decided_to_done_p50_ms": statistics.median(done) * 1e3 if done else None,
         "cpu_workers": cpu_workers / (wall * cores),
         "cpu_server": cpu_server / (wall * cores),
         "cpu_bench": cpu_me / (wall * cores),
@@ -194,7 +207,26 @@ async def idle_wakeup(url: str, folder: pathlib.Path, poll: float, runs: int = 1
                 await anyio.sleep(0.05)
         finally:
             f.stop()
-        return await _latencies(store, traces)
+        return (await _latencies(store, traces))[0]
+
+
+async def claim_cost(url: str, leases: int = 16, rounds: int = 8) -> list[float]:
+    """Seconds per ``claim_runs`` call granting ``leases`` queued runs, this process alone
+    (no worker running): the claim's own cost, round trips included."""
+    from graphexec._manager import new_leases
+
+    async with open_store(url) as store:
+        graph = fleet_worker.graph("short")
+        ex = gx.GraphExecutor(store=store, graphs=[graph])
+        for i in range(leases * rounds):
+            await ex.start(graph, {"n": 0}, trace_id=f"claim-{i}", queue=True)
+        out = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            claims = await store.claim_runs([graph.name], new_leases(leases, 30.0))
+            out.append(time.perf_counter() - t0)
+            assert len(claims) == leases
+        return out
 
 
 Row = list[str]
@@ -208,6 +240,7 @@ def _row(store: str, workload: str, workers: int, r: dict[str, Any]) -> Row:
         f"{r['runs_per_s']:.0f}",
         f"{r['checkpoints_per_s']:.0f}",
         f"{r['to_start_p50_ms']:.0f} / {r['to_start_p99_ms']:.0f}",
+        "-" if r["decided_to_done_p50_ms"] is None else f"{r['decided_to_done_p50_ms']:.0f}",
         f"{r['queue_ms_per_run']:.1f}",
         f"{r['cpu_workers']:.0%} / {r['cpu_server']:.0%} / {r['cpu_bench']:.0%}",
     ]
@@ -222,6 +255,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
             "runs/s",
             "ckpt/s",
             "queue->start p50/p99 ms",
+            "decided->done p50 ms",
             "queue ms/run",
             "CPU workers/server/bench",
         ]
@@ -248,6 +282,21 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                         "-",
                         "-",
                         f"{statistics.median(lat) * 1e3:.0f} / {max(lat) * 1e3:.0f} (max)",
+                        "-",
+                        "-",
+                        "-",
+                    ]
+                )
+                claims = await claim_cost(new_url())
+                rows.append(
+                    [
+                        kind,
+                        "claim_runs, 16 leases",
+                        "-",
+                        f"{16 / statistics.median(claims):.0f}",
+                        "-",
+                        f"{statistics.median(claims) * 1e3:.1f} ms a call (median of 8)",
+                        "-",
                         "-",
                         "-",
                     ]
