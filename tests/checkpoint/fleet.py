@@ -11,6 +11,7 @@ taken over later than the bound. Used by ``test_workers_chaos.py`` and ``benches
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,9 @@ import graphexec as gx
 import fleet_worker  # isort: skip  (a helper module next to this file)
 
 WORKER = Path(__file__).with_name("fleet_worker.py")
+CLI = Path(sys.executable).parent / "graphexec"
+READY = ("READY", "graphexec worker: started")
+"""What a fleet process prints once its store answers and it takes SIGTERM gracefully."""
 
 
 @dataclasses.dataclass
@@ -37,6 +41,8 @@ class Fleet:
     poll: float
     lease_ttl: float
     workers: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+    cli_workers: bool = False
+    """Every other worker started is ``graphexec worker`` (the fleet graph only)."""
     decider: subprocess.Popen[bytes] | None = None
     started: int = 0
     """Worker processes started so far (restarts included)."""
@@ -51,12 +57,15 @@ class Fleet:
     def decisions(self) -> Path:
         return self.folder / "decisions.txt"
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         path = self.folder / f"{name}.out"
+        env = dict(os.environ)
+        env[fleet_worker.JOURNAL_ENV] = str(self.journal)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(WORKER.parent), *filter(None, [env.get("PYTHONPATH")])]
+        )
         with open(path, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, str(WORKER), *args], stdout=out, stderr=subprocess.STDOUT
-            )
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.outputs[proc.pid] = path
         return proc
 
@@ -64,7 +73,7 @@ class Fleet:
         """Wait until ``proc`` has printed READY (its store answered, its SIGTERM handler
         set); False if it exited or ``deadline`` passed first."""
         path = self.outputs[proc.pid]
-        while "READY" not in path.read_text(errors="replace"):
+        while not any(mark in path.read_text(errors="replace") for mark in READY):
             if proc.poll() is not None or time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
@@ -78,11 +87,28 @@ class Fleet:
                 raise AssertionError(f"a fleet process never got ready:\n{self.output()}")
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        """Start one more worker process."""
+        """Start one more worker process: ``gx.Worker`` in fleet_worker.py, or every other
+        time with ``cli_workers`` the command line's ``graphexec worker``."""
         self.started += 1
-        proc = self._spawn(
-            f"worker-{self.started}",
-            [
+        if self.cli_workers and self.started % 2 == 0:
+            command = [
+                str(CLI),
+                "worker",
+                "--store",
+                self.url,
+                "--graphs",
+                "fleet_worker:FLEET",
+                "--concurrency",
+                str(self.concurrency),
+                "--poll-interval",
+                str(self.poll),
+                "--lease-ttl",
+                str(self.lease_ttl),
+            ]
+        else:
+            command = [
+                sys.executable,
+                str(WORKER),
                 "worker",
                 self.url,
                 self.graph,
@@ -90,15 +116,24 @@ class Fleet:
                 str(self.concurrency),
                 str(self.poll),
                 str(self.lease_ttl),
-            ],
-        )
+            ]
+        proc = self._spawn(f"worker-{self.started}", command)
         self.workers.append(proc)
         return proc
 
     def start_decider(self, barriers: int, poll: float = 0.05) -> None:
         self.decider = self._spawn(
             "decider",
-            ["decider", self.url, self.graph, str(self.decisions), str(barriers), str(poll)],
+            [
+                sys.executable,
+                str(WORKER),
+                "decider",
+                self.url,
+                self.graph,
+                str(self.decisions),
+                str(barriers),
+                str(poll),
+            ],
         )
 
     def kill(self, proc: subprocess.Popen[bytes]) -> float:

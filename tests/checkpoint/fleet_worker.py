@@ -5,7 +5,9 @@
 
 ``worker`` runs ``gx.Worker`` over one graph of :func:`graph` until SIGTERM (a graceful stop,
 exit 0) or SIGKILL; it prints ``READY <pid>`` once its store answers, and ``DONE`` with its
-counters after a graceful stop. ``decider`` is the process that answers barriers: it polls the
+counters after a graceful stop. The fleet graph can also be driven by the command line's
+worker: ``graphexec worker --graphs fleet_worker:FLEET`` with this folder on ``PYTHONPATH`` and
+the journal's path in ``$GRAPHEXEC_FLEET_JOURNAL``. ``decider`` is the process that answers barriers: it polls the
 store's waiting runs and decides each pending barrier once, through its own executor
 (``ex.decide``), with the decision :func:`decision_for` picks from the trace id; it appends
 ``<trace> <barrier> <kind> <time>`` to its decisions file and exits after ``<barriers>``.
@@ -108,6 +110,13 @@ def short_graph(*, gate: bool) -> gx.Graph:
     for a, c in itertools.pairwise(chain):
         b.edge(a, c)
     return b.start(chain[0]).end(chain[-1]).build()
+
+
+JOURNAL_ENV = "GRAPHEXEC_FLEET_JOURNAL"
+
+FLEET = fleet_graph(os.environ.get(JOURNAL_ENV, os.devnull))
+"""The fleet graph journaling to ``$GRAPHEXEC_FLEET_JOURNAL``: what ``graphexec worker
+--graphs fleet_worker:FLEET`` drives."""
 
 
 def graph(name: str, journal_path: str = os.devnull) -> gx.Graph:

@@ -1,6 +1,7 @@
 """Many worker processes on one store, SIGKILLed at random and restarted: issue 14's must-show.
 
-Four worker processes (``fleet_worker.py``: ``gx.Worker``) share one Postgres database; this
+Four worker processes (every other one ``gx.Worker`` in ``fleet_worker.py``, the others the
+command line's ``graphexec worker``) share one Postgres database; this
 process queues 200 runs of the fleet graph (a side-effecting node, a barrier, a second
 side-effecting node after an approval) with ``ex.start(..., queue=True)``; a fifth process
 decides the barriers (approve, reject or edit) through its own executor as they appear.
@@ -65,7 +66,7 @@ async def run_fleet(
 ) -> tuple[fleet.Fleet, dict[str, int], list[fleet.Kill]]:
     """Start the fleet, queue ``runs`` runs over ``queue_seconds``, kill and restart workers
     until every run has completed (or ``seconds`` passed); then stop the fleet gracefully."""
-    f = fleet.Fleet(url, "fleet", folder, CONCURRENCY, POLL, LEASE_TTL)
+    f = fleet.Fleet(url, "fleet", folder, CONCURRENCY, POLL, LEASE_TTL, cli_workers=True)
     for _ in range(workers):
         f.start_worker()
     f.start_decider(runs)
