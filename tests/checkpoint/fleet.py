@@ -219,6 +219,10 @@ def read_decisions(path: Path) -> dict[str, tuple[str, str, float]]:
     return out
 
 
+COMMIT_SLACK = 1.0
+"""Seconds a record's commit may trail its ``created_at`` on a loaded machine."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Kill:
     """A worker SIGKILLed at ``at``; ``held``: the runs whose lease its process held when the
@@ -347,8 +351,14 @@ async def audit(
             records = histories.get(trace_id)
             if records is None:
                 continue
-            window = [h for h in records if kill.seen_at < h.created_at <= kill.at]
-            if window and window[-1].status in ("waiting", "completed"):
+            # A record's created_at is taken before its commit (which releases the lease at a
+            # park or the end): one created a little before the store was read may still
+            # have been committing then.
+            before = [h for h in records if h.created_at <= kill.at]
+            recent = [h for h in before if h.created_at > kill.seen_at - COMMIT_SLACK]
+            if (before and before[-1].status == "completed") or (
+                recent and recent[-1].status == "waiting"
+            ):
                 found.not_measured += 1  # it left the worker before the kill
                 continue
             after = [h for h in records if h.created_at > kill.at]
