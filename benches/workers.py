@@ -84,9 +84,31 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
-def _server_cpu() -> float:
-    """CPU seconds used by every ``postgres`` process on the machine (the server is local)."""
-    return sum(_cpu(p) for p in _postgres_pids())
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    return {p: _cpu(p) for p in pids}
+
+
+def _machine_busy() -> tuple[int, int]:
+    """(busy, total) clock ticks of every core since boot (/proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    total = sum(ticks[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+async def _backends(store: gx.CheckpointStore) -> list[int]:
+    """Pids of the server processes connected to the store's database now (Postgres)."""
+    import psycopg
+
+    if not isinstance(store, gx.PostgresStore):
+        return []
+    async with await psycopg.AsyncConnection.connect(store.dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        return [int(r[0]) for r in await cur.fetchall()]
 
 
 @contextmanager
@@ -125,16 +147,20 @@ async def _span(
 ) -> tuple[float, float, list[float]]:
     """When the first record after a queued one was written, when the last run completed
     (wall clock, from the records), and with ``decided`` (trace id to the time its barrier
-    was decided) each run's time from its decision to its completion record."""
+    was decided) each run's time from its decision to the first record after it (the
+    resumed driver's: a worker woke, claimed the run and restored it)."""
     ex = gx.GraphExecutor(store=store)
-    first, last, to_done = float("inf"), 0.0, []
+    first, last, to_resumed = float("inf"), 0.0, []
     for trace_id in traces:
         history = await ex.history(trace_id)
         first = min(first, history[1].created_at)
         last = max(last, history[-1].created_at)
-        if decided is not None and trace_id in decided:
-            to_done.append(history[-1].created_at - decided[trace_id])
-    return first, last, to_done
+        at = decided.get(trace_id) if decided is not None else None
+        if at is not None:
+            after = [h.created_at for h in history if h.created_at > at]
+            if after:
+                to_resumed.append(after[0] - at)
+    return first, last, to_resumed
 
 
 async def measure(
@@ -174,16 +200,20 @@ async def measure(
             queued = time.perf_counter() - t0
             pids = [p.pid for p in f.workers] + ([f.decider.pid] if f.decider else [])
             cpu0 = [_cpu(p) for p in pids]
-            server0, me0, t1 = _server_cpu(), time.process_time(), time.perf_counter()
+            server0 = _cpu_by_pid(_postgres_pids())
+            busy0, me0, t1 = _machine_busy(), time.process_time(), time.perf_counter()
             for p in f.workers:
                 p.send_signal(signal.SIGCONT)
             while len(await store.runs(status="completed", limit=runs + 1)) < runs:
                 f.check_alive()
                 await anyio.sleep(0.05)
             elapsed = time.perf_counter() - t1
+            busy1 = _machine_busy()
             cpu = [_cpu(p) - c for p, c in zip(pids, cpu0, strict=True)]
-            cpu_server = _server_cpu() - server0
             cpu_me = time.process_time() - me0
+            # The server processes serving this database (a new one's CPU all counts).
+            backends = await _backends(store)
+            cpu_server = sum(_cpu(p) - server0.get(p, 0.0) for p in backends)
         finally:
             for p in f.workers:
                 p.send_signal(signal.SIGCONT)
@@ -198,7 +228,7 @@ async def measure(
             if workload == "gate"
             else None
         )
-        first, last, done = await _span(store, traces, decided)
+        first, last, resumed = await _span(store, traces, decided)
     wall = last - first
     cores = os.cpu_count() or 1
     n = len(f.workers)
@@ -206,10 +236,11 @@ async def measure(
         "runs_per_s": runs / wall,
         "checkpoints_per_s": checkpoints / wall,
         "queue_ms_per_run": queued / runs * 1e3,
-        "decided_to_done_p50_ms": statistics.median(done) * 1e3 if done else None,
+        "decided_to_resumed_p50_ms": statistics.median(resumed) * 1e3 if resumed else None,
         "cpu_workers": sum(cpu[:n]) / (elapsed * cores),
-        "cpu_server": cpu_server / (elapsed * cores),
+        "cpu_server": cpu_server / (elapsed * cores) if backends else None,
         "cpu_other": (cpu_me + sum(cpu[n:])) / (elapsed * cores),
+        "machine_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
     }
 
 
@@ -266,9 +297,12 @@ def _row(store: str, workload: str, workers: int, r: dict[str, Any]) -> Row:
         str(workers),
         f"{r['runs_per_s']:.0f}",
         f"{r['checkpoints_per_s']:.0f}",
-        "-" if r["decided_to_done_p50_ms"] is None else f"{r['decided_to_done_p50_ms']:.0f}",
+        "-" if r["decided_to_resumed_p50_ms"] is None else f"{r['decided_to_resumed_p50_ms']:.0f}",
         f"{r['queue_ms_per_run']:.1f}",
-        f"{r['cpu_workers']:.0%} / {r['cpu_server']:.0%} / {r['cpu_other']:.0%}",
+        f"{r['cpu_workers']:.0%} / "
+        + ("-" if r["cpu_server"] is None else f"{r['cpu_server']:.0%}")
+        + f" / {r['cpu_other']:.0%}",
+        f"{r['machine_busy']:.0%}",
     ]
 
 
@@ -280,9 +314,10 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
             "workers",
             "runs/s",
             "ckpt/s",
-            "decided->done p50 ms",
+            "decided->resumed p50 ms",
             "queue ms/run",
             "CPU workers/server/other",
+            "machine busy",
         ]
     ]
     sizes = [int(w) for w in args.workers.split(",")]
@@ -310,6 +345,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                         + f"{max(lat) * 1e3:.0f}",
                         "-",
                         "-",
+                        "-",
                     ]
                 )
                 claims = await claim_cost(new_url())
@@ -321,6 +357,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                         f"{16 / statistics.median(claims):.0f}",
                         "-",
                         f"{statistics.median(claims) * 1e3:.1f} ms a call",
+                        "-",
                         "-",
                         "-",
                     ]
@@ -374,12 +411,13 @@ def main() -> None:
             print("  ".join("-" * w for w in widths))
     print(
         "runs/s, ckpt/s: from the first record a worker wrote to the last completion (the "
-        "runs were queued while the workers were stopped). decided->done: the decider's "
-        "ex.decide to the run's completion record. queued->claimed: a run's queued record to "
-        "the first record a worker wrote for it (median, max). claim_runs: one call granting "
-        "16 queued runs, this process alone (runs/s column: runs claimed per second). CPU: "
-        "share of all cores used by the workers, by every postgres process on the machine, "
-        "and by this process with the decider, while the queue drained."
+        "runs were queued while the workers were stopped). decided->resumed: the decider's "
+        "ex.decide to the next record of the run (a worker woke, claimed and restored it). "
+        "queued->claimed: a run's queued record to the first record a worker wrote for it. "
+        "claim_runs: one call granting 16 queued runs, this process alone (runs/s column: "
+        "runs claimed per second). CPU: share of all cores used while the queue drained by "
+        "the workers, the Postgres backends serving this database, and this process with the "
+        "decider; machine busy: every core's busy share then, whoever used it."
     )
 
 
