@@ -34,7 +34,7 @@ import fleet  # isort: skip  (helper modules next to this file)
 import fleet_worker  # isort: skip
 from _postgres_kit import database  # isort: skip
 
-LEASE_TTL = 2.0
+LEASE_TTL = 3.0
 POLL = 0.2
 CONCURRENCY = 16
 TAKEOVER_BOUND = LEASE_TTL + POLL
