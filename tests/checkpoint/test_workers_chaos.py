@@ -1,16 +1,17 @@
 """Many worker processes on one store, SIGKILLed at random and restarted: issue 14's must-show.
 
 Four worker processes (every other one ``gx.Worker`` in ``fleet_worker.py``, the others the
-command line's ``graphexec worker``) share one Postgres database; this
-process queues 200 runs of the fleet graph (a side-effecting node, a barrier, a second
-side-effecting node after an approval) with ``ex.start(..., queue=True)``; a fifth process
-decides the barriers (approve, reject or edit) through its own executor as they appear.
-Meanwhile this process SIGKILLs a random worker every second or so (a seeded random schedule)
-and starts a new one. Once every run has completed, :func:`fleet.audit` checks the store
-against the journal of side effects and the decisions: every run completed exactly once with
-the state its decision implies, no side-effecting node ran again after the checkpoint covering
-it committed, and every run a killed worker held was driven again within ``lease_ttl`` plus
-one poll interval. A smaller fleet (2 workers, 30 runs) does the same on one SQLite file.
+command line's ``graphexec worker``) share one Postgres database. This process queues 200 runs
+of the fleet graph (a side-effecting node, a barrier, a second side-effecting node after an
+approval) with ``ex.start(..., queue=True)``; a fifth process decides the barriers (approve,
+reject or edit) through its own executor as they appear. Meanwhile this process SIGKILLs a
+random worker every second or so (a seeded random schedule) and starts a new one. Once every
+run has completed, :func:`fleet.audit` checks the store against the journal of side effects
+and the decisions: every run completed exactly once, with the state its decision implies; no
+side-effecting node ran again after the checkpoint covering it was written, nor unless the
+worker that ran it first was killed; every run a killed worker held was driven again within
+``lease_ttl`` plus one poll interval. A smaller fleet (2 workers, 30 runs) does the same on
+one SQLite file.
 
 The seed comes from ``GRAPHEXEC_CHAOS_SEED`` when set, else a random one; a failure prints it.
 """
