@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,6 +48,12 @@ TAKEOVER_BOUND = LEASE_TTL + POLL
 def pg_fleet_dsn() -> Iterator[str]:
     """A database of this module's own (the fleet's connections stay out of the session's)."""
     yield from database()
+
+
+def fleet_folder() -> Path:
+    """A folder for the fleet's files, kept when the test fails: outside pytest's temporary
+    folders, which other pytest sessions of the same user rotate away."""
+    return Path(tempfile.mkdtemp(prefix="gx-fleet-"))
 
 
 def seed() -> int:
@@ -116,7 +124,9 @@ async def chaos(
     queue_seconds: float,
     seconds: float,
 ) -> None:
-    """Run the fleet with a seeded kill schedule, then audit the store."""
+    """Run the fleet with a seeded kill schedule, then audit the store. The processes' output
+    and the journal are in ``folder``, named in a failure's message (the tests remove it when
+    they pass)."""
     s = seed()
     t0 = time.monotonic()
     f, inputs, kills = await run_fleet(
@@ -145,49 +155,54 @@ async def chaos(
         f"{max(found.takeovers, default=0):.2f}s, {time.monotonic() - t0:.0f}s"
     )
     print(summary)
-    assert not found.problems, f"{summary}\n" + "\n".join(found.problems[:40]) + f.output()
+    problems = "\n".join(found.problems[:40])
+    assert not found.problems, f"{summary}; the fleet's files: {folder}\n{problems}{f.output()}"
     assert kills, summary
     assert found.takeovers, f"no kill landed while a worker held a run: {summary}"
 
 
 @pytest.mark.timeout(180)
 async def test_four_workers_two_hundred_runs_random_sigkills_postgres(
-    pg_fleet_dsn: str, tmp_path: Path
+    pg_fleet_dsn: str,
 ) -> None:
     """4 workers x 200 runs on Postgres, a worker SIGKILLed about every 1.2 s and restarted:
     every run completes once, with its decision, no covered side effect repeats, and every
     killed worker's run is taken over within lease_ttl + one poll."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
     url = fleet.pg_url(pg_fleet_dsn, schema)
+    folder = fleet_folder()
     async with gx.PostgresStore(pg_fleet_dsn, schema=schema, max_size=4) as store:
         await chaos(
             store,
             url,
-            tmp_path,
+            folder,
             workers=4,
             runs=200,
             kill_every=(0.6, 1.8),
             queue_seconds=25,
             seconds=120,
         )
+    shutil.rmtree(folder)
 
 
 @pytest.mark.timeout(120)
-async def test_two_workers_thirty_runs_random_sigkills_sqlite(tmp_path: Path) -> None:
+async def test_two_workers_thirty_runs_random_sigkills_sqlite() -> None:
     """The same on one SQLite file: 2 worker processes, 30 runs."""
-    db = tmp_path / "runs.db"
+    folder = fleet_folder()
+    db = folder / "runs.db"
     async with gx.SQLiteStore(db) as store:
         await store.runs(limit=1)  # create the file before the workers open it
         await chaos(
             store,
             str(db),
-            tmp_path,
+            folder,
             workers=2,
             runs=30,
             kill_every=(0.5, 1.5),
             queue_seconds=8,
             seconds=90,
         )
+    shutil.rmtree(folder)
 
 
 async def test_the_audit_catches_a_side_effect_repeated_after_its_checkpoint(
