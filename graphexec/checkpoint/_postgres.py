@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
+import time
+import uuid
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -31,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .._barrier_ids import check_decision_value
 from .._decisions import Decision
+from .._log import get_logger
 from .._values import check_trace_id
 from ..exceptions import CheckpointError, GraphError, InvalidDecision
 from ._base import (
@@ -40,7 +44,9 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
+from ._hints import events_topic
 from ._leases import LeaseRow, check_append, check_write, grant, this_process
+from ._pg_listen import Listener, channel
 from ._record import (
     CheckpointSummary,
     EventBatch,
@@ -75,6 +81,12 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LEASE_LOST = "GX003"
 """SQLSTATE raised by ``save_checkpoints`` and ``append_events`` when the lease no longer holds the writer's owner and
 fencing token (DETAIL: the lease row and the database clock, as a JSON array)."""
+_EVENTS_PREFIX = events_topic("")
+WATCH_TTL = 30.0
+"""Seconds an event watcher row lives after the wait that last extended it (at least three
+times that wait): a tail that went away stops the trace's NOTIFYs within this."""
+_WATCH_MARGIN = 5.0
+"""A watcher row is extended when it would expire less than this after the current wait."""
 _SEQ_BEHIND = "GX002"
 """SQLSTATE raised by ``save_checkpoints`` when the rows do not follow the trace's last seq."""
 
@@ -196,6 +208,11 @@ class PostgresStore(StoreBase):
             the last fraction of a second of checkpoints, never consistency. ``"on"``: every
             save waits for the WAL flush (and for synchronous replicas, as the server is set
             up). Decisions, leases and migrations always commit with the server's setting.
+        listen_dsn: Where the store's one LISTEN connection goes (wake-up hints from other
+            processes: :meth:`wait_for`); default ``dsn``. LISTEN needs a session of its own:
+            when ``dsn`` is a PgBouncer in transaction mode, give the server's address (or a
+            session-mode pool's) here. Without it, the store finds that its LISTEN hears
+            nothing, says so in the log, and its waiters poll.
     """
 
     def __init__(
@@ -207,6 +224,7 @@ class PostgresStore(StoreBase):
         max_size: int = 10,
         timeout: float = 30.0,
         synchronous_commit: Literal["on", "off"] = "off",
+        listen_dsn: str | None = None,
     ) -> None:
         if synchronous_commit not in ("on", "off"):
             raise ValueError(
@@ -218,6 +236,8 @@ class PostgresStore(StoreBase):
             )
         try:
             info = conninfo_to_dict(dsn)
+            if listen_dsn is not None:
+                conninfo_to_dict(listen_dsn)
         except psycopg.Error as exc:
             raise ValueError(f"not a Postgres connection string: {exc}") from None
         self.dsn = dsn
@@ -233,6 +253,12 @@ class PostgresStore(StoreBase):
         self._sql = _Sql(schema)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._open_lock = anyio.Lock()
+        self.listen_dsn = listen_dsn
+        self._listener: Listener | None = None
+        self._watcher = uuid.uuid4().hex
+        """This store object's id in ``event_watchers``."""
+        self._watching: dict[str, float] = {}
+        """Traces whose events this store object watches: until when (monotonic) its row lives."""
 
     def __repr__(self) -> str:
         # The address only: a DSN may carry a password.
@@ -340,28 +366,132 @@ class PostgresStore(StoreBase):
     async def _conn(self, trace_id: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         """A cursor on a pooled connection, for one statement or an explicit transaction."""
         with self._errors(trace_id):
-            pool = await self._get_pool()
-            async with pool.connection() as conn:
+            async with self._connection() as conn:
                 yield conn.cursor()
 
     @asynccontextmanager
     async def _tx(self, trace_id: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         """A cursor inside one transaction, committed at the end (rolled back on an error)."""
         with self._errors(trace_id):
-            pool = await self._get_pool()
-            async with pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 yield conn.cursor()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection that the server has not closed.
+
+        An idle connection has nothing to read, unless its server closed it (a restart, an
+        administrator's pg_terminate_backend, an idle timeout): then a FATAL message or the
+        end of the stream is waiting. One poll(2) of its socket tells, with no round trip;
+        only a connection with something to read is checked with an empty query. A closed
+        one goes back to the pool, which drops it and opens a new one, and the next is taken:
+        the first operation after a server restart succeeds instead of failing once."""
+        pool = await self._get_pool()
+        conn: psycopg.AsyncConnection[Any] | None = await pool.getconn()
+        try:
+            for _ in range(self._max_size):
+                assert conn is not None
+                if not await _closed_by_server(conn):
+                    break
+                closed, conn = conn, None
+                await pool.putconn(closed)
+                conn = await pool.getconn()
+            assert conn is not None
+            yield conn
+        finally:
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await pool.putconn(conn)
 
     def _errors(self, trace_id: str | None = None) -> AbstractContextManager[None]:
         return _errors(self._where, trace_id)
 
     async def aclose(self) -> None:
-        """Close the pool's connections; the next call opens a new pool."""
+        """Close the pool's connections and the LISTEN connection (this store object's event
+        watches end with them); the next call opens them again."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.aclose()
+        if self._watching and self._pool is not None:
+            self._watching.clear()
+            with anyio.CancelScope(shield=True):
+                try:
+                    async with self._conn() as cur:
+                        await cur.execute(self._sql.unwatch, (self._watcher,))
+                except CheckpointError:
+                    pass  # the rows expire on their own
         async with self._open_lock:
             pool, self._pool = self._pool, None
             if pool is not None:
                 with anyio.CancelScope(shield=True):
                     await pool.close()
+
+    # -- wake-up hints ------------------------------------------------------------------------
+
+    async def wait_for(self, topic: str, within: float) -> bool:
+        """Wait at most ``within`` seconds for a hint on ``topic``, from this process (the
+        store's :attr:`hints`) or from any other through ``LISTEN`` (``_pg_listen.py``).
+
+        A wait on ``events:<trace_id>`` also registers this store object as a watcher of the
+        trace (a row in ``event_watchers``, extended while it waits, expiring about
+        :data:`WATCH_TTL` seconds after its last wait): only then do writes of the trace's
+        events send NOTIFY. The first wait after registering returns True at once, so the
+        caller reads again what was committed before the registration (it sent no hint).
+        The first wait of a store object also opens its LISTEN connection; while that is down
+        this waits on in-process hints only (the caller polls, as always)."""
+        listener = self._listener
+        if listener is None:
+            listener = self._listener = Listener(
+                self.listen_dsn or self.dsn,
+                self.schema,
+                self.hints,
+                where=self._where,
+                connect_timeout=self._timeout,
+                send=self._notify,
+            )
+        if not await listener.ready():
+            return await self.hints.wait(topic, within)
+        if topic.startswith(_EVENTS_PREFIX) and await self._watch(
+            topic[len(_EVENTS_PREFIX) :], within
+        ):
+            return True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.pump)
+            got = await self.hints.wait(topic, within)
+            tg.cancel_scope.cancel()
+        return got
+
+    @property
+    def hints_across_processes(self) -> bool:
+        """True while hints from other processes reach this store object: its LISTEN
+        connection is open and has heard its own probe (so callers may poll less often)."""
+        listener = self._listener
+        return listener is not None and listener.verified and not listener.deaf
+
+    async def _watch(self, trace_id: str, within: float) -> bool:
+        """Register or extend this store object's watcher row for ``trace_id`` when it would
+        lapse during this wait; True when the row is new (or had lapsed)."""
+        t = time.monotonic()
+        until = self._watching.get(trace_id)
+        if until is not None and until - t > within + _WATCH_MARGIN:
+            return False
+        ttl = max(WATCH_TTL, 3 * within)
+        try:
+            async with self._conn(trace_id) as cur:
+                await cur.execute(self._sql.watch, (trace_id, self._watcher, ttl))
+        except CheckpointError as exc:
+            get_logger(trace_id=trace_id).debug("event watch not registered", error=exc.message)
+            return False
+        for other, lapse in list(self._watching.items()):
+            if lapse <= t:
+                del self._watching[other]
+        self._watching[trace_id] = t + ttl
+        return until is None or until <= t
+
+    async def _notify(self, topic: str) -> None:
+        """Send a hint on this store's channel to every listener (through the pool)."""
+        async with self._conn() as cur:
+            await cur.execute("SELECT pg_notify(%s, %s)", (channel(self.schema), topic))
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -676,6 +806,23 @@ class PostgresStore(StoreBase):
 def _lease_row(r: Sequence[Any]) -> LeaseRow:
     """A lease row: owner, token, expires_at, host, pid, started."""
     return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
+
+
+async def _closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """True if the server closed this idle connection (``PostgresStore._connection``)."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    if not readable:
+        return False
+    try:
+        await conn.execute("")  # takes in what came (a notice, or the FATAL and the end)
+    except psycopg.Error:
+        return True
+    return False
 
 
 def _on_asyncio() -> bool:
