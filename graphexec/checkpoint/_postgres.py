@@ -389,7 +389,7 @@ class PostgresStore(StoreBase):
         pool = await self._get_pool()
         conn: psycopg.AsyncConnection[Any] | None = await pool.getconn()
         try:
-            for _ in range(self._max_size):
+            for _ in range(self._max_size + 1):  # at most max_size closed ones, then a new one
                 assert conn is not None
                 if not await _closed_by_server(conn):
                     break
