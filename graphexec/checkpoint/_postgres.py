@@ -439,6 +439,8 @@ class PostgresStore(StoreBase):
         caller reads again what was committed before the registration (it sent no hint).
         The first wait of a store object also opens its LISTEN connection; while that is down
         this waits on in-process hints only (the caller polls, as always)."""
+        if not _on_asyncio():
+            return await self.hints.wait(topic, within)  # the store itself refuses other loops
         listener = self._listener
         if listener is None:
             listener = self._listener = Listener(
