@@ -241,6 +241,7 @@ async def measure(
         "cpu_server": cpu_server / (elapsed * cores) if backends else None,
         "cpu_other": (cpu_me + sum(cpu[n:])) / (elapsed * cores),
         "machine_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
+        "cpu_ms_per_run": (sum(cpu[:n]) + cpu_server) / runs * 1e3,
     }
 
 
@@ -302,6 +303,7 @@ def _row(store: str, workload: str, workers: int, r: dict[str, Any]) -> Row:
         f"{r['cpu_workers']:.0%} / "
         + ("-" if r["cpu_server"] is None else f"{r['cpu_server']:.0%}")
         + f" / {r['cpu_other']:.0%}",
+        f"{r['cpu_ms_per_run']:.1f}",
         f"{r['machine_busy']:.0%}",
     ]
 
@@ -317,6 +319,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
             "decided->resumed p50 ms",
             "queue ms/run",
             "CPU workers/server/other",
+            "CPU ms/run",
             "machine busy",
         ]
     ]
@@ -346,6 +349,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                         "-",
                         "-",
                         "-",
+                        "-",
                     ]
                 )
                 claims = await claim_cost(new_url())
@@ -357,6 +361,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                         f"{16 / statistics.median(claims):.0f}",
                         "-",
                         f"{statistics.median(claims) * 1e3:.1f} ms a call",
+                        "-",
                         "-",
                         "-",
                         "-",
@@ -417,7 +422,8 @@ def main() -> None:
         "claim_runs: one call granting 16 queued runs, this process alone (runs/s column: "
         "runs claimed per second). CPU: share of all cores used while the queue drained by "
         "the workers, the Postgres backends serving this database, and this process with the "
-        "decider; machine busy: every core's busy share then, whoever used it."
+        "decider; CPU ms/run: the workers' and the backends' CPU per run; machine busy: every "
+        "core's busy share then, whoever used it."
     )
 
 
