@@ -13,6 +13,11 @@ ALTER TABLE runs ADD COLUMN ready_at double precision;
 -- being driven: their saves leave it alone and stay heap-only (HOT) updates.
 CREATE INDEX runs_ready ON runs (ready_at) WHERE ready_at IS NOT NULL;
 
+-- Every run has a lease row from now on (save_checkpoints below creates it with the trace's
+-- first save): claim_runs locks the runs it takes together with their lease rows.
+INSERT INTO leases (trace_id, owner, expires_at) SELECT trace_id, '', 0 FROM runs
+    ON CONFLICT (trace_id) DO NOTHING;
+
 -- save_checkpoints as before, with the runs row's ready_at (r_ready_at, after r_parent) and
 -- the "work" hint. The lines this version adds are marked "-- 004".
 DROP FUNCTION save_checkpoints;
@@ -86,13 +91,16 @@ BEGIN
     ) THEN
         ready := t;
     END IF;
-    -- 004: the run can be claimed now: wake the workers (delivered at commit); only on this
-    -- transition, never on the saves of a run being driven. A run saved without a lease
-    -- (queued by a process that does not drive it) gets a free lease row first, so claim_runs
-    -- takes it in its one statement (leases before runs: the order every writer locks in).
-    IF r_status IN ('queued', 'interrupted') OR ready <= t THEN
+    -- 004: a trace's first save gives it a lease row (free, unless the writer took one), so
+    -- claim_runs finds and locks every run in its one statement (leases before runs: the
+    -- order every writer locks in).
+    IF last IS NULL THEN
         INSERT INTO leases AS l (trace_id, owner, expires_at) VALUES (p_trace, '', 0)
             ON CONFLICT (trace_id) DO NOTHING;
+    END IF;
+    -- 004: the run can be claimed now: wake the workers (delivered at commit); only on this
+    -- transition, never on the saves of a run being driven.
+    IF r_status IN ('queued', 'interrupted') OR ready <= t THEN
         PERFORM pg_notify('gx_' || current_schema(), 'work');
     END IF;
     INSERT INTO runs AS r (trace_id, graph_name, graph_hash, status, step, next_node, last_seq,

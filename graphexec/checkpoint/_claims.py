@@ -26,6 +26,7 @@ __all__ = (
     "Liveness",
     "check_claim_args",
     "claim",
+    "claimable_now",
     "needs_driver",
     "ready_since",
 )
@@ -91,6 +92,15 @@ def needs_driver(
     if status == "waiting":
         return (ready_at is not None and ready_at <= t) or (lease is not None and bool(lease.owner))
     return False
+
+
+def claimable_now(run: RunInfo, t: float) -> bool:
+    """True when a save of ``run`` makes it claimable (the moment to send the "work" hint):
+    queued or interrupted, or ``ready_at`` already passed. The saves of a run being driven
+    (``ready_at`` None) never are."""
+    return run.status in ("queued", "interrupted") or (
+        run.ready_at is not None and run.ready_at <= t
+    )
 
 
 def ready_since(run: RunInfo) -> float:

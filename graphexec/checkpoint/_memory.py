@@ -17,7 +17,7 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
-from ._claims import Liveness, check_claim_args, claim, needs_driver, ready_since
+from ._claims import Liveness, check_claim_args, claim, claimable_now, needs_driver, ready_since
 from ._hints import WORK
 from ._leases import LeaseRow, check_append, check_write, grant
 from ._record import (
@@ -88,7 +88,7 @@ class MemoryStore(StoreBase):
                 self._events.setdefault(run.trace_id, []).append(events)
             if release and lease is not None:
                 self._release(run.trace_id, lease.owner)
-        if run.ready_at is not None and run.ready_at <= t:
+        if claimable_now(run, t):
             self.hints.notify(WORK)
         return found or []
 

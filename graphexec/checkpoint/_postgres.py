@@ -211,7 +211,12 @@ class _Sql:
             "ON runs.trace_id = leases.trace_id WHERE leases.trace_id = %s "
             "FOR UPDATE OF leases, runs SKIP LOCKED"
         )
-        self.clear_ready = f"UPDATE {s}.runs SET ready_at = NULL WHERE trace_id = %s"
+        # The grant _claim_one decided, and the run's ready_at cleared: one statement.
+        self.claim_put = (
+            f"WITH r AS (UPDATE {s}.runs SET ready_at = NULL WHERE trace_id = %s) "
+            f"UPDATE {s}.leases SET owner = %s, token = %s, expires_at = %s, host = %s, "
+            "pid = %s, started = %s WHERE trace_id = %s"
+        )
         self.prune_runs = (
             f"WITH gone AS (DELETE FROM {s}.runs WHERE status = ANY(%s) AND updated_at < %s "
             "RETURNING trace_id, updated_at, id) SELECT trace_id FROM gone ORDER BY updated_at, id"
@@ -630,18 +635,22 @@ class PostgresStore(StoreBase):
                 break
             if held is not None and not alive.gone(held):
                 continue  # its holder on this host lives: not worth a transaction
-            done = await self._claim_one(trace_id, leases[len(claims)], alive)
+            done = await self._claim_one(trace_id, held is None, leases[len(claims)], alive)
             if done is not None:
                 claims.append(done)
         return claims
 
-    async def _claim_one(self, trace_id: str, lease: Lease, alive: Liveness) -> Claim | None:
+    async def _claim_one(
+        self, trace_id: str, no_row: bool, lease: Lease, alive: Liveness
+    ) -> Claim | None:
         """Claim one run if it needs a driver (the shared rule, on the database clock): its
-        lease row created free if missing, then both rows locked unless someone holds them
-        (leases before runs, the order every writer locks in)."""
+        lease row created free if it had none (``no_row``: a row older than schema 4 or
+        written by hand), then both rows locked unless someone holds them (leases before
+        runs, the order every writer locks in)."""
         sql = self._sql
         async with self._tx(trace_id) as cur:
-            await cur.execute(sql.lease_placeholder, (trace_id,))
+            if no_row:
+                await cur.execute(sql.lease_placeholder, (trace_id,))
             await cur.execute(sql.claim_lock, (trace_id,))
             r = await cur.fetchone()
             if r is None:
@@ -651,10 +660,10 @@ class PostgresStore(StoreBase):
                 return None
             done, new = claim(run, held, lease, t)
             await cur.execute(
-                sql.put_lease,
-                (new.owner, new.token, new.expires_at, new.host, new.pid, new.started, trace_id),
+                sql.claim_put,
+                (trace_id, new.owner, new.token, new.expires_at, new.host, new.pid)
+                + (new.started, trace_id),
             )
-            await cur.execute(sql.clear_ready, (trace_id,))
         return done
 
     async def release_lease(self, trace_id: str, owner: str) -> None:

@@ -29,7 +29,14 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
-from ._claims import CLAIMABLE_STATUSES, Liveness, check_claim_args, claim, needs_driver
+from ._claims import (
+    CLAIMABLE_STATUSES,
+    Liveness,
+    check_claim_args,
+    claim,
+    claimable_now,
+    needs_driver,
+)
 from ._hints import WORK
 from ._leases import LeaseRow, check_append, check_write, grant, this_process
 from ._record import (
@@ -389,7 +396,7 @@ class SQLiteStore(StoreBase):
                 db.execute(_UPSERT_RUN, run_params)
                 if release and lease is not None:
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
-                ready = run.ready_at is not None and run.ready_at <= t
+                ready = claimable_now(run, t)
                 if decisions_after is None:
                     return []
                 found = db.execute(_DECISIONS_AFTER, (trace_id, decisions_after)).fetchall()
