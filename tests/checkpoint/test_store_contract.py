@@ -689,7 +689,7 @@ def _twin(store: CheckpointStore) -> CheckpointStore:
         return SQLiteStore(store.path, commit_path="portable")  # on threads: truly at once
     if type(store).__name__ == "PostgresStore":  # loaded already: no psycopg import here
         pg: Any = store
-        twin: CheckpointStore = gx.PostgresStore(pg.dsn, schema=pg.schema, max_size=4)
+        twin: CheckpointStore = gx.PostgresStore(pg.dsn, schema=pg.schema, max_size=2)
         return twin
     return store
 
