@@ -101,7 +101,7 @@ BEGIN
     -- 004: the run can be claimed now: wake the workers (delivered at commit); only on this
     -- transition, never on the saves of a run being driven.
     IF r_status IN ('queued', 'interrupted') OR ready <= t THEN
-        PERFORM pg_notify('gx_' || current_schema(), 'work');
+        PERFORM pg_notify(left('gx_' || current_schema(), 63), 'work');
     END IF;
     INSERT INTO runs AS r (trace_id, graph_name, graph_hash, status, step, next_node, last_seq,
                            created_at, updated_at, pending_barrier, barrier_counts,

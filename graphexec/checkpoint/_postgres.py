@@ -82,8 +82,9 @@ _SEQ_BEHIND = "GX002"
 
 
 def channel(schema: str) -> str:
-    """The ``NOTIFY`` channel of a store's schema: its wake-up hints go there."""
-    return f"gx_{schema}"
+    """The ``NOTIFY`` channel of a store's schema, ``gx_<schema>`` cut to Postgres's 63-byte
+    identifiers: its wake-up hints go there."""
+    return f"gx_{schema}"[:63]
 
 
 _CLAIMABLE = (
