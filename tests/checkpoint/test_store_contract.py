@@ -18,7 +18,7 @@ from graphexec._decisions import Approve, Decision, Edit, Reject
 from graphexec._directives import StateDelta
 from graphexec.checkpoint import CheckpointStore, RunInfo, SQLiteStore, StoredCheckpoint
 from graphexec.checkpoint._hints import WORK
-from graphexec.checkpoint._leases import this_process
+from graphexec.checkpoint._leases import _start_time, this_process
 from graphexec.checkpoint._record import (
     CheckpointBody,
     CheckpointKind,
@@ -762,6 +762,28 @@ class TestClaims:
             c.trace_id for c in claims
         )
         assert [] == await store.claim_runs([], _leases("late"))
+
+    async def test_a_dead_holder_is_found_among_live_ones(self, store: CheckpointStore) -> None:
+        """Runs held by a dead process of this host are claimed at once even when older runs
+        are held by live processes of this host (another worker, this one)."""
+        host, pid, started = this_process()
+        other = await anyio.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            other_started = _start_time(other.pid) or ""
+            for i in range(3):
+                await _queue(store, f"live-{i}", T0 + i)
+                await store.acquire_lease(
+                    f"live-{i}", Lease(f"o{i}", 3600.0, 0, host, other.pid, other_started)
+                )
+            await _queue(store, "mine", T0 + 3)
+            await store.acquire_lease("mine", Lease("me", 3600.0, 0, host, pid, started))
+            await _queue(store, "dead", T0 + 9)
+            await store.acquire_lease("dead", Lease("d", 3600.0, 0, host, await _dead_pid(), "x"))
+
+            assert ["dead"] == [c.trace_id for c in await store.claim_runs([], _leases("x"))]
+        finally:
+            other.kill()
+            await other.aclose()
 
     async def test_oldest_ready_first_the_limit_and_the_leases(
         self, store: CheckpointStore
