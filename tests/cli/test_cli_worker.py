@@ -25,19 +25,26 @@ import graphexec as gx
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A SQLite file, or a fresh schema on the test Postgres server (skipped without one)."""
+    """A SQLite file, or a schema of its own on the test Postgres server (``GRAPHEXEC_TEST_PG``,
+    as the checkpoint tests use; skipped, saying why, without one), dropped afterwards."""
     if request.param == "sqlite":
         yield str(tmp_path / "runs.db")
         return
-    dsn = os.environ.get("GRAPHEXEC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    dsn = os.environ.get("GRAPHEXEC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     try:
         import psycopg
 
-        with psycopg.connect(dsn, connect_timeout=2):
+        with psycopg.connect(dsn, connect_timeout=3):
             pass
-    except Exception as exc:  # noqa: BLE001 - any failure to reach it: skip, saying why
+    except Exception as exc:  # noqa: BLE001 - no extra, no server: skip, saying why
         pytest.skip(f"no Postgres server at {dsn}: {exc}")
-    yield f"{dsn}?schema=w_{uuid.uuid4().hex[:12]}"
+    schema = f"w_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in dsn else "?"
+    try:
+        yield f"{dsn}{sep}schema={schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def call(url: str, fn: Callable[[gx.CheckpointStore], Any]) -> Any:
