@@ -60,7 +60,7 @@ async def main() -> None:
     ex = gx.GraphExecutor(store=store)  # no `async with`: nothing is driven here
     for trace_id, amount in [("r-1", 20), ("r-2", 450), ("r-3", 35)]:
         await ex.start(graph, {"amount": amount}, trace_id=trace_id, queue=True)
-    print([(r.trace_id, r.status) for r in await ex.runs(status="queued")])
+    print(sorted((r.trace_id, r.status) for r in await ex.runs(status="queued")))
     # --8<-- [end:queue]
 
     # --8<-- [start:worker]

@@ -178,7 +178,8 @@ async def test_a_barrier_frees_the_slot_and_a_decision_from_elsewhere_finishes_i
     resolved = [e for e in events if isinstance(e, gx.BarrierResolved)]
     assert [w.barrier_id for w in waits] == ["approve#1"]  # the resumed worker found it decided
     assert [(r.decision, r.by) for r in resolved] == [("approve", "human")]
-    assert events[-1].state["sent"] is True  # type: ignore[attr-defined]
+    last = events[-1]
+    assert isinstance(last, gx.GraphComplete) and last.state["sent"] is True
     assert worker.stats.claimed == 3 and worker.stats.completed == 2
 
 
