@@ -543,26 +543,30 @@ class Checkpointer:
             raise self._wrap(self._error)
 
     async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            while self._queue:
-                batch, self._queue = self._queue, []
-                if self._error is not None:
-                    # After a failed commit nothing more is written: a later record would sit
-                    # on top of the missing ones and restore a state with steps left out.
-                    continue
-                self._inflight = len(batch)
-                try:
-                    with anyio.CancelScope(shield=True):
+        # Shielded as a whole: when an outer scope cancels the run (its task group with it),
+        # the run's last records are still queued and its shielded close() waits for them;
+        # close() ends the writer.
+        with anyio.CancelScope(shield=True):
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                while self._queue:
+                    batch, self._queue = self._queue, []
+                    if self._error is not None:
+                        # After a failed commit nothing more is written: a later record would
+                        # sit on top of the missing ones and restore a state with steps left
+                        # out.
+                        continue
+                    self._inflight = len(batch)
+                    try:
                         await self._commit(batch)
-                except Exception as exc:  # noqa: BLE001 - reported to the run at its next save/flush
-                    self._error = exc
-                finally:
-                    self._inflight = 0
-            self._idle.set()
-            if self._closed:
-                return
+                    except Exception as exc:  # noqa: BLE001 - reported to the run at its next save/flush
+                        self._error = exc
+                    finally:
+                        self._inflight = 0
+                self._idle.set()
+                if self._closed:
+                    return
 
 
 def _ready_at(run: Position, t: float) -> float | None:

@@ -28,7 +28,7 @@ from ._graph import Graph
 from ._lease import LeaseKeeper
 from ._log import get_logger
 from ._restore import restore
-from ._run.decisions import check_request
+from ._run.decisions import check_path_decision, check_request
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._leases import this_process
 from .checkpoint._record import (
@@ -260,7 +260,18 @@ class RunManager:
         store = self.ex._need_store("decide")
         info = await store.get_run(trace_id)
         graph = self.graphs.get(info.graph_name) if info is not None else None
-        if info is not None and graph is not None and info.status not in FINISHED_STATUSES:
+        if (
+            info is not None
+            and graph is not None
+            and info.status not in FINISHED_STATUSES
+            and "/" in barrier_id
+        ):
+            # A barrier inside a child run: its path names a barrier of a child graph (the
+            # check decisions given up front get); the store checks the rest.
+            check_path_decision(
+                graph, barrier_id, wildcard=False, trace_id=trace_id, decision=decision
+            )
+        elif info is not None and graph is not None and info.status not in FINISHED_STATUSES:
             # The one decision check, with the graph at hand (the node's kind, an Edit against
             # the typed state); the store repeats the graph-free part in its transaction.
             check_request(

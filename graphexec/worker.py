@@ -27,6 +27,7 @@ from ._policy import CheckpointPolicy
 from ._telemetry import Telemetry
 from .checkpoint._base import CheckpointStore
 from .checkpoint._hints import WORK
+from .exceptions import GraphError
 
 if TYPE_CHECKING:
     from ._run import Driver
@@ -143,10 +144,25 @@ class Worker:
 
     async def run(self) -> None:
         """Claim and drive runs until ``stop()`` or cancellation (both graceful: the runs are
-        handed back). A Worker runs once."""
+        handed back before it returns or re-raises). A Worker runs once."""
         if self._started:
             raise RuntimeError("this Worker has already run: make a new one")
         self._started = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._stop_when_cancelled)
+            # Shielded: an outer cancel would reach the runs before the executor could
+            # interrupt them (they would be recorded "cancelled"); it becomes a stop() instead.
+            with anyio.CancelScope(shield=True):
+                await self._serve()
+            tg.cancel_scope.cancel()
+
+    async def _stop_when_cancelled(self) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.stop()
+
+    async def _serve(self) -> None:
         names = self.graph_names
         self.log.info("worker started", graphs=names, concurrency=self.concurrency)
         try:
@@ -154,7 +170,15 @@ class Worker:
                 while not self._stopping:
                     self._wake = anyio.Event()
                     free = self.concurrency - len(self._running)
-                    claimed = await self._claim(free) if free > 0 else 0
+                    claimed = 0
+                    if free > 0:
+                        try:
+                            claimed = await self._claim(free)
+                        except GraphError as exc:  # the store is unreachable: try again later
+                            self.log.warning("claim failed", error=str(exc))
+                            with anyio.move_on_after(self.poll_interval):
+                                await self._wake.wait()
+                            continue
                     if self._stopping:
                         break
                     if free > 0 and claimed == free:

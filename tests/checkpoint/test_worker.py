@@ -300,3 +300,52 @@ async def test_bad_worker_arguments_are_refused() -> None:
         pass
     with pytest.raises(RuntimeError, match="already run"):
         await worker.run()
+
+
+async def test_a_barrier_inside_a_subgraph_frees_the_slot_too(stores: Stores) -> None:
+    """A child run's barrier: the worker leaves once the child waits; the decision for its
+    path id ("sub/approve#1") brings the run back and it completes."""
+    parent = (
+        gx.GraphBuilder("parent")
+        .subgraph("sub", approval("child"), output=["sent"])
+        .start("sub")
+        .end("sub")
+        .build()
+    )
+    ex = gx.GraphExecutor(store=stores.store, graphs=[parent])
+    await ex.start(parent, {"topic": "tea"}, trace_id="p-1", queue=True)
+    worker = gx.Worker(stores.other(), [parent], poll_interval=0.05, decision_poll_interval=0.05)
+    async with working(worker):
+        info = await until(stores.store, "p-1", status_is("waiting"))
+        assert info.pending_barrier == "sub/approve#1"
+        await eventually(lambda: worker.stats.waiting == 1 and not worker.running)
+        assert (await stores.store.get_run("p-1")).lease is None  # type: ignore[union-attr]
+        await ex.decide("p-1", "sub/approve#1", gx.Approve())
+        await until(stores.store, "p-1", status_is("completed"))
+    assert (await ex.get_state("p-1")).state["sent"] is True
+
+
+async def test_async_durability_and_cancelling_run(stores: Stores) -> None:
+    """With durability="async" a run still leaves at its barrier with the wait committed;
+    cancelling worker.run() is as graceful as stop(): the run in hand is interrupted."""
+    gate = anyio.Event()
+    inside: list[str] = []
+    slow = gated("slow", gate, inside)
+    graph = approval()
+    ex = gx.GraphExecutor(store=stores.store)
+    await ex.start(graph, {"topic": "tea"}, trace_id="a-1", queue=True)
+    await ex.start(slow, {}, trace_id="a-2", queue=True)
+    worker = gx.Worker(
+        stores.other(),
+        [graph, slow],
+        poll_interval=0.05,
+        policy=gx.CheckpointPolicy(durability="async"),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await until(stores.store, "a-1", status_is("waiting"))
+        await eventually(lambda: inside == ["a-2"])
+        tg.cancel_scope.cancel()
+    info = await stores.store.get_run("a-2")
+    assert info is not None and info.status == "interrupted" and info.lease is None
+    assert worker.stats.waiting == 1 and worker.stats.interrupted == 1
