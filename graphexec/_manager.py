@@ -229,7 +229,13 @@ class RunManager:
         trace_id = claim.trace_id
         info = claim.run
         graph = self.graphs.get(info.graph_name)
-        if graph is None or trace_id in self.live:
+        live = self.live.get(trace_id)
+        if live is not None and live.stopping:
+            # Its driver here is ending (it left at a barrier, or its consumer left) and may
+            # still be writing its last events: the claim is driven once it is gone.
+            await live.ended.wait()
+            live = None
+        if live is not None or graph is None:
             # A run driven here already waits at a barrier and polls its inbox itself.
             await _give_back(self.ex._need_store("drive_claim"), claim)
             return None

@@ -141,6 +141,8 @@ class Driver:
         "waiting" without a lease and the driver ends; the store makes the run ready again
         when a decision arrives or the deadline comes, and a worker claims it."""
         self._leaving = False
+        self.ended = anyio.Event()
+        """Set when ``main`` returns: the driver writes nothing more."""
         self.recorded = anyio.Event()
         """Set once the run's first checkpoint is committed (or the run ended without one):
         from then on other processes find it in the store."""
@@ -169,6 +171,12 @@ class Driver:
         """True once the run has ended (whatever the status)."""
         return self.result is not None
 
+    @property
+    def stopping(self) -> bool:
+        """True once the run ends or is being stopped: it takes no more decisions here."""
+        scope = self._scope
+        return self.result is not None or (scope is not None and scope.cancel_called)
+
     async def main(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run to the end; never raises a GraphError (it becomes the result and an event)."""
         task_status.started()
@@ -196,16 +204,19 @@ class Driver:
                     tg.cancel_scope.cancel()
         finally:
             self.recorded.set()
-            if self.rec.tel is not None:  # the run's span, not the consumer's reading
-                self._close_segment()
-            self._wake_send.close()
-            self._wake_recv.close()
-            if emitter is not None:
-                with anyio.CancelScope(shield=True):
-                    await emitter.flush()
-                    if log is not None:
-                        await log.close()
-                emitter.close()
+            try:
+                if self.rec.tel is not None:  # the run's span, not the consumer's reading
+                    self._close_segment()
+                self._wake_send.close()
+                self._wake_recv.close()
+                if emitter is not None:
+                    with anyio.CancelScope(shield=True):
+                        await emitter.flush()
+                        if log is not None:
+                            await log.close()
+                    emitter.close()
+            finally:
+                self.ended.set()  # its last events are written: another driver may take over
 
     # -- telemetry: one span per segment (this driver), a child span per node attempt --------
 
@@ -1332,10 +1343,13 @@ class Driver:
                     barrier_id=pos.pending.barrier_id if pos.pending else None,
                 )
             else:
+                # A wait read the inbox in the same transaction: a decision that came since the
+                # last look makes the store ready the run again (nobody here polls any more).
                 await self._save(
                     trigger,
                     failure=None if error is None else error_info(error, None),
                     final=True,
+                    decisions_after=pos.decision_cursor if waiting else None,
                 )
             await self.ckpt.flush()
         except GraphError as exc:

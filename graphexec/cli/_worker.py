@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import anyio
+from anyio.abc import TaskStatus
 
 from ..checkpoint import open_store
 from ..worker import Worker
@@ -71,13 +72,14 @@ def cmd_worker(
     async def go() -> None:
         async with store, anyio.create_task_group() as tg:
 
-            async def watch() -> None:
+            async def watch(*, task_status: TaskStatus[None]) -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    task_status.started()  # from here a signal is a graceful stop
                     async for signum in signals:
                         _say(f"{signal.Signals(signum).name}: stopping, handing runs back")
                         worker.stop()
 
-            tg.start_soon(watch)
+            await tg.start(watch)
             if not as_json:
                 _say(
                     f"started: graphs {', '.join(worker.graph_names)}, concurrency "
