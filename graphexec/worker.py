@@ -208,8 +208,7 @@ class Worker:
                 status=claim.run.status,
                 token=claim.lease.token,
             )
-            if self._on_run is not None:
-                self._on_run("claimed", claim.trace_id, claim.run.status)
+            self._report("claimed", claim.trace_id, claim.run.status)
         return len(claims)
 
     async def _idle(self, *, want_work: bool) -> None:
@@ -247,6 +246,13 @@ class Worker:
         else:
             stats.failed += 1
         self.log.info("run ended", trace_id=trace_id, status=status)
-        if self._on_run is not None:
-            self._on_run("ended", trace_id, status)
+        self._report("ended", trace_id, status)
         self._wake.set()
+
+    def _report(self, what: str, trace_id: str, status: str) -> None:
+        if self._on_run is None:
+            return
+        try:
+            self._on_run(what, trace_id, status)
+        except Exception as exc:  # noqa: BLE001 - the observer's bug must not stop the runs
+            self.log.error("on_run raised", trace_id=trace_id, error=repr(exc))

@@ -349,3 +349,32 @@ async def test_async_durability_and_cancelling_run(stores: Stores) -> None:
     info = await stores.store.get_run("a-2")
     assert info is not None and info.status == "interrupted" and info.lease is None
     assert worker.stats.waiting == 1 and worker.stats.interrupted == 1
+
+
+async def test_a_decision_while_the_leaving_driver_winds_down_is_not_lost(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision that lands while the driver that left the run waiting is still known as
+    live here (widened to 0.3 s): the worker's claim waits for that driver and drives the run,
+    instead of giving the claim back (which left the run waiting with its decision unread)."""
+    from graphexec._manager import RunManager
+
+    async def slow_drive(self: RunManager, driver: Any, *, task_status: Any) -> None:
+        """RunManager.drive, with the driver still known as live for 0.3 s after it ended."""
+        self.live[driver.trace_id] = driver
+        try:
+            await driver.main(task_status=task_status)
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.3)
+        finally:
+            if self.live.get(driver.trace_id) is driver:
+                del self.live[driver.trace_id]
+
+    monkeypatch.setattr(RunManager, "drive", slow_drive)
+    graph = approval()
+    ex = gx.GraphExecutor(store=stores.store)
+    await ex.start(graph, {"topic": "tea"}, trace_id="l-1", queue=True)
+    async with working(gx.Worker(stores.other(), [graph], poll_interval=0.05)):
+        await until(stores.store, "l-1", status_is("waiting"))
+        await ex.decide("l-1", "approve#1", gx.Approve())
+        await until(stores.store, "l-1", status_is("completed"))
