@@ -206,10 +206,13 @@ class GraphExecutor:
 
     async def recover(self) -> list[str]:
         """Resume, in the executor's task group, every run of the store that needs a driver and
-        whose graph is in ``graphs=``: interrupted runs, running runs whose owner is gone (its
-        process on this host is dead: at once; elsewhere: its lease expired), waiting runs
-        (their lease is parked) whose decision arrived or whose timeout passed. Returns their
-        trace ids. A run another live process holds is left alone."""
+        whose graph is in ``graphs=``: queued runs, interrupted runs, running runs whose owner
+        is gone (its process on this host is dead: at once; elsewhere: its lease expired),
+        waiting runs (their lease is parked) whose decision arrived or whose timeout passed.
+        Returns their trace ids. It claims them as workers do (``store.claim_runs``), so a run
+        another live process holds is left alone and no two processes resume the same run; a
+        claimed run that cannot be resumed (damaged, or its graph changed under it) is
+        recorded failed."""
         return await self._manager.recover()
 
     def events(self, trace_id: str, *, after: int | None = None) -> AsyncIterator[GraphEvent]:
