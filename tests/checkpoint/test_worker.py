@@ -378,3 +378,33 @@ async def test_a_decision_while_the_leaving_driver_winds_down_is_not_lost(
         await until(stores.store, "l-1", status_is("waiting"))
         await ex.decide("l-1", "approve#1", gx.Approve())
         await until(stores.store, "l-1", status_is("completed"))
+
+
+async def test_a_node_paused_by_its_failure_frees_the_slot(stores: Stores) -> None:
+    """on_failure="pause" under a worker: the failed node's wait is left like a barrier's;
+    an operator's Approve (from another executor) retries it in a worker, and it succeeds."""
+    calls: list[int] = []
+
+    def flaky(state: dict[str, Any]) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("the mail server is down")
+        return {"sent": True}
+
+    graph = (
+        gx.GraphBuilder("mail")
+        .node("send", flaky, inline=True, on_failure="pause")
+        .start("send")
+        .end("send")
+        .build()
+    )
+    ex = gx.GraphExecutor(store=stores.store, graphs=[graph])
+    await ex.start(graph, {}, trace_id="m-1", queue=True)
+    worker = gx.Worker(stores.other(), [graph], poll_interval=0.05)
+    async with working(worker):
+        info = await until(stores.store, "m-1", status_is("waiting"))
+        assert info.pending_barrier == "send#1" and info.lease is None
+        await eventually(lambda: worker.stats.waiting == 1 and not worker.running)
+        await ex.decide("m-1", "send#1", gx.Approve())
+        await until(stores.store, "m-1", status_is("completed"))
+    assert len(calls) == 2 and (await ex.get_state("m-1")).state["sent"] is True
