@@ -361,14 +361,15 @@ async def test_a_decision_while_the_leaving_driver_winds_down_is_not_lost(
 
     async def slow_drive(self: RunManager, driver: Any, *, task_status: Any) -> None:
         """RunManager.drive, with the driver still known as live for 0.3 s after it ended."""
-        self.live[driver.trace_id] = driver
+        trace_id = driver.trace_id
+        self.live[trace_id] = driver
         try:
             await driver.main(task_status=task_status)
             with anyio.CancelScope(shield=True):
                 await anyio.sleep(0.3)
         finally:
-            if self.live.get(driver.trace_id) is driver:
-                del self.live[driver.trace_id]
+            if self.live.get(trace_id) is driver:
+                del self.live[trace_id]
 
     monkeypatch.setattr(RunManager, "drive", slow_drive)
     graph = approval()
