@@ -73,14 +73,10 @@ class Fleet:
         """Wait until ``proc`` has printed READY (its store answered, its SIGTERM handler
         set); False if it exited or ``deadline`` passed first."""
         path = self.outputs[proc.pid]
-        while not any(mark in (text := path.read_text(errors="replace")) for mark in READY):
+        while not any(mark in path.read_text(errors="replace") for mark in READY):
             if proc.poll() is not None or time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
-        if READY[0] not in text:
-            # graphexec worker says "started" a moment before its SIGTERM handler is set
-            # (reported to its author; until that lands, give it that moment).
-            time.sleep(0.2)
         return True
 
     def wait_ready(self, timeout: float = 60) -> None:
