@@ -951,21 +951,24 @@ async def _claim_new_trace(
     """Take the lease of a trace a fork or re-run starts; refuse a trace id the store already
     has (the lease given back), closing the event stream on any failure."""
     try:
-        if await ckpt.keeper.acquire() is not None:
+        taken = await ckpt.keeper.acquire()
+        if taken is not None:
             with anyio.CancelScope(shield=True):
                 await store.release_lease(new_id, ckpt.owner)
-            raise _trace_taken(new_id)
+            raise _trace_taken(taken)
     except BaseException:
         send.close()
         recv.close()
         raise
 
 
-def _trace_taken(trace_id: str) -> GraphError:
-    return GraphError(
-        f"trace id {trace_id!r} already has checkpoints: continue it with resume_from(), or "
-        "start this run with another trace id",
-        trace_id=trace_id,
+def _trace_taken(info: RunInfo) -> RunExists:
+    """A fork or re-run asked for a trace id the store already has."""
+    return RunExists(
+        f"trace id {info.trace_id!r} already has checkpoints (it is {info.status}): continue "
+        "it with resume_from(), or start this run with another trace id",
+        trace_id=info.trace_id,
+        status=info.status,
     )
 
 
