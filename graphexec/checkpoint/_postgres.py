@@ -4,7 +4,12 @@ Built on psycopg 3 with a psycopg-pool connection pool (the ``postgres`` extra).
 kept on a connection between transactions: no prepared statements (``prepare_threshold=None``),
 no ``SET``, no session advisory locks, no ``LISTEN`` on pooled connections. So the store works
 behind PgBouncer in transaction mode, where each transaction may run on another server
-connection.
+connection. Wake-up hints from other processes come through one ``LISTEN`` connection of the
+store object's own, outside the pool (``_pg_listen.py``; ``listen_dsn=`` behind PgBouncer).
+
+Every frequent write is one statement, a function of the schema (a save with its events, a
+lease grant, an event append, a cancel request: ``checkpoints/postgres/003_*.sql``): a round
+trip costs more than what these do on the server.
 
 The tables live in one Postgres schema (``schema="graphexec"`` by default), named in every
 statement rather than through ``search_path`` (which would be session state). They are created
