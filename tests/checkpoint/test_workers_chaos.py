@@ -155,6 +155,8 @@ async def chaos(
         f"{max(found.takeovers, default=0):.2f}s, {time.monotonic() - t0:.0f}s"
     )
     print(summary)
+    if found.problems:
+        (folder / "problems.txt").write_text("\n".join([summary, *found.problems]) + "\n")
     problems = "\n".join(found.problems[:40])
     assert not found.problems, f"{summary}; the fleet's files: {folder}\n{problems}{f.output()}"
     assert kills, summary
