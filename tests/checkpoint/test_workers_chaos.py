@@ -39,7 +39,9 @@ from _postgres_kit import database  # isort: skip
 
 LEASE_TTL = 3.0
 POLL = 0.2
-CONCURRENCY = 16
+CONCURRENCY = 50
+"""Slots per worker: more than the fleet ever has in flight, so a killed worker's runs never
+wait for a free slot (the take-over promise assumes capacity)."""
 TAKEOVER_BOUND = LEASE_TTL + POLL
 """The promise: a killed worker's runs are driven again within lease_ttl plus one poll."""
 
