@@ -4,7 +4,12 @@ Built on psycopg 3 with a psycopg-pool connection pool (the ``postgres`` extra).
 kept on a connection between transactions: no prepared statements (``prepare_threshold=None``),
 no ``SET``, no session advisory locks, no ``LISTEN`` on pooled connections. So the store works
 behind PgBouncer in transaction mode, where each transaction may run on another server
-connection.
+connection. Wake-up hints from other processes come through one ``LISTEN`` connection of the
+store object's own, outside the pool (``_pg_listen.py``; ``listen_dsn=`` behind PgBouncer).
+
+Every frequent write is one statement, a function of the schema (a save with its events, a
+lease grant, an event append, a cancel request: ``checkpoints/postgres/003_*.sql``): a round
+trip costs more than what these do on the server.
 
 The tables live in one Postgres schema (``schema="graphexec"`` by default), named in every
 statement rather than through ``search_path`` (which would be session state). They are created
@@ -93,34 +98,46 @@ _SEQ_BEHIND = "GX002"
 """SQLSTATE raised by ``save_checkpoints`` when the rows do not follow the trace's last seq."""
 
 
-def _claimable(owner: str = "leases.owner") -> str:
-    """What a run that may need a driver looks like in SQL (``_claims.needs_driver``, less the
-    lease's holder; ``owner``: the lease owner's column, or ``''`` for a run without one)."""
+_CLAIMABLE = (
+    f"runs.status IN ({', '.join(repr(s) for s in CLAIMABLE_STATUSES)}) "
+    "AND (runs.status <> 'waiting' OR runs.ready_at <= t.now OR leases.owner <> '') "
+    "AND (cardinality(%(graphs)s::text[]) = 0 OR runs.graph_name = ANY(%(graphs)s::text[]))"
+)
+"""What a run that may need a driver looks like in SQL (``_claims.needs_driver``, less the
+liveness of the lease's holder)."""
+
+
+def _gone(leases: str) -> str:
+    """A lease held by a process of this host known to be gone (found by an earlier claim)."""
     return (
-        f"runs.status IN ({', '.join(repr(s) for s in CLAIMABLE_STATUSES)}) "
-        f"AND (runs.status <> 'waiting' OR runs.ready_at <= t.now OR {owner} <> '') "
-        "AND (cardinality(%(graphs)s::text[]) = 0 OR runs.graph_name = ANY(%(graphs)s::text[]))"
+        f"({leases}.host = %(host)s AND ({leases}.pid, {leases}.started) IN "
+        "(SELECT * FROM unnest(%(gone_pids)s::bigint[], %(gone_starteds)s::text[])))"
     )
-
-
-_CLAIMABLE = _claimable()
 
 
 def _claim_sql(s: str) -> str:
     """claim_runs in one statement: lock the runs that need a driver whose lease is free or
     expired (``FOR UPDATE OF runs, leases SKIP LOCKED``: a claimer never waits, so it is never
     part of a deadlock), oldest ready first; grant the i-th the i-th lease (token + 1, expiry
-    on the database clock); clear their ready_at. Rows with ``i = 0`` are the rarer cases
-    SQL cannot decide, for :meth:`PostgresStore._claim_one`: no lease row, or a lease held on
-    this host (by a process that may be gone)."""
+    on the database clock); clear their ready_at. The candidates come from indexes only:
+    queued, interrupted and running runs (``runs_status``), runs whose ready_at passed
+    (``runs_ready``: parked runs waiting for a person are never read) and leases held but
+    expired or held by processes of this host known to be gone (``leases_held``), all of them
+    in one order. Rows with ``i = -1`` name the processes of this host that hold leases, for
+    Python to check which are gone: the next claim takes their runs in that order, this one
+    in a second step if it has leases left (``_gone_holders_sql``)."""
     cols = ", ".join(f"runs.{c}" for c in RUN_COLUMNS.split(", "))
     lease_cols = "owner, token, expires_at, host, pid, started"
     return (
         "WITH t AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now), "
         "c AS (SELECT runs.trace_id, runs.id, coalesce(runs.ready_at, runs.updated_at) AS k "
         f"FROM {s}.runs AS runs JOIN {s}.leases AS leases ON leases.trace_id = runs.trace_id "
-        f"CROSS JOIN t WHERE {_CLAIMABLE} "
-        "AND (leases.owner = '' OR leases.expires_at <= t.now) "
+        "CROSS JOIN t WHERE runs.trace_id IN ("
+        f"SELECT trace_id FROM {s}.runs WHERE status IN ('queued', 'interrupted', 'running') "
+        f"UNION ALL SELECT trace_id FROM {s}.runs, t WHERE ready_at <= t.now "
+        f"UNION ALL SELECT h.trace_id FROM {s}.leases AS h, t WHERE h.owner <> '' "
+        f"AND (h.expires_at <= t.now OR {_gone('h')})) AND {_CLAIMABLE} "
+        f"AND (leases.owner = '' OR leases.expires_at <= t.now OR {_gone('leases')}) "
         "ORDER BY k, runs.id LIMIT %(n)s FOR UPDATE OF runs, leases SKIP LOCKED), "
         "w AS (SELECT o.trace_id, o.i, a.owner, a.ttl, a.host, a.pid, a.started FROM "
         "(SELECT c.trace_id, row_number() OVER (ORDER BY c.k, c.id) AS i FROM c) AS o "
@@ -135,10 +152,6 @@ def _claim_sql(s: str) -> str:
         f"WHERE runs.trace_id = g.trace_id RETURNING {cols}) "
         f"SELECT w.i, r.*, {', '.join(f'g.{c}' for c in lease_cols.split(', '))} "
         "FROM r JOIN g ON g.trace_id = r.trace_id JOIN w ON w.trace_id = r.trace_id "
-        f"UNION ALL (SELECT 0, {cols}, NULL, NULL, NULL, NULL, NULL, NULL "
-        f"FROM {s}.runs AS runs CROSS JOIN t WHERE {_claimable(chr(39) * 2)} "
-        f"AND NOT EXISTS (SELECT 1 FROM {s}.leases AS l WHERE l.trace_id = runs.trace_id) "
-        "ORDER BY coalesce(runs.ready_at, runs.updated_at), runs.id LIMIT %(n)s) "
         f"UNION ALL SELECT -1, {', '.join(['NULL'] * len(RUN_COLUMNS.split(', ')))}, "
         "NULL, NULL, NULL, h.host, h.pid, h.started FROM (SELECT DISTINCT leases.host, "
         f"leases.pid, leases.started FROM {s}.leases AS leases CROSS JOIN t "
@@ -159,6 +172,20 @@ def _gone_holders_sql(s: str) -> str:
         f"AND {_CLAIMABLE} ORDER BY coalesce(runs.ready_at, runs.updated_at), runs.id "
         "LIMIT %(n)s"
     )
+
+
+class _Connection(psycopg.AsyncConnection[Any]):
+    """A pooled connection that keeps one cursor for the store's statements: a cursor running
+    the statement it ran last reuses how it adapted the parameters' types (a save's eleven
+    array parameters cost psycopg about 60 us that way, 155 us afresh)."""
+
+    _kept: psycopg.AsyncCursor[Any] | None = None
+
+    def kept_cursor(self) -> psycopg.AsyncCursor[Any]:
+        cur = self._kept
+        if cur is None or cur.closed:
+            cur = self._kept = self.cursor()
+        return cur
 
 
 class _Sql:
@@ -227,11 +254,6 @@ class _Sql:
         )
         self.claim = _claim_sql(s)
         self.claim_gone = _gone_holders_sql(s)
-        # A lease row to lock for a run that has none (written before schema 4, or by hand).
-        self.lease_placeholder = (
-            f"INSERT INTO {s}.leases (trace_id, owner, expires_at) VALUES (%s, '', 0) "
-            "ON CONFLICT (trace_id) DO NOTHING"
-        )
         # One run SQL left to Python (_claim_one): its lease row and runs row, locked unless
         # someone holds them, and the database clock.
         self.claim_lock = (
@@ -350,10 +372,13 @@ class PostgresStore(StoreBase):
         self._timeout = timeout
         self._async_commit = synchronous_commit == "off"
         self._sql = _Sql(schema)
-        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._pool: AsyncConnectionPool[_Connection] | None = None
         self._open_lock = anyio.Lock()
         self.listen_dsn = listen_dsn
         self._listener: Listener | None = None
+        self._gone: list[tuple[int, str]] = []
+        """Processes of this host found gone by the last claim that held leases then: (pid,
+        start time). The next claim takes their runs like expired ones."""
         self._watcher = uuid.uuid4().hex
         """This store object's id in ``event_watchers``."""
         self._watching: dict[str, float] = {}
@@ -365,7 +390,7 @@ class PostgresStore(StoreBase):
 
     # -- connections --------------------------------------------------------------------------
 
-    async def _get_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    async def _get_pool(self) -> AsyncConnectionPool[_Connection]:
         pool = self._pool
         if pool is not None:
             return pool
@@ -378,6 +403,7 @@ class PostgresStore(StoreBase):
                     )
                 pool = AsyncConnectionPool(
                     self.dsn,
+                    connection_class=_Connection,
                     min_size=self._min_size,
                     max_size=self._max_size,
                     timeout=self._timeout,
@@ -466,17 +492,17 @@ class PostgresStore(StoreBase):
         """A cursor on a pooled connection, for one statement or an explicit transaction."""
         with self._errors(trace_id):
             async with self._connection() as conn:
-                yield conn.cursor()
+                yield conn.kept_cursor()
 
     @asynccontextmanager
     async def _tx(self, trace_id: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         """A cursor inside one transaction, committed at the end (rolled back on an error)."""
         with self._errors(trace_id):
             async with self._connection() as conn, conn.transaction():
-                yield conn.cursor()
+                yield conn.kept_cursor()
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(self) -> AsyncIterator[_Connection]:
         """A pooled connection that the server has not closed.
 
         An idle connection has nothing to read, unless its server closed it (a restart, an
@@ -486,7 +512,7 @@ class PostgresStore(StoreBase):
         one goes back to the pool, which drops it and opens a new one, and the next is taken:
         the first operation after a server restart succeeds instead of failing once."""
         pool = await self._get_pool()
-        conn: psycopg.AsyncConnection[Any] | None = await pool.getconn()
+        conn: _Connection | None = await pool.getconn()
         try:
             for _ in range(self._max_size + 1):  # at most max_size closed ones, then a new one
                 assert conn is not None
@@ -780,12 +806,13 @@ class PostgresStore(StoreBase):
             "starteds": [lease.started for lease in leases],
             "host": host,
             "pid": pid,
+            "gone_pids": [p for p, _ in self._gone],
+            "gone_starteds": [started for _, started in self._gone],
         }
         async with self._conn() as cur:
             await cur.execute(self._sql.claim, args)
             found = await cur.fetchall()
         claims: list[Claim] = []
-        no_row: list[str] = []
         alive = Liveness()
         gone: list[LeaseRow] = []
         for r in sorted(found, key=lambda r: r[0]):
@@ -795,14 +822,15 @@ class PostgresStore(StoreBase):
                 )
                 if alive.gone(holder):
                     gone.append(holder)
-            elif r[0] == 0:
-                no_row.append(r[1])
             else:
                 run, held = run_info(r[1:]), _lease_row(r[15:])
                 lease = msgspec.structs.replace(leases[r[0] - 1], token=held.token)
                 claims.append(Claim(trace_id=run.trace_id, lease=lease, run=run))
-        # The rarer cases, one short transaction each: the runs of a process of this host that
-        # is gone (process_gone needs this host's process table), or without a lease row.
+        # The next claim treats their leases as free, ordering their runs with the others (a
+        # busy fleet never has leases left for the step below).
+        self._gone = [(h.pid, h.started) for h in gone]
+        # With leases left now: one short transaction each (process_gone needs this host's
+        # process table, which SQL cannot see).
         if gone and len(claims) < len(leases):
             async with self._conn() as cur:
                 await cur.execute(
@@ -818,25 +846,20 @@ class PostgresStore(StoreBase):
                 held_by_gone = [r[0] for r in await cur.fetchall()]
         else:
             held_by_gone = []
-        for trace_id in [*held_by_gone, *no_row]:
+        for trace_id in held_by_gone:
             if len(claims) == len(leases):
                 break
-            done = await self._claim_one(trace_id, trace_id in no_row, leases[len(claims)], alive)
+            done = await self._claim_one(trace_id, leases[len(claims)], alive)
             if done is not None:
                 claims.append(done)
         return claims
 
-    async def _claim_one(
-        self, trace_id: str, no_row: bool, lease: Lease, alive: Liveness
-    ) -> Claim | None:
-        """Claim one run if it needs a driver (the shared rule, on the database clock): its
-        lease row created free if it had none (``no_row``: a row older than schema 4 or
-        written by hand), then both rows locked unless someone holds them (leases before
-        runs, the order every writer locks in)."""
+    async def _claim_one(self, trace_id: str, lease: Lease, alive: Liveness) -> Claim | None:
+        """Claim one run if it needs a driver (the shared rule, on the database clock): both
+        rows locked unless someone holds them (leases before runs, the order every writer
+        locks in)."""
         sql = self._sql
         async with self._tx(trace_id) as cur:
-            if no_row:
-                await cur.execute(sql.lease_placeholder, (trace_id,))
             await cur.execute(sql.claim_lock, (trace_id,))
             r = await cur.fetchone()
             if r is None:
