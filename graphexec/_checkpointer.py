@@ -77,6 +77,9 @@ def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
 class Checkpointer:
     """Checkpoint writer for one run."""
 
+    records = True
+    """Every step is noted (``after_step``): the loop asks after each one."""
+
     def __init__(
         self,
         *,
@@ -577,6 +580,8 @@ class NullCheckpointer:
 
     on_barrier = False
     on_completion = False
+    records = False
+    """Steps are not noted (the loop skips ``after_step``)."""
     trace_context: str | None = None
 
     async def start(self, tg: TaskGroup) -> None:

@@ -300,7 +300,7 @@ def changes_of(result: Any, *, node: str) -> list[tuple[str, Any]]:
     """
     if result is None:
         return []
-    if isinstance(result, Mapping):
+    if type(result) is dict or isinstance(result, Mapping):
         return list(result.items())
     if isinstance(result, list | tuple):
         out: list[tuple[str, Any]] = []

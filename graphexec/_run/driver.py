@@ -445,7 +445,7 @@ class Driver:
         name = spec.name
         pos = self.pos
         reads = self._reads
-        reads.reset()
+        reads.keys = reads.branches = reads.known = None  # Reads.reset(), without the call
         reuse = self.reuse
         if reuse is not None:
             if await self._reused(spec, reuse):
@@ -528,7 +528,10 @@ class Driver:
         t1 = rec.log_line(name, step, t0, ok=True, attempt=attempt)
         if listening:
             await rec.send_end(name, step, span, t1 - t0, ok=True, next_node=nxt)
-        trigger = self.ckpt.after_step(
+        ckpt = self.ckpt
+        if not ckpt.records:  # no store: nothing to note, no checkpoint ever due
+            return
+        trigger = ckpt.after_step(
             step,
             name,
             changes,

@@ -96,6 +96,8 @@ async def _fan_out(
         )
 
     async def one_call(call: UserFn, arg: Any, bname: str, attempt: int, beat: Any) -> Any:
+        if call.is_async and not call.takes_ctx:  # the common branch: one await, no context
+            return await call.fn(arg)
         ctx = (
             NodeContext(trace_id, step, name, span, bname, emitter, attempt, beat)
             if call.takes_ctx
@@ -118,8 +120,11 @@ async def _fan_out(
         backed_off.add(bname)
         await progress({bname: (attempt, retry_at)})
 
+    # Without a retry, timeout or breaker (and without telemetry) a branch is one call.
+    plain = not spec.resilient and rec.tel is None
+
     async def run_one(bname: str, call: UserFn, arg: Any) -> Any:
-        if not spec.resilient and rec.tel is None:
+        if plain:
             return await one_call(call, arg, bname, 1, None)
         failed, retry_at = resumed_attempts.get(bname, (0, None))
         return await retry_branch(
@@ -143,6 +148,8 @@ async def _fan_out(
             if limiter is not None:
                 async with limiter:
                     results[i] = await run_one(bname, call, arg)
+            elif plain:
+                results[i] = await one_call(call, arg, bname, 1, None)
             else:
                 results[i] = await run_one(bname, call, arg)
             done.add(bname)
@@ -308,7 +315,7 @@ async def run_parallel(
                 union.update(keys)
         if bname in failures:
             continue
-        if isinstance(out, Goto | End | Fallback):
+        if type(out) is not dict and isinstance(out, Goto | End | Fallback):
             raise StateError(
                 f"branch {bname!r} of parallel node {spec.name!r} returned "
                 f"{type(out).__name__}; branches return None or a mapping of updates",
