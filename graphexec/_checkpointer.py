@@ -22,6 +22,7 @@ from . import reducers as _reducers
 from ._callables import describe
 from ._context import _Usage
 from ._directives import End, Goto, StateDelta
+from ._eventcodec import Sources, restorable_without_graph
 from ._events import CheckpointSaved, ErrorInfo
 from ._lease import LeaseKeeper
 from ._policy import CheckpointPolicy
@@ -123,6 +124,9 @@ class Checkpointer:
         trace's state starts over from its first one) recording these invalidations."""
         # compaction bookkeeping
         self._steps: list[StepRecord] = []
+        self._records: dict[int, list[StepRecord]] = {}
+        """The step records of each checkpoint saved but not committed yet (with an event
+        log): the events committed with it refer to its deltas instead of repeating them."""
         self._deltas_since_base = 0
         self._delta_bytes_since_base = 0
         self._base_bytes = 0
@@ -262,6 +266,13 @@ class Checkpointer:
         """Checkpoint when a barrier starts waiting and when it is resolved."""
         return self.policy.on_barrier
 
+    def completion_seq(self) -> int | None:
+        """The seq of the run's completion checkpoint (call once it is committed), if a reader
+        can restore its state without the graph (built-in reducers only); else None."""
+        if self._final_seq is None or not restorable_without_graph(self.reducers.values()):
+            return None
+        return self._final_seq
+
     @property
     def on_completion(self) -> bool:
         """Checkpoint when the run ends (completed, failed)."""
@@ -382,6 +393,8 @@ class Checkpointer:
             self._delta_bytes_since_base,
             self.rewind,
         )
+        if self.events is not None and self.events.store is not None:
+            self._records[seq] = self._steps
         self._steps = []
         self._score = 0.0
         if base:
@@ -435,6 +448,7 @@ class Checkpointer:
             with anyio.CancelScope(shield=True):
                 found = await self._commit([(row, info)], decisions_after)
         except BaseException:
+            self._records.pop(seq, None)
             self.seq -= 1
             (
                 self._steps,
@@ -459,6 +473,11 @@ class Checkpointer:
         final = last == self._final_seq
         park = last == self._park_seq
         log = self.events
+        sources = Sources()
+        for row, _ in batch:
+            records = self._records.pop(row.seq, None)
+            if records:
+                sources.add(row.seq, records)
         try:
             # A barrier that waited gave the lease up: take it back (checking nobody drove
             # the run meanwhile) before writing.
@@ -483,7 +502,7 @@ class Checkpointer:
                             lease=self.lease,
                             release=final or park,
                             decisions_after=decisions_after,
-                            events=log.take(),
+                            events=log.take(sources),
                         )
                         ok = True
                     finally:
@@ -635,6 +654,10 @@ class NullCheckpointer:
 
     def request_explicit(self) -> None:
         """An explicit checkpoint request has nowhere to go."""
+
+    def completion_seq(self) -> int | None:
+        """No checkpoint holds the final state."""
+        return None
 
     def trigger_after_step(self, side_effects: bool) -> str | None:
         return None

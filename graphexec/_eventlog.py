@@ -23,16 +23,16 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._eventcodec import Sources, encode_events
 from ._events import Custom, GraphEvent
 from ._log import get_logger
 from .checkpoint._base import CheckpointStore
 from .checkpoint._record import EventBatch, Lease
-from .exceptions import CheckpointError, LeaseLost
+from .exceptions import LeaseLost
 
-__all__ = ("EventLog", "decode_batches")
+__all__ = ("EventLog",)
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[GraphEvent])
 
 _force = msgspec.structs.force_setattr
 
@@ -66,6 +66,10 @@ class EventLog:
         by it, so a driver whose lease was taken over records no events."""
         self.lost = False
         """A write found the lease taken over: nothing more is recorded."""
+        self.state_seq: int | None = None
+        """The seq of the run's committed completion checkpoint, when its state restores
+        without the graph: GraphComplete is then recorded without its state (read back from
+        that checkpoint)."""
 
     async def open(self) -> None:
         """Take this driver's id segment from the store (before the first event)."""
@@ -118,14 +122,19 @@ class EventLog:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def take(self) -> EventBatch | None:
+    def take(self, sources: Sources | None = None) -> EventBatch | None:
         """The pending events as one batch for a write (call with ``lock`` held, then
-        :meth:`written`); None when nothing is pending."""
+        :meth:`written`); None when nothing is pending. ``sources``: the step records of the
+        checkpoints the batch is committed with (their deltas are not stored again)."""
         if not self._pending:
             return None
         events, self._pending = self._pending, []
         self._inflight = events
-        return self._encode(events)
+        if self.state_seq is not None:
+            if sources is None:
+                sources = Sources()
+            sources.state_seq = self.state_seq
+        return self._encode(events, sources)
 
     def written(self, ok: bool) -> None:
         """The batch of :meth:`take` was committed (``ok``), or not: then it is written later."""
@@ -133,14 +142,15 @@ class EventLog:
             self._pending[:0] = self._inflight
         self._inflight = []
 
-    def _encode(self, events: list[GraphEvent]) -> EventBatch | None:
+    def _encode(self, events: list[GraphEvent], sources: Sources | None) -> EventBatch | None:
         try:
-            data = _encoder.encode(events)
+            data = encode_events(events, sources)
         except (TypeError, ValueError, OverflowError):
-            parts: list[msgspec.Raw] = []
+            parts: list[GraphEvent] = []
             for event in events:
                 try:
-                    parts.append(msgspec.Raw(_encoder.encode(event)))
+                    _encoder.encode(event)
+                    parts.append(event)
                 except (TypeError, ValueError, OverflowError) as exc:
                     # A Custom payload msgpack cannot hold: live consumers had it; the record
                     # leaves it out rather than fail the run.
@@ -152,7 +162,7 @@ class EventLog:
                     )
             if not parts:
                 return None
-            data = _encoder.encode(parts)
+            data = encode_events(parts, sources)
         return EventBatch(first_id=events[0].event_id, last_id=events[-1].event_id, data=data)
 
     async def flush(self) -> None:
@@ -206,20 +216,3 @@ class EventLog:
         for s in self._subs:
             s.close()
         self._subs.clear()
-
-
-def decode_batches(trace_id: str, batches: list[EventBatch], after: int) -> list[GraphEvent]:
-    """The events of stored batches with an id greater than ``after``, in id order; a batch
-    that does not decode is a CheckpointError naming the trace and its ids."""
-    out: list[GraphEvent] = []
-    for batch in batches:
-        try:
-            events = _decoder.decode(batch.data)
-        except msgspec.DecodeError as exc:
-            raise CheckpointError(
-                f"recorded events {batch.first_id}..{batch.last_id} of trace {trace_id!r} "
-                f"cannot be decoded: {exc}",
-                trace_id=trace_id,
-            ) from exc
-        out.extend(e for e in events if e.event_id > after)
-    return out

@@ -1227,7 +1227,10 @@ class Driver:
             await self._save_final_retrying()
         await self.ckpt.flush()
         result = self._finish("completed", None)
-        if self.rec.emitter is not None:
+        emitter = self.rec.emitter
+        if emitter is not None:
+            if emitter.log is not None:  # the recorded GraphComplete refers to that checkpoint
+                emitter.log.state_seq = self.ckpt.completion_seq()
             await self.rec.send(
                 GraphComplete(
                     trace_id=self.trace_id,

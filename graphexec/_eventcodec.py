@@ -1,0 +1,241 @@
+"""The stored form of recorded event batches, and reading them back (``checkpoints/FORMAT.md``,
+"Event log").
+
+A batch written with a checkpoint would otherwise store some values twice: a ``StateChanged``
+carries the delta its step record in the checkpoint already holds (1 KiB a step for W3's
+appended strings), and ``GraphComplete`` carries the whole final state, which the run's
+completion checkpoint restores to. Version 2 of the batch format stores such a field as nil and
+a reference to the checkpoint that holds it; :func:`read_events` puts the values back from the
+checkpoints, so a reader gets the events a live consumer got. A payload of
+:data:`COMPRESS_AT` bytes or more is stored zlib-compressed. Batches of version 1 (a plain
+msgpack array of events) still read.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Collection
+from typing import Any
+
+import msgspec
+
+from . import reducers as _reducers
+from ._events import GraphComplete, GraphEvent, StateChanged
+from ._restore import restore
+from .checkpoint._base import CheckpointStore
+from .checkpoint._record import EventBatch, StepRecord, decode_body
+from .exceptions import CheckpointError
+
+__all__ = ("COMPRESS_AT", "Sources", "decode_batch", "encode_events", "read_events")
+
+MARK = 0xC1
+"""First byte of a version-2 batch: a byte msgpack never uses, so no version-1 batch (a msgpack
+array) starts with it."""
+
+VERSION = 2
+
+COMPRESS_AT = 512
+"""A version-2 payload of this many bytes or more is stored zlib-compressed (level 1), as
+checkpoint bodies are: one step's events without their delta values (~400 bytes) are written
+as they are, so the common batch costs no compression."""
+
+_FLAG_ZLIB = 1
+
+_BUILTIN_NAMES = frozenset(_reducers.BUILTIN_NAMES.values())
+
+_encoder = msgspec.msgpack.Encoder()
+_v1 = msgspec.msgpack.Decoder(list[GraphEvent])
+_v2 = msgspec.msgpack.Decoder(tuple[list[tuple[int, int, int, int]], list[GraphEvent]])
+
+_SCALARS = (int, float, bool, type(None))
+_SHORT = 16
+"""A delta is stored by reference only when it is worth it: not a number, bool or None, and
+not a str or bytes shorter than this (a reference costs about six bytes)."""
+
+_STATE = -1
+"""A reference's record index for "the whole state restored at this seq" (GraphComplete)."""
+
+
+class Sources:
+    """Where the values of a batch's events are also stored: the step records of the
+    checkpoints committed in the same transaction, and the seq of the run's completion
+    checkpoint once it is committed (if its state restores without the graph)."""
+
+    __slots__ = ("records", "state_seq")
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[int, str], list[tuple[int, int, StepRecord]]] = {}
+        """(step, node) -> [(seq, index of the record in that checkpoint's steps, record)]."""
+        self.state_seq: int | None = None
+
+    def add(self, seq: int, records: list[StepRecord]) -> None:
+        """The step records of checkpoint ``seq`` (in its body's order)."""
+        for r, record in enumerate(records):
+            self.records.setdefault((record.step, record.node), []).append((seq, r, record))
+
+    def find(self, event: StateChanged) -> tuple[int, int, int] | None:
+        """(seq, record, delta) of the recorded delta this event carries, or None."""
+        found = self.records.get((event.step, event.node))
+        if found is None:
+            return None
+        value = event.delta
+        for seq, r, record in found:
+            for d, delta in enumerate(record.deltas):
+                # The same object: the record and the event were built from one list of
+                # changes, so the value decodes the same from either.
+                if delta.value is value and delta.key == event.key and not delta.overwrite:
+                    return seq, r, d
+        return None
+
+
+def restorable_without_graph(reducer_names: Collection[str]) -> bool:
+    """A state recorded with these reducers restores in any process (built-ins only: a custom
+    or registered reducer needs the graph or the registration there)."""
+    return all(name in _BUILTIN_NAMES for name in reducer_names)
+
+
+def _worth_a_reference(value: Any) -> bool:
+    t = type(value)
+    if t in _SCALARS:
+        return False
+    return not ((t is str or t is bytes) and len(value) < _SHORT)
+
+
+def encode_events(events: list[GraphEvent], sources: Sources | None) -> bytes:
+    """The stored form (version 2) of ``events``; TypeError/ValueError/OverflowError when one
+    cannot be encoded (the caller leaves such an event out)."""
+    refs: list[tuple[int, int, int, int]] = []
+    stored: list[GraphEvent] = events
+    if sources is not None:
+        for i, event in enumerate(events):
+            if isinstance(event, StateChanged):
+                if not _worth_a_reference(event.delta):
+                    continue
+                where = sources.find(event)
+                if where is None:
+                    continue
+                field = "delta"
+                seq, r, d = where
+            elif isinstance(event, GraphComplete) and sources.state_seq is not None:
+                field = "state"
+                seq, r, d = sources.state_seq, _STATE, 0
+            else:
+                continue
+            if stored is events:
+                stored = list(events)
+            # A copy: the event itself went to live consumers as it is.
+            stored[i] = msgspec.structs.replace(event, **{field: None})
+            refs.append((i, seq, r, d))
+    payload = _encoder.encode((refs, stored))
+    flags = 0
+    if len(payload) >= COMPRESS_AT:
+        packed = zlib.compress(payload, 1)
+        if len(packed) < len(payload):
+            payload, flags = packed, _FLAG_ZLIB
+    return bytes((MARK, VERSION, flags)) + payload
+
+
+def _damaged(trace_id: str, batch: EventBatch, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"recorded events {batch.first_id}..{batch.last_id} of trace {trace_id!r} {what}",
+        trace_id=trace_id,
+    )
+
+
+def decode_batch(
+    trace_id: str, batch: EventBatch
+) -> tuple[list[GraphEvent], list[tuple[int, int, int, int]]]:
+    """The events of a stored batch (either version) and its references, not yet resolved."""
+    data = batch.data
+    try:
+        if data[:1] != bytes((MARK,)):
+            return _v1.decode(data), []
+        if len(data) < 3 or data[1] != VERSION:
+            raise _damaged(trace_id, batch, f"have an unknown format (version {data[1:2]!r})")
+        payload = data[3:]
+        if data[2] & _FLAG_ZLIB:
+            try:
+                payload = zlib.decompress(payload)
+            except zlib.error as exc:
+                raise _damaged(trace_id, batch, f"do not inflate: {exc}") from exc
+        refs, events = _v2.decode(payload)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _damaged(trace_id, batch, f"cannot be decoded: {exc}") from exc
+    return events, refs
+
+
+async def read_events(store: CheckpointStore, trace_id: str, after: int) -> list[GraphEvent]:
+    """The recorded events of ``trace_id`` with an id greater than ``after``, in id order, with
+    every referenced value read back from its checkpoint; anything damaged or missing is a
+    CheckpointError naming the trace and the events."""
+    decoded = [
+        (batch, *decode_batch(trace_id, batch))
+        for batch in await store.events_after(trace_id, after)
+    ]
+    pending = [(batch, events, refs) for batch, events, refs in decoded if refs]
+    if pending:
+        await _resolve(store, trace_id, pending)
+    return [e for _batch, events, _refs in decoded for e in events if e.event_id > after]
+
+
+async def _resolve(
+    store: CheckpointStore,
+    trace_id: str,
+    pending: list[tuple[EventBatch, list[GraphEvent], list[tuple[int, int, int, int]]]],
+) -> None:
+    """Put the referenced values back into the events (in place in each list)."""
+    steps = await _step_records(
+        store, trace_id, {seq for _b, _e, refs in pending for _i, seq, r, _d in refs if r >= 0}
+    )
+    states: dict[int, Any] = {}
+    for batch, events, refs in pending:
+        for i, seq, r, d in refs:
+            if not 0 <= i < len(events):
+                raise _damaged(trace_id, batch, f"refer to event {i} of {len(events)}")
+            event = events[i]
+            if r == _STATE:
+                if type(event) is not GraphComplete:
+                    raise _damaged(trace_id, batch, "refer a state to an event without one")
+                if seq not in states:
+                    try:
+                        states[seq] = (await restore(store, trace_id, seq=seq)).state
+                    except CheckpointError as exc:
+                        raise _damaged(
+                            trace_id, batch, f"need the state at checkpoint {seq}: {exc.message}"
+                        ) from exc
+                events[i] = msgspec.structs.replace(event, state=states[seq])
+                continue
+            records = steps.get(seq)
+            if records is None:
+                raise _damaged(trace_id, batch, f"refer to checkpoint {seq}, which is missing")
+            if (
+                type(event) is not StateChanged
+                or not 0 <= r < len(records)
+                or not 0 <= d < len(records[r].deltas)
+                or records[r].deltas[d].key != event.key
+            ):
+                raise _damaged(
+                    trace_id, batch, f"refer to a delta checkpoint {seq} does not hold ({r}, {d})"
+                )
+            events[i] = msgspec.structs.replace(event, delta=records[r].deltas[d].value)
+
+
+async def _step_records(
+    store: CheckpointStore, trace_id: str, seqs: set[int]
+) -> dict[int, list[StepRecord]]:
+    """The step records of checkpoints ``seqs`` (those that exist): each ``load_chain`` call
+    returns the rows from a base up to a seq asked for, so the latest missing seq is asked for
+    until every one was seen."""
+    found: dict[int, list[StepRecord]] = {}
+    missing = set(seqs)
+    while missing:
+        last = max(missing)
+        rows = await store.load_chain(trace_id, last)
+        got = {row.seq: row for row in rows if row.seq in missing}
+        if last not in got:
+            missing.discard(last)  # reported by the caller as missing
+            continue
+        for seq, row in got.items():
+            found[seq] = decode_body(row).steps
+            missing.discard(seq)
+    return found
