@@ -1,21 +1,22 @@
 """The stored form of recorded event batches, and reading them back (``checkpoints/FORMAT.md``,
 "Event log").
 
-A batch written with a checkpoint would otherwise store some values twice: a ``StateChanged``
-carries the delta its step record in the checkpoint already holds (1 KiB a step for W3's
-appended strings), and ``GraphComplete`` carries the whole final state, which the run's
-completion checkpoint restores to. Version 2 of the batch format stores such a field as nil and
-a reference to the checkpoint that holds it; :func:`read_events` puts the values back from the
-checkpoints, so a reader gets the events a live consumer got. A payload of
-:data:`COMPRESS_AT` bytes or more is stored zlib-compressed. Batches of version 1 (a plain
-msgpack array of events) still read.
+Version 1 stored a batch as a msgpack array of events, each a map with its field names, and a
+batch written with a checkpoint repeated values the checkpoint holds: a ``StateChanged``
+carried the delta of its step record (1 KiB a step for W3's appended strings), and
+``GraphComplete`` the whole final state, which the completion checkpoint restores to. Version 2
+stores each event as ``[type, [field values in declaration order]]`` (the names are in the
+code, not in every record), and such a field as nil with a reference to the checkpoint that
+holds the value; :func:`read_events` puts the values back, so a reader gets the events a live
+consumer got. A payload of :data:`COMPRESS_AT` bytes or more is stored zlib-compressed.
+Version-1 batches still read.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Collection
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -26,7 +27,14 @@ from .checkpoint._base import CheckpointStore
 from .checkpoint._record import EventBatch, StepRecord, decode_body
 from .exceptions import CheckpointError
 
-__all__ = ("COMPRESS_AT", "Sources", "decode_batch", "encode_events", "read_events")
+__all__ = (
+    "COMPRESS_AT",
+    "Sources",
+    "decode_batch",
+    "encode_events",
+    "read_events",
+    "restorable_without_graph",
+)
 
 MARK = 0xC1
 """First byte of a version-2 batch: a byte msgpack never uses, so no version-1 batch (a msgpack
@@ -36,24 +44,32 @@ VERSION = 2
 
 COMPRESS_AT = 512
 """A version-2 payload of this many bytes or more is stored zlib-compressed (level 1), as
-checkpoint bodies are: one step's events without their delta values (~400 bytes) are written
-as they are, so the common batch costs no compression."""
+checkpoint bodies are. One step's events (~200 bytes once their delta values are references)
+stay as they are: compressing them would cost more than the run's own work on the step."""
 
 _FLAG_ZLIB = 1
+
+Ref = tuple[int, int, int, int]
+"""``(event index, seq, record, delta)``: the event's value is delta ``delta`` of step record
+``record`` in checkpoint ``seq`` of the trace; ``record`` -1: the state restored at ``seq``."""
+
+_STATE = -1
+
+_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in get_args(GraphEvent)}
+_DELTA = StateChanged.__struct_fields__.index("delta")
+_STATE_FIELD = GraphComplete.__struct_fields__.index("state")
 
 _BUILTIN_NAMES = frozenset(_reducers.BUILTIN_NAMES.values())
 
 _encoder = msgspec.msgpack.Encoder()
 _v1 = msgspec.msgpack.Decoder(list[GraphEvent])
-_v2 = msgspec.msgpack.Decoder(tuple[list[tuple[int, int, int, int]], list[GraphEvent]])
+_v2 = msgspec.msgpack.Decoder(tuple[list[Ref], list[tuple[str, list[Any]]]])
+_astuple = msgspec.structs.astuple
 
 _SCALARS = (int, float, bool, type(None))
 _SHORT = 16
 """A delta is stored by reference only when it is worth it: not a number, bool or None, and
 not a str or bytes shorter than this (a reference costs about six bytes)."""
-
-_STATE = -1
-"""A reference's record index for "the whole state restored at this seq" (GraphComplete)."""
 
 
 class Sources:
@@ -104,28 +120,24 @@ def _worth_a_reference(value: Any) -> bool:
 def encode_events(events: list[GraphEvent], sources: Sources | None) -> bytes:
     """The stored form (version 2) of ``events``; TypeError/ValueError/OverflowError when one
     cannot be encoded (the caller leaves such an event out)."""
-    refs: list[tuple[int, int, int, int]] = []
-    stored: list[GraphEvent] = events
-    if sources is not None:
-        for i, event in enumerate(events):
-            if isinstance(event, StateChanged):
-                if not _worth_a_reference(event.delta):
-                    continue
-                where = sources.find(event)
-                if where is None:
-                    continue
-                field = "delta"
-                seq, r, d = where
-            elif isinstance(event, GraphComplete) and sources.state_seq is not None:
-                field = "state"
-                seq, r, d = sources.state_seq, _STATE, 0
-            else:
-                continue
-            if stored is events:
-                stored = list(events)
-            # A copy: the event itself went to live consumers as it is.
-            stored[i] = msgspec.structs.replace(event, **{field: None})
-            refs.append((i, seq, r, d))
+    refs: list[Ref] = []
+    stored: list[tuple[str, Any]] = []
+    for i, event in enumerate(events):
+        values: Any = _astuple(event)
+        if sources is not None:
+            if type(event) is StateChanged:
+                delta = values[_DELTA]
+                if _worth_a_reference(delta):
+                    where = sources.find(event)
+                    if where is not None:
+                        values = list(values)
+                        values[_DELTA] = None
+                        refs.append((i, *where))
+            elif type(event) is GraphComplete and sources.state_seq is not None:
+                values = list(values)
+                values[_STATE_FIELD] = None
+                refs.append((i, sources.state_seq, _STATE, 0))
+        stored.append((type(event).__name__, values))
     payload = _encoder.encode((refs, stored))
     flags = 0
     if len(payload) >= COMPRESS_AT:
@@ -142,10 +154,9 @@ def _damaged(trace_id: str, batch: EventBatch, what: str) -> CheckpointError:
     )
 
 
-def decode_batch(
-    trace_id: str, batch: EventBatch
-) -> tuple[list[GraphEvent], list[tuple[int, int, int, int]]]:
-    """The events of a stored batch (either version) and its references, not yet resolved."""
+def decode_batch(trace_id: str, batch: EventBatch) -> tuple[list[GraphEvent], list[Ref]]:
+    """The events of a stored batch (either version) and its references, not yet resolved;
+    a batch that does not decode is a CheckpointError naming the trace and its ids."""
     data = batch.data
     try:
         if data[:1] != bytes((MARK,)):
@@ -158,8 +169,16 @@ def decode_batch(
                 payload = zlib.decompress(payload)
             except zlib.error as exc:
                 raise _damaged(trace_id, batch, f"do not inflate: {exc}") from exc
-        refs, events = _v2.decode(payload)
-    except (msgspec.DecodeError, RecursionError) as exc:
+        refs, stored = _v2.decode(payload)
+        events: list[GraphEvent] = []
+        for name, values in stored:
+            cls = _TYPES.get(name)
+            if cls is None:
+                raise _damaged(trace_id, batch, f"hold an unknown event type {name!r:.60}")
+            # Fields a later version appended are ignored here, as a map's unknown keys are.
+            fields = cls.__struct_fields__
+            events.append(msgspec.convert(dict(zip(fields, values, strict=False)), cls))
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise _damaged(trace_id, batch, f"cannot be decoded: {exc}") from exc
     return events, refs
 
@@ -181,7 +200,7 @@ async def read_events(store: CheckpointStore, trace_id: str, after: int) -> list
 async def _resolve(
     store: CheckpointStore,
     trace_id: str,
-    pending: list[tuple[EventBatch, list[GraphEvent], list[tuple[int, int, int, int]]]],
+    pending: list[tuple[EventBatch, list[GraphEvent], list[Ref]]],
 ) -> None:
     """Put the referenced values back into the events (in place in each list)."""
     steps = await _step_records(
@@ -195,7 +214,7 @@ async def _resolve(
             event = events[i]
             if r == _STATE:
                 if type(event) is not GraphComplete:
-                    raise _damaged(trace_id, batch, "refer a state to an event without one")
+                    raise _damaged(trace_id, batch, f"refer a state to a {type(event).__name__}")
                 if seq not in states:
                     try:
                         states[seq] = (await restore(store, trace_id, seq=seq)).state
@@ -224,8 +243,8 @@ async def _step_records(
     store: CheckpointStore, trace_id: str, seqs: set[int]
 ) -> dict[int, list[StepRecord]]:
     """The step records of checkpoints ``seqs`` (those that exist): each ``load_chain`` call
-    returns the rows from a base up to a seq asked for, so the latest missing seq is asked for
-    until every one was seen."""
+    returns the rows from a base up to the seq asked for, so the latest seq not seen yet is
+    asked for until every one was."""
     found: dict[int, list[StepRecord]] = {}
     missing = set(seqs)
     while missing:
