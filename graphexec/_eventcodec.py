@@ -77,21 +77,28 @@ class Sources:
     checkpoints committed in the same transaction, and the seq of the run's completion
     checkpoint once it is committed (if its state restores without the graph)."""
 
-    __slots__ = ("records", "state_seq")
+    __slots__ = ("_by_step", "_checkpoints", "state_seq")
 
     def __init__(self) -> None:
-        self.records: dict[tuple[int, str], list[tuple[int, int, StepRecord]]] = {}
-        """(step, node) -> [(seq, index of the record in that checkpoint's steps, record)]."""
+        self._checkpoints: list[tuple[int, list[StepRecord]]] = []
+        self._by_step: dict[tuple[int, str], list[tuple[int, int, StepRecord]]] | None = None
+        """(step, node) -> [(seq, index of the record in that checkpoint's steps, record)],
+        built when the first event asks (most batches have no delta worth a reference)."""
         self.state_seq: int | None = None
 
     def add(self, seq: int, records: list[StepRecord]) -> None:
         """The step records of checkpoint ``seq`` (in its body's order)."""
-        for r, record in enumerate(records):
-            self.records.setdefault((record.step, record.node), []).append((seq, r, record))
+        self._checkpoints.append((seq, records))
 
     def find(self, event: StateChanged) -> tuple[int, int, int] | None:
         """(seq, record, delta) of the recorded delta this event carries, or None."""
-        found = self.records.get((event.step, event.node))
+        by_step = self._by_step
+        if by_step is None:
+            by_step = self._by_step = {}
+            for seq, records in self._checkpoints:
+                for r, record in enumerate(records):
+                    by_step.setdefault((record.step, record.node), []).append((seq, r, record))
+        found = by_step.get((event.step, event.node))
         if found is None:
             return None
         value = event.delta
@@ -121,23 +128,22 @@ def encode_events(events: list[GraphEvent], sources: Sources | None) -> bytes:
     """The stored form (version 2) of ``events``; TypeError/ValueError/OverflowError when one
     cannot be encoded (the caller leaves such an event out)."""
     refs: list[Ref] = []
-    stored: list[tuple[str, Any]] = []
-    for i, event in enumerate(events):
-        values: Any = _astuple(event)
-        if sources is not None:
+    stored: list[tuple[str, Any]] = [(type(e).__name__, _astuple(e)) for e in events]
+    if sources is not None:
+        for i, event in enumerate(events):
             if type(event) is StateChanged:
-                delta = values[_DELTA]
-                if _worth_a_reference(delta):
+                if _worth_a_reference(event.delta):
                     where = sources.find(event)
                     if where is not None:
-                        values = list(values)
+                        values = list(stored[i][1])
                         values[_DELTA] = None
+                        stored[i] = (stored[i][0], values)
                         refs.append((i, *where))
             elif type(event) is GraphComplete and sources.state_seq is not None:
-                values = list(values)
+                values = list(stored[i][1])
                 values[_STATE_FIELD] = None
+                stored[i] = (stored[i][0], values)
                 refs.append((i, sources.state_seq, _STATE, 0))
-        stored.append((type(event).__name__, values))
     payload = _encoder.encode((refs, stored))
     flags = 0
     if len(payload) >= COMPRESS_AT:
