@@ -1,6 +1,6 @@
 """W2 and W5 on PostgreSQL: graphexec's PostgresStore beside LangGraph's AsyncPostgresSaver.
 
-    python benches/postgres.py [--reps 5] [--quick] [--dsn postgresql://...]
+    python benches/postgres.py [--reps 5] [--quick] [--dsn postgresql://...] [--baseline PATH]
 
 The server comes from ``--dsn``, else ``GRAPHEXEC_TEST_PG``, else the local default
 (``postgresql://postgres@127.0.0.1:5432/postgres``). The script creates a database of its own
@@ -10,15 +10,21 @@ workloads start on a fresh file. One warm-up rep per library, then ``--reps`` me
 alternating the two; medians [min-max] in one table. The workloads are those of
 BENCHMARKS.md (W2: the 200-node chain with a checkpoint after every step, sync durability;
 W5: the approval round trip), with the graphs of gx_workloads.py and lg_workloads.py.
+
+``--baseline PATH``: also run graphexec's reps against another checkout (e.g. a worktree of
+``main`` before a change), each in a process of its own with that checkout first on
+``PYTHONPATH``, alternating with the others: before and after in one run, one table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -122,6 +128,35 @@ async def lg_w5(dsn: str) -> dict[str, float]:
 
 WORKLOADS: dict[str, tuple[Rep, Rep]] = {"W2": (gx_w2, lg_w2), "W5": (gx_w5, lg_w5)}
 
+# One graphexec rep in a process of its own, against the checkout first on PYTHONPATH.
+CHILD = r"""
+import asyncio, json, logging, os, sys
+sys.path.insert(0, sys.argv[1])
+import graphexec
+assert graphexec.__file__.startswith(os.environ["PYTHONPATH"]), graphexec.__file__
+import structlog
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+import _common, postgres
+_common.set_quick(sys.argv[4] == "1")
+print(json.dumps(asyncio.run(getattr(postgres, sys.argv[2])(sys.argv[3]))))
+"""
+
+
+def baseline_rep(path: pathlib.Path, name: str) -> Rep:
+    """``name`` (gx_w2, gx_w5) run with the graphexec of the checkout at ``path``."""
+
+    async def rep(dsn: str) -> dict[str, float]:
+        env = dict(os.environ, PYTHONPATH=str(path))
+        args = [sys.executable, "-c", CHILD, str(HERE), name, dsn, "1" if _common._quick else "0"]
+        # cwd: `python -c` puts the current directory first on sys.path.
+        done = await asyncio.to_thread(
+            subprocess.run, args, env=env, cwd=path, capture_output=True, text=True, check=True
+        )
+        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    return rep
+
 
 def _fmt(values: list[float]) -> str:
     med = statistics.median(values)
@@ -129,19 +164,23 @@ def _fmt(values: list[float]) -> str:
     return f"{text} [{min(values):.4g}-{max(values):.4g}]"
 
 
-async def main_async(dsn: str, reps: int) -> list[list[str]]:
+async def main_async(dsn: str, reps: int, baseline: pathlib.Path | None = None) -> list[list[str]]:
     name = f"graphexec_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     bench_dsn = make_conninfo(dsn, dbname=name)
-    rows = [
-        ["workload", "metric", "graphexec median [min-max]", "LangGraph median [min-max]", "LG/gx"]
-    ]
+    head = ["workload", "metric", "graphexec median [min-max]"]
+    if baseline is not None:
+        head += ["baseline median [min-max]", "base/gx"]
+    rows = [[*head, "LangGraph median [min-max]", "LG/gx"]]
     try:
         for workload, (gx_rep, lg_rep) in WORKLOADS.items():
-            got: dict[str, dict[str, list[float]]] = {"gx": {}, "lg": {}}
+            sides: list[tuple[str, Rep]] = [("gx", gx_rep), ("lg", lg_rep)]
+            if baseline is not None:
+                sides.insert(1, ("base", baseline_rep(baseline, gx_rep.__name__)))
+            got: dict[str, dict[str, list[float]]] = {side: {} for side, _ in sides}
             for i in range(reps + 1):
-                for side, rep in (("gx", gx_rep), ("lg", lg_rep)):
+                for side, rep in sides:
                     result = await rep(bench_dsn)
                     print(f"{workload} {side} rep {i}: {result}", file=sys.stderr)
                     if i == 0:
@@ -149,10 +188,15 @@ async def main_async(dsn: str, reps: int) -> list[list[str]]:
                     for metric, value in result.items():
                         got[side].setdefault(metric, []).append(value)
             for metric, gv in got["gx"].items():
-                lv = got["lg"].get(metric, [])
-                g, lg = statistics.median(gv), statistics.median(lv)
-                ratio = g / lg if metric.endswith("_per_s") else lg / g
-                rows.append([workload, metric, _fmt(gv), _fmt(lv), f"{ratio:.1f}x"])
+                row = [workload, metric, _fmt(gv)]
+                g = statistics.median(gv)
+                others = [("base", got["base"])] if baseline is not None else []
+                for _side, figures in [*others, ("lg", got["lg"])]:
+                    ov = figures.get(metric, [])
+                    o = statistics.median(ov)
+                    ratio = g / o if metric.endswith("_per_s") else o / g
+                    row += [_fmt(ov), f"{ratio:.1f}x"]
+                rows.append(row)
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -164,6 +208,9 @@ def main() -> None:
     parser.add_argument("--dsn", default=os.environ.get("GRAPHEXEC_TEST_PG", DEFAULT_DSN))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smaller inner loops")
+    parser.add_argument(
+        "--baseline", type=pathlib.Path, default=None, help="another checkout to compare"
+    )
     args = parser.parse_args()
     _common.set_quick(args.quick)
     import logging
@@ -172,7 +219,8 @@ def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     t0 = time.perf_counter()
-    rows = asyncio.run(main_async(args.dsn, args.reps))
+    baseline = None if args.baseline is None else args.baseline.resolve()
+    rows = asyncio.run(main_async(args.dsn, args.reps, baseline))
     with psycopg.connect(args.dsn) as conn:
         server = conn.info.server_version
     from importlib import metadata
@@ -190,9 +238,11 @@ def main() -> None:
         if k == 0:
             print("  ".join("-" * w for w in widths))
     print(
-        "LG/gx: LangGraph's median over graphexec's for times, graphexec's over LangGraph's "
-        "for rates (above 1: graphexec better)."
+        "LG/gx (base/gx): LangGraph's (the baseline's) median over graphexec's for times, "
+        "graphexec's over theirs for rates (above 1: graphexec better)."
     )
+    if baseline is not None:
+        print(f"baseline: graphexec from {baseline}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._eventcodec import Sources, encode_events
 from ._events import Custom, GraphEvent
 from ._log import get_logger
-from .checkpoint._base import CheckpointStore
+from .checkpoint._base import CheckpointStore, StoreBase
+from .checkpoint._hints import events_topic
 from .checkpoint._record import EventBatch, Lease
 from .exceptions import LeaseLost
 
@@ -137,9 +138,13 @@ class EventLog:
         return self._encode(events, sources)
 
     def written(self, ok: bool) -> None:
-        """The batch of :meth:`take` was committed (``ok``), or not: then it is written later."""
+        """The batch of :meth:`take` was committed (``ok``), or not: then it is written later.
+        A committed batch wakes this process's tails of the trace that read the store
+        (``ex.events`` through another executor or store object on the same store)."""
         if not ok:
             self._pending[:0] = self._inflight
+        elif self._inflight and isinstance(self.store, StoreBase):
+            self.store.hints.notify(events_topic(self.trace_id))
         self._inflight = []
 
     def _encode(self, events: list[GraphEvent], sources: Sources | None) -> EventBatch | None:

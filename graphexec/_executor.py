@@ -81,7 +81,9 @@ class GraphExecutor:
         event_flush_interval: between checkpoints, recorded events are written every this many
             seconds (default 0.05); at a checkpoint they ride its transaction.
         event_poll_interval: how often ``ex.events`` polls the store for a run driven in
-            another process (default 0.05 s).
+            another process. Default: 0.05 s, or 1 s while the store carries wake-up hints
+            between processes (PostgresStore's LISTEN/NOTIFY: a commit of the run's events
+            wakes the tail at once, and the poll only covers a lost hint).
 
     ``async with gx.GraphExecutor(...) as ex:`` gives it a task group for ``ex.start`` and
     ``ex.recover``; leaving the block checkpoints their runs and stops them as
@@ -111,7 +113,7 @@ class GraphExecutor:
         record_events: bool = True,
         record_custom_events: bool = True,
         event_flush_interval: float = 0.05,
-        event_poll_interval: float = 0.05,
+        event_poll_interval: float | None = None,
         invalidate_on_resume: bool = False,
         clock: Clock | None = None,
         telemetry: Telemetry | None = None,
@@ -132,7 +134,9 @@ class GraphExecutor:
         self.on_graph_change = on_graph_change
         self.record_events = record_events
         self.record_custom_events = record_custom_events
-        if event_flush_interval <= 0 or event_poll_interval <= 0:
+        if event_flush_interval <= 0 or (
+            event_poll_interval is not None and event_poll_interval <= 0
+        ):
             raise ValueError("event_flush_interval and event_poll_interval must be > 0")
         self.event_flush_interval = event_flush_interval
         self.event_poll_interval = event_poll_interval
@@ -947,21 +951,24 @@ async def _claim_new_trace(
     """Take the lease of a trace a fork or re-run starts; refuse a trace id the store already
     has (the lease given back), closing the event stream on any failure."""
     try:
-        if await ckpt.keeper.acquire() is not None:
+        taken = await ckpt.keeper.acquire()
+        if taken is not None:
             with anyio.CancelScope(shield=True):
                 await store.release_lease(new_id, ckpt.owner)
-            raise _trace_taken(new_id)
+            raise _trace_taken(taken)
     except BaseException:
         send.close()
         recv.close()
         raise
 
 
-def _trace_taken(trace_id: str) -> GraphError:
-    return GraphError(
-        f"trace id {trace_id!r} already has checkpoints: continue it with resume_from(), or "
-        "start this run with another trace id",
-        trace_id=trace_id,
+def _trace_taken(info: RunInfo) -> RunExists:
+    """A fork or re-run asked for a trace id the store already has."""
+    return RunExists(
+        f"trace id {info.trace_id!r} already has checkpoints (it is {info.status}): continue "
+        "it with resume_from(), or start this run with another trace id",
+        trace_id=info.trace_id,
+        status=info.status,
     )
 
 

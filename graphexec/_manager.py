@@ -31,7 +31,8 @@ from ._lease import LeaseKeeper
 from ._log import get_logger
 from ._restore import restore
 from ._run.decisions import check_request
-from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
+from .checkpoint._base import FINISHED_STATUSES, CheckpointStore, StoreBase
+from .checkpoint._hints import events_topic
 from .checkpoint._record import (
     RunInfo,
     StoredCheckpoint,
@@ -54,7 +55,7 @@ class _Executor(Protocol):
     record_events: bool
     record_custom_events: bool
     event_flush_interval: float
-    event_poll_interval: float
+    event_poll_interval: float | None
 
     def _need_store(self, what: str) -> CheckpointStore: ...
 
@@ -78,10 +79,17 @@ class _Executor(Protocol):
     ) -> Driver: ...
 
 
-__all__ = ("ENDED_STATUSES", "RunManager")
+__all__ = ("DEFAULT_POLL_INTERVAL", "ENDED_STATUSES", "HINTED_POLL_INTERVAL", "RunManager")
 
 ENDED_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
 """Statuses at which a run has stopped: an event tail ends there."""
+
+DEFAULT_POLL_INTERVAL = 0.05
+"""Seconds between a tail's reads of the store, by default, when no hint can wake it."""
+
+HINTED_POLL_INTERVAL = 1.0
+"""Seconds between a tail's reads, by default, while hints from other processes reach the
+store (PostgresStore's LISTEN): each commit of the trace's events wakes the tail at once."""
 
 _TAIL_GRACE = 1.0
 """Seconds a tail keeps polling after the stored status says the run stopped, for its last
@@ -318,6 +326,7 @@ class RunManager:
                 )
             )
             await store.save([row], run, lease=keeper.lease, release=True, events=log.take())
+            log.written(True)  # wakes this process's tails
             keeper.released = True
         finally:
             await keeper.release()
@@ -326,7 +335,7 @@ class RunManager:
 
     async def events(self, trace_id: str, after: int | None) -> AsyncIterator[GraphEvent]:
         store = self.ex.store
-        poll = self.ex.event_poll_interval
+        topic = events_topic(trace_id)
         cursor = after or 0
         ended = False
         """The last event yielded ends a run (the tail ends unless later events are recorded:
@@ -397,7 +406,19 @@ class RunManager:
             else:
                 ended_since = None
             first = False
-            await anyio.sleep(poll)
+            # Until a hint says new events were committed (by a driver in this process, or in
+            # another through a store that carries hints: Postgres), else poll.
+            await store.wait_for(topic, self._poll_interval(store))
+
+    def _poll_interval(self, store: CheckpointStore) -> float:
+        """``event_poll_interval``, or by default 0.05 s, and 1 s while the store carries
+        hints from other processes (a poll is then only the fallback for a lost hint)."""
+        poll = self.ex.event_poll_interval
+        if poll is not None:
+            return poll
+        if isinstance(store, StoreBase) and store.hints_across_processes:
+            return HINTED_POLL_INTERVAL
+        return DEFAULT_POLL_INTERVAL
 
 
 def _tails_live(driver: Driver | None) -> bool:

@@ -252,6 +252,12 @@ class StoreBase:
         one came. A store that carries hints between processes (Postgres) overrides this."""
         return await self.hints.wait(topic, within)
 
+    @property
+    def hints_across_processes(self) -> bool:
+        """True while hints from other processes reach this store object, so a waiter may
+        poll less often; False here (hints in this process only)."""
+        return False
+
     async def aclose(self) -> None:  # pragma: no cover - overridden
         """Release resources."""
 

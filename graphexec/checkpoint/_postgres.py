@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
+import time
+import uuid
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -31,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .._barrier_ids import check_decision_value
 from .._decisions import Decision
+from .._log import get_logger
 from .._values import check_trace_id
 from ..exceptions import CheckpointError, GraphError, InvalidDecision
 from ._base import (
@@ -40,7 +44,9 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
-from ._leases import LeaseRow, check_append, check_write, grant
+from ._hints import events_topic
+from ._leases import LeaseRow, check_append, check_write, grant, this_process
+from ._pg_listen import Listener, channel
 from ._record import (
     CheckpointSummary,
     EventBatch,
@@ -73,8 +79,14 @@ _detail_decoder = msgspec.json.Decoder(
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LEASE_LOST = "GX003"
-"""SQLSTATE raised by ``save_checkpoints`` when the lease no longer holds the writer's owner and
+"""SQLSTATE raised by ``save_checkpoints`` and ``append_events`` when the lease no longer holds the writer's owner and
 fencing token (DETAIL: the lease row and the database clock, as a JSON array)."""
+_EVENTS_PREFIX = events_topic("")
+WATCH_TTL = 30.0
+"""Seconds an event watcher row lives after the wait that last extended it (at least three
+times that wait): a tail that went away stops the trace's NOTIFYs within this."""
+_WATCH_MARGIN = 5.0
+"""A watcher row is extended when it would expire less than this after the current wait."""
 _SEQ_BEHIND = "GX002"
 """SQLSTATE raised by ``save_checkpoints`` when the rows do not follow the trace's last seq."""
 
@@ -84,13 +96,26 @@ class _Sql:
 
     def __init__(self, s: str) -> None:
         # A save is one call of the schema's save_checkpoints function: one round trip, one
-        # transaction (a network round trip costs more than the rest of a save).
+        # transaction, its event batch included (a network round trip costs more than the rest
+        # of a save). Likewise a lease grant, an event append and a cancel request (003).
         self.save = (
             f"SELECT * FROM {s}.save_checkpoints(%s, %s::bigint[], %s::text[], %s::bigint[], "
             "%s::text[], %s::text[], %s::text[], %s::float8[], %s::bytea[], %s::bigint[], "
             "%s::bytea[], %s::bigint[], "
             + ", ".join(["%s"] * 12)
-            + ", %s::text, %s::bigint, %s::float8, %s::text, %s, %s::bigint)"
+            + ", %s::text, %s::bigint, %s::float8, %s::text, %s, %s::bigint, "
+            "%s::bigint, %s::bigint, %s::bytea)"
+        )
+        self.acquire = (
+            f"SELECT * FROM {s}.acquire_lease(%s, %s, %s::bigint, %s::float8, %s, %s::bigint, "
+            "%s, %s, %s::bigint, %s::text, %s::bigint)"
+        )
+        self.append = (
+            f"SELECT {s}.append_events(%s, %s, %s::bigint, %s::bigint, %s::bigint, %s::bytea)"
+        )
+        self.cancel = (
+            f"SELECT * FROM {s}.request_cancel(%s, %s, %s::bigint, %s::text, %s::bigint, "
+            "%s::float8)"
         )
         self.load_chain = (
             f"SELECT {ROW_COLUMNS} FROM {s}.checkpoints WHERE trace_id = %(t)s "
@@ -107,21 +132,6 @@ class _Sql:
         self.runs = run_select(f"{s}.runs", f"{s}.leases")
         self.get_run = self.runs + " WHERE runs.trace_id = %s"
         self.get_run_locked = f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE trace_id = %s FOR UPDATE"
-        # A lease row to lock even for a trace never leased (owner '': free, token 0).
-        self.lease_placeholder = (
-            f"INSERT INTO {s}.leases (trace_id, owner, expires_at) VALUES (%s, '', 0) "
-            "ON CONFLICT (trace_id) DO NOTHING"
-        )
-        self.lease_for_update = (
-            "SELECT owner, token, expires_at, host, pid, started, "
-            "extract(epoch FROM clock_timestamp())::float8, "
-            f"(SELECT max(seq) FROM {s}.checkpoints WHERE trace_id = %s) "
-            f"FROM {s}.leases WHERE trace_id = %s FOR UPDATE"
-        )
-        self.put_lease = (
-            f"UPDATE {s}.leases SET owner = %s, token = %s, expires_at = %s, host = %s, "
-            "pid = %s, started = %s WHERE trace_id = %s"
-        )
         self.decided = (
             f"SELECT barrier_id FROM {s}.decisions WHERE trace_id = %s AND refused IS NULL"
         )
@@ -151,11 +161,9 @@ class _Sql:
                 "events",
                 "event_segments",
                 "cancel_requests",
+                "event_watchers",
             )
         ]
-        self.insert_events = (
-            f"INSERT INTO {s}.events (trace_id, last_id, first_id, data) VALUES (%s, %s, %s, %s)"
-        )
         self.events_after = (
             f"SELECT first_id, last_id, data FROM {s}.events WHERE trace_id = %s "
             "AND last_id > %s ORDER BY last_id"
@@ -164,18 +172,17 @@ class _Sql:
             f"INSERT INTO {s}.event_segments AS e (trace_id, segment) VALUES (%s, 1) "
             "ON CONFLICT (trace_id) DO UPDATE SET segment = e.segment + 1 RETURNING segment"
         )
-        # The lease row (locked: a grant waits for the append, and the append for a grant)
-        # and the database clock.
-        self.lease_row = (
-            "SELECT owner, token, expires_at, host, pid, started, "
-            "extract(epoch FROM clock_timestamp())::float8 "
-            f"FROM {s}.leases WHERE trace_id = %s FOR UPDATE"
-        )
-        self.put_cancel = (
-            f"INSERT INTO {s}.cancel_requests (trace_id, requested_at) VALUES (%s, %s) "
-            "ON CONFLICT (trace_id) DO UPDATE SET requested_at = excluded.requested_at"
-        )
         self.take_cancel = f"DELETE FROM {s}.cancel_requests WHERE trace_id = %s RETURNING 1"
+        # An event tail in this process registers (or extends) its watcher row: writes of the
+        # trace's events then send NOTIFY. Expired rows of any trace go at the same time.
+        self.watch = (
+            f"WITH gone AS (DELETE FROM {s}.event_watchers "
+            "WHERE expires_at < extract(epoch FROM clock_timestamp())) "
+            f"INSERT INTO {s}.event_watchers AS w (trace_id, watcher, expires_at) "
+            "VALUES (%s, %s, extract(epoch FROM clock_timestamp()) + %s) "
+            "ON CONFLICT (trace_id, watcher) DO UPDATE SET expires_at = excluded.expires_at"
+        )
+        self.unwatch = f"DELETE FROM {s}.event_watchers WHERE watcher = %s"
         self.version = f"SELECT max(version) FROM {s}.schema_version"
 
 
@@ -201,6 +208,11 @@ class PostgresStore(StoreBase):
             the last fraction of a second of checkpoints, never consistency. ``"on"``: every
             save waits for the WAL flush (and for synchronous replicas, as the server is set
             up). Decisions, leases and migrations always commit with the server's setting.
+        listen_dsn: Where the store's one LISTEN connection goes (wake-up hints from other
+            processes: :meth:`wait_for`); default ``dsn``. LISTEN needs a session of its own:
+            when ``dsn`` is a PgBouncer in transaction mode, give the server's address (or a
+            session-mode pool's) here. Without it, the store finds that its LISTEN hears
+            nothing, says so in the log, and its waiters poll.
     """
 
     def __init__(
@@ -212,6 +224,7 @@ class PostgresStore(StoreBase):
         max_size: int = 10,
         timeout: float = 30.0,
         synchronous_commit: Literal["on", "off"] = "off",
+        listen_dsn: str | None = None,
     ) -> None:
         if synchronous_commit not in ("on", "off"):
             raise ValueError(
@@ -223,6 +236,8 @@ class PostgresStore(StoreBase):
             )
         try:
             info = conninfo_to_dict(dsn)
+            if listen_dsn is not None:
+                conninfo_to_dict(listen_dsn)
         except psycopg.Error as exc:
             raise ValueError(f"not a Postgres connection string: {exc}") from None
         self.dsn = dsn
@@ -238,6 +253,12 @@ class PostgresStore(StoreBase):
         self._sql = _Sql(schema)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._open_lock = anyio.Lock()
+        self.listen_dsn = listen_dsn
+        self._listener: Listener | None = None
+        self._watcher = uuid.uuid4().hex
+        """This store object's id in ``event_watchers``."""
+        self._watching: dict[str, float] = {}
+        """Traces whose events this store object watches: until when (monotonic) its row lives."""
 
     def __repr__(self) -> str:
         # The address only: a DSN may carry a password.
@@ -345,28 +366,134 @@ class PostgresStore(StoreBase):
     async def _conn(self, trace_id: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         """A cursor on a pooled connection, for one statement or an explicit transaction."""
         with self._errors(trace_id):
-            pool = await self._get_pool()
-            async with pool.connection() as conn:
+            async with self._connection() as conn:
                 yield conn.cursor()
 
     @asynccontextmanager
     async def _tx(self, trace_id: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         """A cursor inside one transaction, committed at the end (rolled back on an error)."""
         with self._errors(trace_id):
-            pool = await self._get_pool()
-            async with pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 yield conn.cursor()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection that the server has not closed.
+
+        An idle connection has nothing to read, unless its server closed it (a restart, an
+        administrator's pg_terminate_backend, an idle timeout): then a FATAL message or the
+        end of the stream is waiting. One poll(2) of its socket tells, with no round trip;
+        only a connection with something to read is checked with an empty query. A closed
+        one goes back to the pool, which drops it and opens a new one, and the next is taken:
+        the first operation after a server restart succeeds instead of failing once."""
+        pool = await self._get_pool()
+        conn: psycopg.AsyncConnection[Any] | None = await pool.getconn()
+        try:
+            for _ in range(self._max_size + 1):  # at most max_size closed ones, then a new one
+                assert conn is not None
+                if not await _closed_by_server(conn):
+                    break
+                closed, conn = conn, None
+                await pool.putconn(closed)
+                conn = await pool.getconn()
+            assert conn is not None
+            yield conn
+        finally:
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await pool.putconn(conn)
 
     def _errors(self, trace_id: str | None = None) -> AbstractContextManager[None]:
         return _errors(self._where, trace_id)
 
     async def aclose(self) -> None:
-        """Close the pool's connections; the next call opens a new pool."""
+        """Close the pool's connections and the LISTEN connection (this store object's event
+        watches end with them); the next call opens them again."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.aclose()
+        if self._watching and self._pool is not None:
+            self._watching.clear()
+            with anyio.CancelScope(shield=True):
+                try:
+                    async with self._conn() as cur:
+                        await cur.execute(self._sql.unwatch, (self._watcher,))
+                except CheckpointError:
+                    pass  # the rows expire on their own
         async with self._open_lock:
             pool, self._pool = self._pool, None
             if pool is not None:
                 with anyio.CancelScope(shield=True):
                     await pool.close()
+
+    # -- wake-up hints ------------------------------------------------------------------------
+
+    async def wait_for(self, topic: str, within: float) -> bool:
+        """Wait at most ``within`` seconds for a hint on ``topic``, from this process (the
+        store's :attr:`hints`) or from any other through ``LISTEN`` (``_pg_listen.py``).
+
+        A wait on ``events:<trace_id>`` also registers this store object as a watcher of the
+        trace (a row in ``event_watchers``, extended while it waits, expiring about
+        :data:`WATCH_TTL` seconds after its last wait): only then do writes of the trace's
+        events send NOTIFY. The first wait after registering returns True at once, so the
+        caller reads again what was committed before the registration (it sent no hint).
+        The first wait of a store object also opens its LISTEN connection; while that is down
+        this waits on in-process hints only (the caller polls, as always)."""
+        if not _on_asyncio():
+            return await self.hints.wait(topic, within)  # the store itself refuses other loops
+        listener = self._listener
+        if listener is None:
+            listener = self._listener = Listener(
+                self.listen_dsn or self.dsn,
+                self.schema,
+                self.hints,
+                where=self._where,
+                connect_timeout=self._timeout,
+                send=self._notify,
+            )
+        if not await listener.ready():
+            return await self.hints.wait(topic, within)
+        if topic.startswith(_EVENTS_PREFIX) and await self._watch(
+            topic[len(_EVENTS_PREFIX) :], within
+        ):
+            return True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.pump)
+            got = await self.hints.wait(topic, within)
+            tg.cancel_scope.cancel()
+        return got
+
+    @property
+    def hints_across_processes(self) -> bool:
+        """True while hints from other processes reach this store object: its LISTEN
+        connection is open and has heard its own probe (so callers may poll less often)."""
+        listener = self._listener
+        return listener is not None and listener.verified and not listener.deaf
+
+    async def _watch(self, trace_id: str, within: float) -> bool:
+        """Register or extend this store object's watcher row for ``trace_id`` when it would
+        lapse during this wait; True when the row is new (or had lapsed)."""
+        t = time.monotonic()
+        until = self._watching.get(trace_id)
+        if until is not None and until - t > within + _WATCH_MARGIN:
+            return False
+        ttl = max(WATCH_TTL, 3 * within)
+        try:
+            async with self._conn(trace_id) as cur:
+                await cur.execute(self._sql.watch, (trace_id, self._watcher, ttl))
+        except CheckpointError as exc:
+            get_logger(trace_id=trace_id).debug("event watch not registered", error=exc.message)
+            return False
+        for other, lapse in list(self._watching.items()):
+            if lapse <= t:
+                del self._watching[other]
+        self._watching[trace_id] = t + ttl
+        return until is None or until <= t
+
+    async def _notify(self, topic: str) -> None:
+        """Send a hint on this store's channel to every listener (through the pool)."""
+        async with self._conn() as cur:
+            await cur.execute("SELECT pg_notify(%s, %s)", (channel(self.schema), topic))
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -394,23 +521,21 @@ class PostgresStore(StoreBase):
             lease.owner if release and lease is not None else None,
             self._async_commit,
             decisions_after,
+            *(
+                (None, None, None)
+                if events is None
+                else (events.first_id, events.last_id, events.data)
+            ),
         )
         async with self._conn(trace_id) as cur:
             try:
-                if (lease is not None and not fenced) or events is not None:
+                if lease is not None and not fenced:
                     # A writer that never acquired (token 0: a tool, a test) takes the lease as
-                    # acquire_lease would, in the save's transaction; a batch of events is
-                    # inserted in it too (after the save's lease check).
+                    # acquire_lease would, in the save's transaction.
                     async with cur.connection.transaction():
-                        if lease is not None and not fenced:
-                            await self._grant(cur, trace_id, lease)
+                        await self._grant(cur, trace_id, lease)
                         await cur.execute(self._sql.save, args)
                         found = await cur.fetchall()
-                        if events is not None:
-                            await cur.execute(
-                                self._sql.insert_events,
-                                (trace_id, events.last_id, events.first_id, events.data),
-                            )
                 else:
                     await cur.execute(self._sql.save, args)
                     found = await cur.fetchall()
@@ -431,28 +556,54 @@ class PostgresStore(StoreBase):
         *,
         take_over: bool = False,
         expect_seq: int | None = None,
-    ) -> LeaseRow:
-        """Grant ``lease`` in the cursor's transaction: the lease row read FOR UPDATE (created
-        free if missing), the rule of ``_leases.grant`` on the database clock, the new row."""
-        sql = self._sql
-        await cur.execute(sql.lease_placeholder, (trace_id,))
-        await cur.execute(sql.lease_for_update, (trace_id, trace_id))
-        r = await cur.fetchone()
-        assert r is not None  # the placeholder made sure of it, and the lock keeps it
-        new = grant(
-            LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5]),
-            lease,
-            r[6],
-            trace_id=trace_id,
-            take_over=take_over,
-            last_seq=r[7],
-            expect_seq=expect_seq,
-        )
-        await cur.execute(
-            sql.put_lease,
-            (new.owner, new.token, new.expires_at, new.host, new.pid, new.started, trace_id),
-        )
-        return new
+    ) -> Sequence[Any]:
+        """Grant ``lease`` by ``_leases.grant`` through the schema's acquire_lease function:
+        one statement in the common cases; returns its row (the run's row from column 9).
+
+        The function decides every case that needs no look at a process. When another owner
+        holds the lease it writes nothing and returns the row: ``grant`` then raises RunLocked
+        (or LeaseLost), or finds the holder is a process of this host that is gone, and the
+        function is called again to take the lease from that holder only (if the row still
+        names it: a holder that changed meanwhile is judged anew)."""
+        gone: tuple[str, int] | None = None
+        while True:
+            await cur.execute(
+                self._sql.acquire,
+                (
+                    trace_id,
+                    lease.owner,
+                    lease.token,
+                    lease.ttl,
+                    lease.host,
+                    lease.pid,
+                    lease.started,
+                    take_over,
+                    expect_seq,
+                    *(gone or (None, None)),
+                ),
+            )
+            r: Sequence[Any] | None = await cur.fetchone()
+            assert r is not None  # the function returns one row
+            if r[0]:
+                return r
+            held = _lease_row(r[1:7])
+            grant(
+                held,
+                lease,
+                r[7],
+                trace_id=trace_id,
+                take_over=take_over,
+                last_seq=r[8],
+                expect_seq=expect_seq,
+            )
+            if gone == (held.owner, held.token):
+                # grant() allows what the function refused for the same row: a bug, not a state.
+                raise CheckpointError(
+                    f"Postgres {self._where}: acquire_lease refused a lease that the shared "
+                    f"rule grants ({held!r})",
+                    trace_id=trace_id,
+                )
+            gone = (held.owner, held.token)
 
     async def submit_decision(
         self,
@@ -504,26 +655,34 @@ class PostgresStore(StoreBase):
         expect_seq: int | None = None,
     ) -> LeaseGrant:
         check_trace_id(trace_id)
-        async with self._tx(trace_id) as cur:
-            new = await self._grant(
-                cur, trace_id, lease, take_over=take_over, expect_seq=expect_seq
-            )
-            await cur.execute(self._sql.get_run, (trace_id,))
-            found = await cur.fetchone()
-        return LeaseGrant(token=new.token, run=None if found is None else run_info(found))
+        async with self._conn(trace_id) as cur:
+            r = await self._grant(cur, trace_id, lease, take_over=take_over, expect_seq=expect_seq)
+        return LeaseGrant(token=r[23], run=None if r[9] is None else run_info(r[9:]))
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         async with self._conn(trace_id) as cur:
             await cur.execute(self._sql.release, (trace_id, owner))
 
     async def append_events(self, trace_id: str, batch: EventBatch, *, lease: Lease) -> None:
-        async with self._tx(trace_id) as cur:
-            await cur.execute(self._sql.lease_row, (trace_id,))
-            r = await cur.fetchone()
-            check_append(None if r is None else _lease_row(r), lease, trace_id=trace_id)
-            await cur.execute(
-                self._sql.insert_events, (trace_id, batch.last_id, batch.first_id, batch.data)
-            )
+        async with self._conn(trace_id) as cur:
+            try:
+                await cur.execute(
+                    self._sql.append,
+                    (
+                        trace_id,
+                        lease.owner,
+                        lease.token,
+                        batch.first_id,
+                        batch.last_id,
+                        batch.data,
+                    ),
+                )
+            except psycopg.Error as exc:
+                if exc.sqlstate == _LEASE_LOST:
+                    check_append(
+                        _lease_detail(exc.diag.message_detail)[0], lease, trace_id=trace_id
+                    )
+                raise
 
     async def events_after(self, trace_id: str, after: int) -> list[EventBatch]:
         async with self._conn(trace_id) as cur:
@@ -541,14 +700,29 @@ class PostgresStore(StoreBase):
         return int(r[0])
 
     async def request_cancel(self, trace_id: str) -> bool:
-        async with self._tx(trace_id) as cur:
-            await cur.execute(self._sql.lease_row, (trace_id,))
-            r = await cur.fetchone()
-            # Only a live driver gets a request (on the database clock, like every lease).
-            if r is None or not _lease_row(r).live(r[6]):
-                return False
-            await cur.execute(self._sql.put_cancel, (trace_id, now()))
-            return True
+        host, pid, _ = this_process()
+        alive: tuple[str, int] | None = None
+        async with self._conn(trace_id) as cur:
+            while True:
+                await cur.execute(
+                    self._sql.cancel, (trace_id, host, pid, *(alive or (None, None)), now())
+                )
+                r = await cur.fetchone()
+                assert r is not None  # the function returns one row
+                if r[0] is not None:
+                    return bool(r[0])
+                # Held by another process of this host: recorded only if it is alive
+                # (LeaseRow.live, on the database clock, like every lease).
+                held = _lease_row(r[1:7])
+                if not held.live(r[7]):
+                    return False
+                if alive == (held.owner, held.token):
+                    raise CheckpointError(
+                        f"Postgres {self._where}: request_cancel did not record a request for "
+                        f"a live holder ({held!r})",
+                        trace_id=trace_id,
+                    )
+                alive = (held.owner, held.token)
 
     async def take_cancel_request(self, trace_id: str) -> bool:
         async with self._conn(trace_id) as cur:
@@ -632,8 +806,25 @@ class PostgresStore(StoreBase):
 
 
 def _lease_row(r: Sequence[Any]) -> LeaseRow:
-    """A lease row as read by ``lease_row`` (its first six columns)."""
+    """A lease row: owner, token, expires_at, host, pid, started."""
     return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
+
+
+async def _closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """True if the server closed this idle connection (``PostgresStore._connection``)."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    if not readable:
+        return False
+    try:
+        await conn.execute("")  # takes in what came (a notice, or the FATAL and the end)
+    except psycopg.Error:
+        return True
+    return False
 
 
 def _on_asyncio() -> bool:

@@ -83,6 +83,23 @@ class TestFork:
         assert fork.result.state["sent"] is True
         assert (await ex.get_state("t-w")).status == "waiting"
 
+    async def test_a_fork_refuses_a_trace_id_the_store_has(self, stores: Stores) -> None:
+        """new_trace_id naming an existing trace: RunExists with its status, nothing written to
+        either trace, and the existing trace's lease given back (it still resumes)."""
+        graph = approval()
+        ex = stores.executor()
+        await leave_at_barrier(ex, graph, "t-src")
+        await leave_at_barrier(ex, graph, "t-busy")
+        before = await ex.history("t-busy")
+        seq = (await ex.history("t-src"))[-1].seq
+        with pytest.raises(gx.RunExists, match="'t-busy' already has checkpoints") as caught:
+            async with ex.fork(graph, "t-src", seq, new_trace_id="t-busy"):
+                pass
+        assert caught.value.status == "waiting" and caught.value.trace_id == "t-busy"
+        assert await ex.history("t-busy") == before
+        assert (await ex.get_state("t-busy")).status == "waiting"
+        assert (await ex.runs(status="waiting"))[0].lease is None
+
     async def test_a_fork_asks_again_at_its_barriers(self, stores: Stores) -> None:
         """The source's decisions (a wildcard here, and an unused exact one) stay with the
         source: a fork from before the barrier waits there."""

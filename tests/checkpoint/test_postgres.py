@@ -21,7 +21,7 @@ import graphexec as gx
 from graphexec._decisions import Approve
 from graphexec.checkpoint import _postgres as postgres_module
 from graphexec.checkpoint._record import Lease
-from graphexec.checkpoint._sql import migrations
+from graphexec.checkpoint._sql import ROW_COLUMNS, RUN_COLUMNS, migrations, row_params, run_params
 from graphexec.exceptions import CheckpointError, RunLocked
 
 from _postgres_kit import _free_port  # isort: skip  (helper modules next to this file)
@@ -68,7 +68,7 @@ class TestSchema:
             assert await store.runs() == []
         rows = sql(pg_dsn, f"SELECT version FROM {schema}.schema_version ORDER BY version")
         assert [(v,) for v in range(1, LATEST + 1)] == rows  # one row per migration applied
-        assert LATEST == 2
+        assert LATEST == 3
         tables = {
             r[0]
             for r in sql(
@@ -86,6 +86,7 @@ class TestSchema:
             "events",
             "event_segments",
             "cancel_requests",
+            "event_watchers",
         } == tables
 
     async def test_concurrent_first_opens_migrate_once(self, pg_dsn: str) -> None:
@@ -104,17 +105,31 @@ class TestSchema:
         versions = sql(pg_dsn, f"SELECT version FROM {schema}.schema_version ORDER BY version")
         assert [(v,) for v in range(1, LATEST + 1)] == versions  # each applied once
 
-    async def test_a_version_1_schema_gets_the_event_log(
-        self, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+    @pytest.mark.parametrize("version", [1, 2])
+    async def test_an_older_schema_migrates_to_the_latest(
+        self, pg_dsn: str, monkeypatch: pytest.MonkeyPatch, version: int
     ) -> None:
-        """A schema created at version 1 (before the event log) migrates to the latest on
-        open: its rows load as they were and a run's events are recorded and read back."""
+        """A schema created at an older version (1: before the event log; 2: before the
+        one-round-trip functions) migrates to the latest on open: its rows load as they were,
+        and a run's events are recorded and read back through the new functions."""
         schema = new_schema()
         with monkeypatch.context() as m:
-            m.setattr(postgres_module, "migrations", lambda backend: MIGRATIONS[:1])
+            m.setattr(postgres_module, "migrations", lambda backend: MIGRATIONS[:version])
             async with gx.PostgresStore(pg_dsn, schema=schema) as store:
-                rows = await save_kinds(store, "t1", "bd")
-        assert [(1,)] == sql(pg_dsn, f"SELECT max(version) FROM {schema}.schema_version")
+                await store.runs()  # creates the schema at `version`
+        rows = [make_row("t1", 0, "base"), make_row("t1", 1)]
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as that version wrote them
+            for row in rows:
+                conn.execute(
+                    f"INSERT INTO {schema}.checkpoints ({ROW_COLUMNS}) VALUES "
+                    f"({', '.join(['%s'] * 12)})",
+                    row_params(row),
+                )
+            conn.execute(
+                f"INSERT INTO {schema}.runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 13)})",
+                run_params(make_run("t1", last_seq=1)),
+            )
+        assert [(version,)] == sql(pg_dsn, f"SELECT max(version) FROM {schema}.schema_version")
         async with gx.PostgresStore(pg_dsn, schema=schema) as store:
             assert await store.load_chain("t1") == rows
             ex = gx.GraphExecutor(store=store)
@@ -122,6 +137,13 @@ class TestSchema:
             events = [e async for e in ex.events("t2")]
         assert isinstance(events[0], gx.GraphStart) and isinstance(events[-1], gx.GraphComplete)
         assert [(LATEST,)] == sql(pg_dsn, f"SELECT max(version) FROM {schema}.schema_version")
+        functions = sql(
+            pg_dsn,
+            "SELECT count(*) FROM pg_proc WHERE proname = 'save_checkpoints' "
+            "AND pronamespace = %s::regnamespace",
+            schema,
+        )
+        assert [(1,)] == functions  # replaced, not overloaded
 
     async def test_reopen_applies_only_new_migrations(
         self, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
