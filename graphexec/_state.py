@@ -174,7 +174,14 @@ class StateSpec:
         if self.checks is not None:
             return [(k, self.check(k, v, node=node)) for k, v in changes]
         for k, v in changes:
-            if type(k) is not str or type(v) not in LEAVES:
+            t = type(v)
+            if type(k) is not str or t not in LEAVES:
+                if t is list and type(k) is str:  # a list of scalars (an append) passes here
+                    for item in v:
+                        if type(item) not in LEAVES:
+                            break
+                    else:
+                        continue
                 self.check(k, v, node=node)
         return changes
 

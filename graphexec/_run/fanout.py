@@ -302,7 +302,7 @@ async def run_parallel(
         share = views and reads is None and type(views[0]) is StateView
         views.append(views[0] if share else view())
     jobs = [
-        (b.name, _branch_call(b, spec.name, rec, step), v)
+        (b.name, b.call if b.child is None and b.call else _branch_call(b, spec.name, rec, step), v)
         for b, v in zip(spec.branches, views, strict=True)
     ]
     results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None, fan)
