@@ -52,6 +52,7 @@ class EventLog:
         self.store = store
         """Where events are recorded; None: ids and live tails only."""
         self.trace_id = trace_id
+        self._topic = events_topic(trace_id)
         self.record_custom = record_custom
         self.flush_interval = flush_interval
         self.lock = anyio.Lock(fast_acquire=True)
@@ -144,7 +145,7 @@ class EventLog:
         if not ok:
             self._pending[:0] = self._inflight
         elif self._inflight and isinstance(self.store, StoreBase):
-            self.store.hints.notify(events_topic(self.trace_id))
+            self.store.hints.notify(self._topic)
         self._inflight = []
 
     def _encode(self, events: list[GraphEvent], sources: Sources | None) -> EventBatch | None:
