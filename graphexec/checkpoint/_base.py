@@ -41,6 +41,24 @@ event log, its fencing and cancel requests by ``tests/checkpoint/test_run_manage
   poll. It records nothing and returns False when no one drives the run (no lease, released or
   parked at a barrier, expired, or a dead owner): the caller then writes the cancelled record
   itself, taking the lease.
+- Work for drivers (``claim_runs``, ``_claims.py``): a run *needs a driver* when no live owner
+  holds its lease and it is queued, interrupted or running, or waiting with ``ready_at``
+  passed (or with a lease still naming a dead or expired owner). ``claim_runs`` grants such
+  runs, oldest ready first (``ready_at``, else ``updated_at``), a lease each by
+  ``_leases.grant`` (a new owner: ``token + 1``) and clears their ``ready_at``, in one
+  transaction; concurrent claimers, in any process, never get the same run. The rules for
+  ``ready_at``, the same in every store:
+
+  - ``save()`` stores what the writer put in ``RunInfo.ready_at``, except that a save with
+    status ``"waiting"`` whose ``decisions_after`` read finds decisions (they came before
+    the run parked) stores ``ready_at = now``.
+  - ``submit_decision()`` sets ``ready_at = now`` when the run is waiting (any accepted
+    decision: a spurious wake-up costs one resume that parks again).
+  - ``claim_runs()`` clears it on what it claims.
+  - A run that becomes claimable by a save (``ready_at <= now``) or a submit sends the
+    ``"work"`` hint (``_hints.py``): in process for MemoryStore and SQLiteStore; PostgresStore
+    sends ``NOTIFY gx_<schema>, 'work'`` in the same transaction. Only on those transitions:
+    never a hint per checkpoint.
 """
 
 from __future__ import annotations
@@ -63,6 +81,7 @@ from ..typing import RUN_STATUSES
 from ._hints import Hints
 from ._record import (
     CheckpointSummary,
+    Claim,
     EventBatch,
     Lease,
     LeaseGrant,
@@ -212,6 +231,21 @@ class CheckpointStore(Protocol):
         self, *, older_than: float, statuses: Sequence[str] = ("completed",)
     ) -> list[str]:
         """Delete runs in ``statuses`` last updated before ``older_than``; returns their ids."""
+        ...
+
+    async def claim_runs(self, graph_names: Sequence[str], leases: Sequence[Lease]) -> list[Claim]:
+        """Claim up to ``len(leases)`` runs that need a driver, of the graphs named (every
+        graph when ``graph_names`` is empty), the longest ready first; the i-th run claimed is
+        granted ``leases[i]`` (a fresh owner id each; the token asked for is ignored, the one
+        granted is in the Claim) and its ``ready_at`` cleared, in one transaction.
+
+        A run needs a driver when it is queued or interrupted; waiting with ``ready_at``
+        passed (a decision for it arrived, or its barrier's deadline came); running while no
+        live owner holds its lease (free, expired, or held by a process on this host that is
+        gone). Concurrent claimers, in any process, never get the same run (Postgres: ``FOR
+        UPDATE SKIP LOCKED``; SQLite: one write transaction). Each Claim holds the runs row
+        as the claim left it: its status unchanged, its new holder, ``ready_at`` None.
+        """
         ...
 
     async def wait_for(self, topic: str, within: float) -> bool:

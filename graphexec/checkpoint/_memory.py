@@ -17,9 +17,12 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
+from ._claims import Liveness, check_claim_args, claim, claimable_now, needs_driver, ready_since
+from ._hints import WORK
 from ._leases import LeaseRow, check_append, check_write, grant
 from ._record import (
     CheckpointSummary,
+    Claim,
     EventBatch,
     Lease,
     LeaseGrant,
@@ -62,10 +65,15 @@ class MemoryStore(StoreBase):
         events: EventBatch | None = None,
     ) -> list[StoredDecision]:
         async with self._lock:
+            t = now()
             chain = self._rows.get(run.trace_id, [])
             if lease is not None:
                 self._hold_lease(run.trace_id, lease)
             check_rows(rows, run, chain[-1].seq if chain else None)
+            found = None if decisions_after is None else self._after(run.trace_id, decisions_after)
+            if run.status == "waiting" and found:
+                # Decisions came before the run parked: it is ready at once.
+                run = msgspec.structs.replace(run, ready_at=t)
             chain = self._rows.setdefault(run.trace_id, [])
             bases = self._bases.setdefault(run.trace_id, [])
             for row in rows:
@@ -80,9 +88,9 @@ class MemoryStore(StoreBase):
                 self._events.setdefault(run.trace_id, []).append(events)
             if release and lease is not None:
                 self._release(run.trace_id, lease.owner)
-        if decisions_after is None:
-            return []
-        return await self.decisions_after(run.trace_id, decisions_after)
+        if claimable_now(run, t):
+            self.hints.notify(WORK)
+        return found or []
 
     async def load_chain(self, trace_id: str, seq: int | None = None) -> list[StoredCheckpoint]:
         chain = self._rows.get(trace_id, [])
@@ -154,6 +162,11 @@ class MemoryStore(StoreBase):
                 id=next(self._ids), barrier_id=key, decision=decision, created_at=now()
             )
             self._decisions.setdefault(trace_id, []).append(stored)
+            run = self._runs[trace_id]
+            if run.status == "waiting":
+                # Its driver can go on now: any worker may (a spurious wake-up parks again).
+                self._runs[trace_id] = msgspec.structs.replace(run, ready_at=stored.created_at)
+                self.hints.notify(WORK)
             return stored.id
 
     async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
@@ -161,6 +174,9 @@ class MemoryStore(StoreBase):
             self._refused.setdefault(trace_id, set()).add(decision_id)
 
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
+        return self._after(trace_id, cursor)
+
+    def _after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
         return [d for d in self._decisions.get(trace_id, []) if d.id > cursor]
 
     async def acquire_lease(
@@ -184,6 +200,32 @@ class MemoryStore(StoreBase):
             )
             self._leases[trace_id] = new
             return LeaseGrant(token=new.token, run=self._with_lease(self._runs.get(trace_id)))
+
+    async def claim_runs(self, graph_names: Sequence[str], leases: Sequence[Lease]) -> list[Claim]:
+        check_claim_args(graph_names, leases)
+        if not leases:
+            return []
+        async with self._lock:
+            t, alive = now(), Liveness()
+            wanted = set(graph_names)
+            # dict order is first insertion: the tie-break SQL stores take from rowid / id.
+            ready = sorted(
+                (
+                    r
+                    for r in self._runs.values()
+                    if (not wanted or r.graph_name in wanted)
+                    and needs_driver(r.status, r.ready_at, self._leases.get(r.trace_id), t, alive)
+                ),
+                key=ready_since,
+            )
+            claims: list[Claim] = []
+            for run, lease in zip(ready, leases, strict=False):
+                done, self._leases[run.trace_id] = claim(
+                    run, self._leases.get(run.trace_id), lease, t
+                )
+                self._runs[run.trace_id] = msgspec.structs.replace(run, ready_at=None)
+                claims.append(done)
+            return claims
 
     def _hold_lease(self, trace_id: str, lease: Lease) -> None:
         """Every save's check (see SQLiteStore's _hold_lease)."""

@@ -4,7 +4,12 @@ Built on psycopg 3 with a psycopg-pool connection pool (the ``postgres`` extra).
 kept on a connection between transactions: no prepared statements (``prepare_threshold=None``),
 no ``SET``, no session advisory locks, no ``LISTEN`` on pooled connections. So the store works
 behind PgBouncer in transaction mode, where each transaction may run on another server
-connection.
+connection. Wake-up hints from other processes come through one ``LISTEN`` connection of the
+store object's own, outside the pool (``_pg_listen.py``; ``listen_dsn=`` behind PgBouncer).
+
+Every frequent write is one statement, a function of the schema (a save with its events, a
+lease grant, an event append, a cancel request: ``checkpoints/postgres/003_*.sql``): a round
+trip costs more than what these do on the server.
 
 The tables live in one Postgres schema (``schema="graphexec"`` by default), named in every
 statement rather than through ``search_path`` (which would be session state). They are created
@@ -44,11 +49,13 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
+from ._claims import CLAIMABLE_STATUSES, Liveness, check_claim_args, claim, needs_driver
 from ._hints import events_topic
 from ._leases import LeaseRow, check_append, check_write, grant, this_process
 from ._pg_listen import Listener, channel
 from ._record import (
     CheckpointSummary,
+    Claim,
     EventBatch,
     Lease,
     LeaseGrant,
@@ -91,6 +98,86 @@ _SEQ_BEHIND = "GX002"
 """SQLSTATE raised by ``save_checkpoints`` when the rows do not follow the trace's last seq."""
 
 
+_CLAIMABLE = (
+    f"runs.status IN ({', '.join(repr(s) for s in CLAIMABLE_STATUSES)}) "
+    "AND (runs.status <> 'waiting' OR runs.ready_at <= t.now OR leases.owner <> '') "
+    "AND (cardinality(%(graphs)s::text[]) = 0 OR runs.graph_name = ANY(%(graphs)s::text[]))"
+)
+"""What a run that may need a driver looks like in SQL (``_claims.needs_driver``, less the
+liveness of the lease's holder)."""
+
+
+def _claim_sql(s: str) -> str:
+    """claim_runs in one statement: lock the runs that need a driver whose lease is free or
+    expired (``FOR UPDATE OF runs, leases SKIP LOCKED``: a claimer never waits, so it is never
+    part of a deadlock), oldest ready first; grant the i-th the i-th lease (token + 1, expiry
+    on the database clock); clear their ready_at. The candidates come from indexes only:
+    queued, interrupted and running runs (``runs_status``), runs whose ready_at passed
+    (``runs_ready``: parked runs waiting for a person are never read) and leases held but
+    expired (``leases_held``). Rows with ``i = -1`` name the processes of this host that hold
+    leases, for Python to check which are gone (``_gone_holders_sql``)."""
+    cols = ", ".join(f"runs.{c}" for c in RUN_COLUMNS.split(", "))
+    lease_cols = "owner, token, expires_at, host, pid, started"
+    return (
+        "WITH t AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now), "
+        "c AS (SELECT runs.trace_id, runs.id, coalesce(runs.ready_at, runs.updated_at) AS k "
+        f"FROM {s}.runs AS runs JOIN {s}.leases AS leases ON leases.trace_id = runs.trace_id "
+        "CROSS JOIN t WHERE runs.trace_id IN ("
+        f"SELECT trace_id FROM {s}.runs WHERE status IN ('queued', 'interrupted', 'running') "
+        f"UNION ALL SELECT trace_id FROM {s}.runs, t WHERE ready_at <= t.now "
+        f"UNION ALL SELECT trace_id FROM {s}.leases, t WHERE owner <> '' "
+        f"AND expires_at <= t.now) AND {_CLAIMABLE} "
+        "AND (leases.owner = '' OR leases.expires_at <= t.now) "
+        "ORDER BY k, runs.id LIMIT %(n)s FOR UPDATE OF runs, leases SKIP LOCKED), "
+        "w AS (SELECT o.trace_id, o.i, a.owner, a.ttl, a.host, a.pid, a.started FROM "
+        "(SELECT c.trace_id, row_number() OVER (ORDER BY c.k, c.id) AS i FROM c) AS o "
+        "JOIN unnest(%(owners)s::text[], %(ttls)s::float8[], %(hosts)s::text[], "
+        "%(pids)s::bigint[], %(starteds)s::text[]) "
+        "WITH ORDINALITY AS a(owner, ttl, host, pid, started, i) ON a.i = o.i), "
+        f"g AS (UPDATE {s}.leases AS l SET owner = w.owner, token = l.token + 1, "
+        "expires_at = t.now + w.ttl, host = w.host, pid = w.pid, started = w.started "
+        "FROM w, t WHERE l.trace_id = w.trace_id RETURNING l.trace_id, "
+        f"{', '.join(f'l.{c}' for c in lease_cols.split(', '))}), "
+        f"r AS (UPDATE {s}.runs AS runs SET ready_at = NULL FROM g "
+        f"WHERE runs.trace_id = g.trace_id RETURNING {cols}) "
+        f"SELECT w.i, r.*, {', '.join(f'g.{c}' for c in lease_cols.split(', '))} "
+        "FROM r JOIN g ON g.trace_id = r.trace_id JOIN w ON w.trace_id = r.trace_id "
+        f"UNION ALL SELECT -1, {', '.join(['NULL'] * len(RUN_COLUMNS.split(', ')))}, "
+        "NULL, NULL, NULL, h.host, h.pid, h.started FROM (SELECT DISTINCT leases.host, "
+        f"leases.pid, leases.started FROM {s}.leases AS leases CROSS JOIN t "
+        "WHERE leases.owner <> '' AND leases.host = %(host)s AND leases.pid <> %(pid)s "
+        "AND leases.expires_at > t.now) AS h"
+    )
+
+
+def _gone_holders_sql(s: str) -> str:
+    """The runs that need a driver held by processes of this host found gone (pids and start
+    times given), oldest ready first: claimed one by one by ``_claim_one``."""
+    return (
+        f"SELECT runs.trace_id FROM {s}.leases AS leases JOIN {s}.runs AS runs "
+        f"ON runs.trace_id = leases.trace_id CROSS JOIN "
+        "(SELECT extract(epoch FROM clock_timestamp())::float8 AS now) AS t "
+        f"WHERE leases.owner <> '' AND leases.host = %(host)s AND (leases.pid, leases.started) "
+        "IN (SELECT * FROM unnest(%(pids)s::bigint[], %(starteds)s::text[])) "
+        f"AND {_CLAIMABLE} ORDER BY coalesce(runs.ready_at, runs.updated_at), runs.id "
+        "LIMIT %(n)s"
+    )
+
+
+class _Connection(psycopg.AsyncConnection[Any]):
+    """A pooled connection that keeps one cursor for the store's statements: a cursor running
+    the statement it ran last reuses how it adapted the parameters' types (a save's eleven
+    array parameters cost psycopg about 60 us that way, 155 us afresh)."""
+
+    _kept: psycopg.AsyncCursor[Any] | None = None
+
+    def kept_cursor(self) -> psycopg.AsyncCursor[Any]:
+        cur = self._kept
+        if cur is None or cur.closed:
+            cur = self._kept = self.cursor()
+        return cur
+
+
 class _Sql:
     """The store's statements, with its schema's name in every table reference."""
 
@@ -102,7 +189,7 @@ class _Sql:
             f"SELECT * FROM {s}.save_checkpoints(%s, %s::bigint[], %s::text[], %s::bigint[], "
             "%s::text[], %s::text[], %s::text[], %s::float8[], %s::bytea[], %s::bigint[], "
             "%s::bytea[], %s::bigint[], "
-            + ", ".join(["%s"] * 12)
+            + ", ".join(["%s"] * 13)
             + ", %s::text, %s::bigint, %s::float8, %s::text, %s, %s::bigint, "
             "%s::bigint, %s::bigint, %s::bytea)"
         )
@@ -129,6 +216,7 @@ class _Sql:
             "octet_length(body) + coalesce(octet_length(snapshot), 0) "
             f"FROM {s}.checkpoints WHERE trace_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s"
         )
+        cols = ", ".join(f"runs.{c}" for c in RUN_COLUMNS.split(", "))
         self.runs = run_select(f"{s}.runs", f"{s}.leases")
         self.get_run = self.runs + " WHERE runs.trace_id = %s"
         self.get_run_locked = f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE trace_id = %s FOR UPDATE"
@@ -147,6 +235,29 @@ class _Sql:
         self.insert_decision = (
             f"INSERT INTO {s}.decisions (trace_id, barrier_id, decision, created_at) "
             "VALUES (%s, %s, %s, %s) RETURNING id"
+        )
+        # The same for a waiting run (its row locked): it is ready now, and the workers hear.
+        self.insert_decision_wake = (
+            f"WITH d AS ({self.insert_decision}), w AS (UPDATE {s}.runs "
+            "SET ready_at = extract(epoch FROM clock_timestamp()) WHERE trace_id = %s) "
+            f"SELECT d.id, pg_notify('{channel(s)}', 'work')::text FROM d"
+        )
+        self.claim = _claim_sql(s)
+        self.claim_gone = _gone_holders_sql(s)
+        # One run SQL left to Python (_claim_one): its lease row and runs row, locked unless
+        # someone holds them, and the database clock.
+        self.claim_lock = (
+            "SELECT leases.owner, leases.token, leases.expires_at, leases.host, leases.pid, "
+            f"leases.started, extract(epoch FROM clock_timestamp())::float8, {cols} "
+            f"FROM {s}.leases AS leases JOIN {s}.runs AS runs "
+            "ON runs.trace_id = leases.trace_id WHERE leases.trace_id = %s "
+            "FOR UPDATE OF leases, runs SKIP LOCKED"
+        )
+        # The grant _claim_one decided, and the run's ready_at cleared: one statement.
+        self.claim_put = (
+            f"WITH r AS (UPDATE {s}.runs SET ready_at = NULL WHERE trace_id = %s) "
+            f"UPDATE {s}.leases SET owner = %s, token = %s, expires_at = %s, host = %s, "
+            "pid = %s, started = %s WHERE trace_id = %s"
         )
         self.prune_runs = (
             f"WITH gone AS (DELETE FROM {s}.runs WHERE status = ANY(%s) AND updated_at < %s "
@@ -251,7 +362,7 @@ class PostgresStore(StoreBase):
         self._timeout = timeout
         self._async_commit = synchronous_commit == "off"
         self._sql = _Sql(schema)
-        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._pool: AsyncConnectionPool[_Connection] | None = None
         self._open_lock = anyio.Lock()
         self.listen_dsn = listen_dsn
         self._listener: Listener | None = None
@@ -266,7 +377,7 @@ class PostgresStore(StoreBase):
 
     # -- connections --------------------------------------------------------------------------
 
-    async def _get_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    async def _get_pool(self) -> AsyncConnectionPool[_Connection]:
         pool = self._pool
         if pool is not None:
             return pool
@@ -279,6 +390,7 @@ class PostgresStore(StoreBase):
                     )
                 pool = AsyncConnectionPool(
                     self.dsn,
+                    connection_class=_Connection,
                     min_size=self._min_size,
                     max_size=self._max_size,
                     timeout=self._timeout,
@@ -367,17 +479,17 @@ class PostgresStore(StoreBase):
         """A cursor on a pooled connection, for one statement or an explicit transaction."""
         with self._errors(trace_id):
             async with self._connection() as conn:
-                yield conn.cursor()
+                yield conn.kept_cursor()
 
     @asynccontextmanager
     async def _tx(self, trace_id: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         """A cursor inside one transaction, committed at the end (rolled back on an error)."""
         with self._errors(trace_id):
             async with self._connection() as conn, conn.transaction():
-                yield conn.cursor()
+                yield conn.kept_cursor()
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(self) -> AsyncIterator[_Connection]:
         """A pooled connection that the server has not closed.
 
         An idle connection has nothing to read, unless its server closed it (a restart, an
@@ -387,7 +499,7 @@ class PostgresStore(StoreBase):
         one goes back to the pool, which drops it and opens a new one, and the next is taken:
         the first operation after a server restart succeeds instead of failing once."""
         pool = await self._get_pool()
-        conn: psycopg.AsyncConnection[Any] | None = await pool.getconn()
+        conn: _Connection | None = await pool.getconn()
         try:
             for _ in range(self._max_size + 1):  # at most max_size closed ones, then a new one
                 assert conn is not None
@@ -627,17 +739,24 @@ class PostgresStore(StoreBase):
             # later; and a save that finishes the run waits for (or is waited on by) this check.
             await cur.execute(self._sql.get_run_locked, (trace_id,))
             found = await cur.fetchone()
+            run = None if found is None else run_info(found)
             await cur.execute(self._sql.decided, (trace_id,))
             decided = {r[0] for r in await cur.fetchall()}
             key = check_decision_target(
-                None if found is None else run_info(found),
+                run,
                 trace_id,
                 barrier_id,
                 decision,
                 every_occurrence=every_occurrence,
                 decided=decided,
             )
-            await cur.execute(self._sql.insert_decision, (trace_id, key, blob, now()))
+            if run is not None and run.status == "waiting":
+                # Its driver can go on now: any worker may (a spurious wake-up parks again).
+                await cur.execute(
+                    self._sql.insert_decision_wake, (trace_id, key, blob, now(), trace_id)
+                )
+            else:
+                await cur.execute(self._sql.insert_decision, (trace_id, key, blob, now()))
             inserted = await cur.fetchone()
         assert inserted is not None
         return int(inserted[0])
@@ -657,7 +776,86 @@ class PostgresStore(StoreBase):
         check_trace_id(trace_id)
         async with self._conn(trace_id) as cur:
             r = await self._grant(cur, trace_id, lease, take_over=take_over, expect_seq=expect_seq)
-        return LeaseGrant(token=r[23], run=None if r[9] is None else run_info(r[9:]))
+        return LeaseGrant(token=r[24], run=None if r[9] is None else run_info(r[9:]))
+
+    async def claim_runs(self, graph_names: Sequence[str], leases: Sequence[Lease]) -> list[Claim]:
+        check_claim_args(graph_names, leases)
+        if not leases:
+            return []
+        host, pid, _ = this_process()
+        args = {
+            "graphs": list(graph_names),
+            "n": len(leases),
+            "owners": [lease.owner for lease in leases],
+            "ttls": [lease.ttl for lease in leases],
+            "hosts": [lease.host for lease in leases],
+            "pids": [lease.pid for lease in leases],
+            "starteds": [lease.started for lease in leases],
+            "host": host,
+            "pid": pid,
+        }
+        async with self._conn() as cur:
+            await cur.execute(self._sql.claim, args)
+            found = await cur.fetchall()
+        claims: list[Claim] = []
+        alive = Liveness()
+        gone: list[LeaseRow] = []
+        for r in sorted(found, key=lambda r: r[0]):
+            if r[0] == -1:  # a process of this host holding leases: is it still there?
+                holder = LeaseRow(
+                    owner="?", token=0, expires_at=0.0, host=r[18], pid=r[19], started=r[20]
+                )
+                if alive.gone(holder):
+                    gone.append(holder)
+            else:
+                run, held = run_info(r[1:]), _lease_row(r[15:])
+                lease = msgspec.structs.replace(leases[r[0] - 1], token=held.token)
+                claims.append(Claim(trace_id=run.trace_id, lease=lease, run=run))
+        # The rarer case, one short transaction each: the runs of a process of this host that
+        # is gone (process_gone needs this host's process table).
+        if gone and len(claims) < len(leases):
+            async with self._conn() as cur:
+                await cur.execute(
+                    self._sql.claim_gone,
+                    {
+                        "graphs": list(graph_names),
+                        "host": host,
+                        "pids": [h.pid for h in gone],
+                        "starteds": [h.started for h in gone],
+                        "n": len(leases) - len(claims),
+                    },
+                )
+                held_by_gone = [r[0] for r in await cur.fetchall()]
+        else:
+            held_by_gone = []
+        for trace_id in held_by_gone:
+            if len(claims) == len(leases):
+                break
+            done = await self._claim_one(trace_id, leases[len(claims)], alive)
+            if done is not None:
+                claims.append(done)
+        return claims
+
+    async def _claim_one(self, trace_id: str, lease: Lease, alive: Liveness) -> Claim | None:
+        """Claim one run if it needs a driver (the shared rule, on the database clock): both
+        rows locked unless someone holds them (leases before runs, the order every writer
+        locks in)."""
+        sql = self._sql
+        async with self._tx(trace_id) as cur:
+            await cur.execute(sql.claim_lock, (trace_id,))
+            r = await cur.fetchone()
+            if r is None:
+                return None  # being written or claimed right now
+            held, t, run = _lease_row(r), r[6], run_info(r[7:])
+            if not needs_driver(run.status, run.ready_at, held, t, alive):
+                return None
+            done, new = claim(run, held, lease, t)
+            await cur.execute(
+                sql.claim_put,
+                (trace_id, new.owner, new.token, new.expires_at, new.host, new.pid)
+                + (new.started, trace_id),
+            )
+        return done
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         async with self._conn(trace_id) as cur:

@@ -48,7 +48,7 @@ ROW_COLUMNS = (
 
 RUN_COLUMNS = (
     "trace_id, graph_name, graph_hash, status, step, next_node, last_seq, created_at, "
-    "updated_at, pending_barrier, barrier_counts, barrier_nodes, parent"
+    "updated_at, pending_barrier, barrier_counts, barrier_nodes, parent, ready_at"
 )
 """The runs-index columns, in the order of :func:`run_params` and :func:`run_info`."""
 
@@ -114,6 +114,7 @@ def run_params(run: RunInfo) -> tuple[Any, ...]:
         _json_encoder.encode(run.barrier_counts).decode(),
         _json_encoder.encode(run.barrier_nodes).decode(),
         None if run.parent is None else _json_encoder.encode(run.parent).decode(),
+        run.ready_at,
     )
 
 
@@ -146,12 +147,22 @@ def run_info(r: Sequence[Any]) -> RunInfo:
         barrier_counts=_counts_decoder.decode(r[10]),
         barrier_nodes=_nodes_decoder.decode(r[11]),
         parent=None if r[12] is None else _parent_decoder.decode(r[12]),
+        ready_at=_ready_at(r[13]),
         lease=None
-        if len(r) < 19 or not r[13]
+        if len(r) < 20 or not r[14]
         else LeaseInfo(
-            owner=r[13], token=r[14], expires_at=r[15], host=r[16], pid=r[17], started=r[18]
+            owner=r[14], token=r[15], expires_at=r[16], host=r[17], pid=r[18], started=r[19]
         ),
     )
+
+
+def _ready_at(value: object) -> float | None:
+    """The ready_at column read back: a number or NULL (anything else is damage)."""
+    if value is None or type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise ValueError(f"runs.ready_at holds {type(value).__name__} {value!r:.40}, not a time")
 
 
 def decision_blob(decision: Decision) -> bytes:

@@ -29,9 +29,19 @@ from ._base import (
     check_status,
     prunable_statuses,
 )
-from ._leases import LeaseRow, check_append, check_write, grant
+from ._claims import (
+    CLAIMABLE_STATUSES,
+    Liveness,
+    check_claim_args,
+    claim,
+    claimable_now,
+    needs_driver,
+)
+from ._hints import WORK
+from ._leases import LeaseRow, check_append, check_write, grant, this_process
 from ._record import (
     CheckpointSummary,
+    Claim,
     EventBatch,
     Lease,
     LeaseGrant,
@@ -101,14 +111,16 @@ _HISTORY = (
 )  # a page: the newest ``limit`` below ``before`` (reversed to oldest first by the caller)
 _RUN_COLUMNS = RUN_COLUMNS
 _UPSERT_RUN = (
-    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (trace_id) DO UPDATE SET graph_name = excluded.graph_name, "
     "graph_hash = excluded.graph_hash, status = excluded.status, step = excluded.step, "
     "next_node = excluded.next_node, last_seq = excluded.last_seq, "
     "created_at = excluded.created_at, updated_at = excluded.updated_at, "
     "pending_barrier = excluded.pending_barrier, barrier_counts = excluded.barrier_counts, "
-    "barrier_nodes = excluded.barrier_nodes, parent = excluded.parent"
+    "barrier_nodes = excluded.barrier_nodes, parent = excluded.parent, "
+    "ready_at = excluded.ready_at"
 )
+_SET_READY = "UPDATE runs SET ready_at = ? WHERE trace_id = ?"
 # The runs row with who holds its lease (LEFT JOIN: a run nobody drives has no holder).
 _RUN_SELECT = (
     "SELECT "
@@ -117,6 +129,16 @@ _RUN_SELECT = (
     " FROM runs LEFT JOIN leases ON leases.trace_id = runs.trace_id"
 )
 _GET_RUN = f"{_RUN_SELECT} WHERE runs.trace_id = ?"
+# The runs that may need a driver (the clear cases in SQL; _claims.needs_driver decides, as a
+# holder on this host may be gone), oldest ready first. No index on status: a scan of the
+# runs table, first outside the write lock (an idle claimer never takes it).
+_CLAIM_CANDIDATES = (
+    f"{_RUN_SELECT} WHERE runs.status IN ({', '.join(repr(s) for s in CLAIMABLE_STATUSES)}) "
+    "AND (runs.status <> 'waiting' OR runs.ready_at <= ?1 OR coalesce(leases.owner, '') <> '') "
+    "AND (leases.owner IS NULL OR leases.owner = '' OR leases.expires_at <= ?1 "
+    "OR leases.host = ?2) {graphs}"
+    "ORDER BY coalesce(runs.ready_at, runs.updated_at), runs.rowid"
+)
 _PUT_LEASE = (
     "INSERT INTO leases (trace_id, owner, expires_at, token, host, pid, started) "
     "VALUES (?,?,?,?,?,?,?) ON CONFLICT (trace_id) DO UPDATE SET owner = excluded.owner, "
@@ -341,7 +363,10 @@ class SQLiteStore(StoreBase):
         has_base = bases > 0
         run_params = _run_params(run)
 
+        ready = False
+
         def tx(db: sqlite3.Connection) -> list[StoredDecision]:
+            nonlocal ready
             with _write(db):
                 t = now()  # after BEGIN IMMEDIATE, which may have waited for another writer
                 last_seq, *held = db.execute(_SAVE_CHECKS, (trace_id,)).fetchone()
@@ -371,13 +396,21 @@ class SQLiteStore(StoreBase):
                 db.execute(_UPSERT_RUN, run_params)
                 if release and lease is not None:
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
+                ready = claimable_now(run, t)
                 if decisions_after is None:
                     return []
                 found = db.execute(_DECISIONS_AFTER, (trace_id, decisions_after)).fetchall()
+                if found and run.status == "waiting":
+                    # Decisions came before the run parked: it is ready at once.
+                    db.execute(_SET_READY, (t, trace_id))
+                    ready = True
             return [_decision(r) for r in found]
 
         writes = _TX_OVERHEAD + sum(r.size for r in rows)
-        return await self._run(tx, trace_id, writes)
+        found = await self._run(tx, trace_id, writes)
+        if ready:
+            self.hints.notify(WORK)
+        return found
 
     async def submit_decision(
         self,
@@ -396,26 +429,38 @@ class SQLiteStore(StoreBase):
                 f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
             ) from exc
 
+        woke = False
+
         def tx(db: sqlite3.Connection) -> int:
+            nonlocal woke
             with _write(db):
                 decided = _Decided(db, trace_id)
+                run = _fetch_run(db, trace_id)
                 key = check_decision_target(
-                    _fetch_run(db, trace_id),
+                    run,
                     trace_id,
                     barrier_id,
                     decision,
                     every_occurrence=every_occurrence,
                     decided=decided,
                 )
+                t = now()
                 cur = db.execute(
                     "INSERT INTO decisions (trace_id, barrier_id, decision, created_at) "
                     "VALUES (?, ?, ?, ?)",
-                    (trace_id, key, blob, now()),
+                    (trace_id, key, blob, t),
                 )
+                if run is not None and run.status == "waiting":
+                    # Its driver can go on now: any worker may (a spurious wake-up parks again).
+                    db.execute(_SET_READY, (t, trace_id))
+                    woke = True
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        return await self._run(tx, trace_id, _TX_OVERHEAD)
+        decision_id = await self._run(tx, trace_id, _TX_OVERHEAD)
+        if woke:
+            self.hints.notify(WORK)
+        return decision_id
 
     async def refuse_decision(self, trace_id: str, decision_id: int, reason: str) -> None:
         def tx(db: sqlite3.Connection) -> None:
@@ -448,6 +493,49 @@ class SQLiteStore(StoreBase):
                 return LeaseGrant(token=new.token, run=_fetch_run(db, trace_id))
 
         return await self._run(tx, trace_id, _TX_OVERHEAD)
+
+    async def claim_runs(self, graph_names: Sequence[str], leases: Sequence[Lease]) -> list[Claim]:
+        check_claim_args(graph_names, leases)
+        if not leases:
+            return []
+        names = list(graph_names)
+        graphs = f"AND runs.graph_name IN ({','.join('?' * len(names))}) " if names else ""
+        sql = _CLAIM_CANDIDATES.format(graphs=graphs)
+        host = this_process()[0]
+
+        def candidates(
+            db: sqlite3.Connection, t: float, limit: int
+        ) -> list[tuple[RunInfo, LeaseRow | None]]:
+            found: list[tuple[RunInfo, LeaseRow | None]] = []
+            alive = Liveness()
+            cur = db.execute(sql, (t, host, *names))
+            try:
+                for r in cur:
+                    run, held = _run_info(r), _lease_of(r[14:])
+                    if needs_driver(run.status, run.ready_at, held, t, alive):
+                        found.append((run, held))
+                        if len(found) == limit:
+                            break
+            finally:
+                cur.close()
+            return found
+
+        def tx(db: sqlite3.Connection) -> list[Claim]:
+            # A read first, outside the write lock: an idle claimer (the usual poll) never
+            # takes it, so it never holds up the runs' saves.
+            if not candidates(db, now(), 1):
+                return []
+            claims: list[Claim] = []
+            with _write(db):
+                t = now()
+                for (run, held), lease in zip(candidates(db, t, len(leases)), leases, strict=False):
+                    done, new = claim(run, held, lease, t)
+                    _put_lease(db, run.trace_id, new)
+                    claims.append(done)
+                db.executemany(_SET_READY, [(None, c.trace_id) for c in claims])
+            return claims
+
+        return await self._run(tx, writes=_TX_OVERHEAD)
 
     async def release_lease(self, trace_id: str, owner: str) -> None:
         def tx(db: sqlite3.Connection) -> None:

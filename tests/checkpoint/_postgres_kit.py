@@ -125,14 +125,15 @@ def pgbouncer(dsn: str) -> Iterator[str]:
     )
     for f in folder.iterdir():
         f.chmod(0o644)
-    proc = subprocess.Popen(
-        [program, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # stderr to a file, not a pipe: pgbouncer logs every login there too, and once a pipe
+    # nobody reads is full (64 KiB, a few hundred logins) it blocks and stops serving.
+    errors = open(folder / "stderr.txt", "wb")  # noqa: SIM115 (closed in finally)
+    proc = subprocess.Popen([program, str(config)], stdout=subprocess.DEVNULL, stderr=errors)
     bounced = make_conninfo(dsn, host="127.0.0.1", port=str(port))
     try:
         for _ in range(100):  # until it accepts (readiness, not a timing assertion)
             if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
+                err = (folder / "stderr.txt").read_text(errors="replace")
                 log = (
                     (folder / "pgbouncer.log").read_text()
                     if (folder / "pgbouncer.log").exists()
@@ -155,6 +156,5 @@ def pgbouncer(dsn: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        errors.close()
         shutil.rmtree(folder, ignore_errors=True)

@@ -126,6 +126,35 @@ async def test_a_trace_nobody_tails_sends_no_notify(pg_dsn: str) -> None:
             assert [p for p in drain(listener) if p.startswith("events:")] == []
 
 
+async def test_waiters_take_turns_reading_the_listen_connection(pg_dsn: str) -> None:
+    """Many waiters of one store object share its LISTEN connection, one reading at a time:
+    after the waiters that read first have left (their short waits ended), the ones still
+    waiting are each woken by a NOTIFY from another connection, and only on their topic."""
+    schema = new_schema()
+    async with gx.PostgresStore(pg_dsn, schema=schema, max_size=1) as store:
+        await store.wait_for("warm-up", 0.01)  # opens the LISTEN connection
+        got: dict[int, bool] = {}
+        short_done = anyio.Event()
+
+        async def wait(i: int) -> None:
+            got[i] = await store.wait_for(f"topic:{i}", POLL if i % 2 else 0.05)
+            if sum(1 for k in got if k % 2 == 0) == 5:
+                short_done.set()
+
+        t0 = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(wait, i)
+            await short_done.wait()
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                for i in (1, 3, 5, 7, 9):
+                    conn.execute(
+                        "SELECT pg_notify(%s, %s)", (_pg_listen.channel(schema), f"topic:{i}")
+                    )
+        assert got == {i: bool(i % 2) for i in range(10)}
+        assert time.monotonic() - t0 < POLL / 2  # woken, not timed out
+
+
 async def test_in_process_tails_are_woken_by_the_writer(tmp_path: Path) -> None:
     """A tail through another executor on the same store object (no live subscription to
     the driver) is woken by the event log's in-process hint, on a store with no hints

@@ -162,7 +162,7 @@ class TestSchema:
         async with SQLiteStore(path) as store:
             assert await store.runs() == []
 
-        assert user_version(path) == LATEST == 4
+        assert user_version(path) == LATEST == 5
         db = sqlite3.connect(path)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -258,13 +258,14 @@ class TestSchema:
         encodings = raw_rows(path, "SELECT seq, body_encoding FROM checkpoints ORDER BY seq")
         assert encodings == [(0, 0), (1, 0), (2, 1)]
 
-    @pytest.mark.parametrize("version", [1, 2, 3])
+    @pytest.mark.parametrize("version", [1, 2, 3, 4])
     async def test_every_older_version_migrates_to_the_latest(
         self, tmp_path: Path, version: int
     ) -> None:
-        """A file at schema 1, 2 or 3 (each as its migrations left it, with a run, a lease and
+        """A file at schema 1 to 4 (each as its migrations left it, with a run, a lease and
         a decision in it) opens at the latest version: its rows read back as they were, the
-        lease keeps its holder, and the event log (schema 4) works on it."""
+        lease keeps its holder, the event log (schema 4) works on it, and a run interrupted
+        before schema 5 is claimed by a worker."""
         path = tmp_path / f"v{version}.db"
         old = [make_row("t1", 0, "base"), make_row("t1", 1)]
         db = sqlite3.connect(path, isolation_level=None)
@@ -286,11 +287,17 @@ class TestSchema:
             "INSERT INTO leases (trace_id, owner, expires_at) VALUES ('t1', 'someone', ?)",
             (time.time() + 3600,),
         )
+        db.execute(
+            "INSERT INTO runs (trace_id, graph_name, graph_hash, status, step, next_node, "
+            "last_seq, created_at, updated_at) VALUES "
+            "('t1', 'g', 'h1', 'running', 1, 'work', 1, 1.0, 1.0), "
+            "('t3', 'g', 'h1', 'interrupted', 4, 'work', 4, 1.0, 2.0)"
+        )
         db.close()
 
         async with SQLiteStore(path) as store:
             assert await store.load_chain("t1", 1) == old
-            assert user_version(path) == LATEST == 4
+            assert user_version(path) == LATEST == 5
             # A lease written before schema 3 has no token and no host: it still blocks.
             with pytest.raises(RunLocked):
                 await store.acquire_lease("t1", Lease("me", 30.0))
@@ -300,6 +307,8 @@ class TestSchema:
             batch = EventBatch(first_id=(1 << 32) | 1, last_id=(1 << 32) | 2, data=b"\x90")
             await store.append_events("t2", batch, lease=mine)
             assert await store.events_after("t2", 0) == [batch]
+            claims = await store.claim_runs([], [Lease("worker", 30.0), Lease("w2", 30.0)])
+            assert ["t3"] == [c.trace_id for c in claims]  # t1's holder is still there
         tables = raw_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
         assert {("events",), ("event_segments",), ("cancel_requests",)} <= set(tables)
 

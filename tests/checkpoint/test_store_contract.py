@@ -13,10 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import graphexec as gx
 from graphexec._decisions import Approve, Decision, Edit, Reject
 from graphexec._directives import StateDelta
-from graphexec.checkpoint import CheckpointStore, RunInfo, StoredCheckpoint
-from graphexec.checkpoint._leases import this_process
+from graphexec.checkpoint import CheckpointStore, RunInfo, SQLiteStore, StoredCheckpoint
+from graphexec.checkpoint._hints import WORK
+from graphexec.checkpoint._leases import _start_time, this_process
 from graphexec.checkpoint._record import (
     CheckpointBody,
     CheckpointKind,
@@ -669,3 +671,256 @@ async def test_load_chain_matches_reference(
         assert await store.load_chain(trace_id, seq) == expected
     starts = [k for k, r in enumerate(model) if r.kind == "base"]
     assert await store.load_chain(trace_id) == (model[starts[-1] :] if starts else [])
+
+
+# -- claim_runs: runs that need a driver ---------------------------------------------------------
+
+
+async def _dead_pid() -> int:
+    """The pid of a process of this host that has exited."""
+    done = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    return int(done.stdout)
+
+
+def _twin(store: CheckpointStore) -> CheckpointStore:
+    """Another store object on the same data, as another process would open it (MemoryStore:
+    the same object; its data lives in it)."""
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path, commit_path="portable")  # on threads: truly at once
+    if type(store).__name__ == "PostgresStore":  # loaded already: no psycopg import here
+        pg: Any = store
+        twin: CheckpointStore = gx.PostgresStore(pg.dsn, schema=pg.schema, max_size=2)
+        return twin
+    return store
+
+
+async def _park(store: CheckpointStore, trace_id: str, *, ready_at: float | None = None) -> None:
+    """A run parked at barrier review#1: waiting, lease given up (its driver left)."""
+    run = make_run(
+        trace_id, status="waiting", barrier_counts={"review": 1}, pending_barrier="review#1"
+    )
+    run.ready_at = ready_at
+    lease = Lease(f"driver-{trace_id}", 30.0)
+    await store.save([make_row(trace_id, 0, "base", status="waiting")], run, lease=lease)
+    await store.release_lease(trace_id, lease.owner)
+
+
+async def _queue(
+    store: CheckpointStore, trace_id: str, at: float, *, graph_name: str = "g", **kw: Any
+) -> None:
+    """A run queued at ``at`` (as ex.start(queue=True) records it: ready at once)."""
+    run = make_run(trace_id, status="queued", updated_at=at, graph_name=graph_name, **kw)
+    run.ready_at = at
+    await store.save([make_row(trace_id, 0, "base", status="queued")], run)
+
+
+def _leases(*owners: str, ttl: float = 30.0) -> list[Lease]:
+    host, pid, started = this_process()
+    return [Lease(o, ttl, 0, host, pid, started) for o in owners]
+
+
+class TestClaims:
+    """claim_runs: which runs need a driver, in which order, and that each goes to one claimer."""
+
+    async def test_what_needs_a_driver(self, store: CheckpointStore) -> None:
+        """Queued, interrupted, running without a live holder (none, released, expired, a dead
+        process of this host), and waiting runs that are ready or whose claimer died are
+        claimed; runs with a live holder, parked or not yet due, and finished runs are not."""
+        host, pid, started = this_process()
+        dead = Lease("ghost", 3600.0, 0, host, await _dead_pid(), "x")
+        alive = Lease("me", 3600.0, 0, host, pid, started)
+        t = now()
+
+        async def run(trace_id: str, status: str, lease: Lease | None = None) -> None:
+            await store.save(
+                [make_row(trace_id, 0, "base", status=status)],
+                make_run(trace_id, status=status),
+                lease=lease,
+            )
+
+        expected = ["queued", "interrupted", "running-free", "running-expired", "running-dead"]
+        await _queue(store, "queued", t)
+        await run("interrupted", "interrupted", Lease("old", 30.0))
+        await store.release_lease("interrupted", "old")
+        await run("running-free", "running")
+        await run("running-expired", "running", Lease("slow", 0.001))
+        await run("running-dead", "running", dead)
+        await run("running-live", "running", alive)
+        await _queue(store, "queued-live", t)
+        await store.acquire_lease("queued-live", alive)
+        await _park(store, "waiting-due", ready_at=t - 1)
+        await _park(store, "waiting-later", ready_at=t + 3600)
+        await _park(store, "waiting-parked")
+        await run("waiting-dead", "waiting", dead)  # claimed, then its claimer died
+        for status in ("completed", "failed", "cancelled"):
+            await run(status, status)
+        await anyio.sleep(0.01)  # running-expired's lease runs out
+
+        claims = await store.claim_runs([], _leases(*(f"w{i}" for i in range(20))))
+
+        assert sorted([*expected, "waiting-due", "waiting-dead"]) == sorted(
+            c.trace_id for c in claims
+        )
+        assert [] == await store.claim_runs([], _leases("late"))
+
+    async def test_a_dead_holder_is_found_among_live_ones(self, store: CheckpointStore) -> None:
+        """Runs held by a dead process of this host are claimed at once even when older runs
+        are held by live processes of this host (another worker, this one)."""
+        host, pid, started = this_process()
+        other = await anyio.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            other_started = _start_time(other.pid) or ""
+            for i in range(3):
+                await _queue(store, f"live-{i}", T0 + i)
+                await store.acquire_lease(
+                    f"live-{i}", Lease(f"o{i}", 3600.0, 0, host, other.pid, other_started)
+                )
+            await _queue(store, "mine", T0 + 3)
+            await store.acquire_lease("mine", Lease("me", 3600.0, 0, host, pid, started))
+            await _queue(store, "dead", T0 + 9)
+            await store.acquire_lease("dead", Lease("d", 3600.0, 0, host, await _dead_pid(), "x"))
+
+            assert ["dead"] == [c.trace_id for c in await store.claim_runs([], _leases("x"))]
+        finally:
+            other.kill()
+            await other.aclose()
+
+    async def test_oldest_ready_first_the_limit_and_the_leases(
+        self, store: CheckpointStore
+    ) -> None:
+        """Runs go oldest ready first (ready_at, else updated_at), at most one per lease; the
+        i-th run gets the i-th lease with a grown token, and its ready_at is cleared."""
+        await _queue(store, "c", T0 + 3)
+        await _queue(store, "a", T0 + 1)
+        await store.save([make_row("b", 0, "base")], make_run("b", updated_at=T0 + 2))
+        await _queue(store, "d", T0 + 4)
+
+        first = await store.claim_runs([], _leases("x", "y"))
+
+        assert ["a", "b"] == [c.trace_id for c in first]
+        assert ["x", "y"] == [c.lease.owner for c in first]
+        assert [1, 1] == [c.lease.token for c in first]
+        assert ("queued", None) == (first[0].run.status, first[0].run.ready_at)
+        assert first[0].run.lease is not None and first[0].run.lease.owner == "x"
+        stored = await store.get_run("a")
+        assert stored is not None and stored.ready_at is None
+        assert stored.lease is not None and stored.lease.token == 1
+        assert ["c", "d"] == [c.trace_id for c in await store.claim_runs([], _leases("z", "w"))]
+
+    async def test_graph_filter(self, store: CheckpointStore) -> None:
+        """Only runs of the graphs named are claimed; an empty list means every graph."""
+        await _queue(store, "a1", T0 + 1, graph_name="alpha")
+        await _queue(store, "b1", T0 + 2, graph_name="beta")
+        await _queue(store, "c1", T0 + 3, graph_name="gamma")
+        got = await store.claim_runs(["gamma", "beta"], _leases("x", "y", "z"))
+        assert ["b1", "c1"] == [c.trace_id for c in got]
+        assert ["a1"] == [c.trace_id for c in await store.claim_runs([], _leases("w"))]
+
+    async def test_a_claimed_run_waits_for_its_lease_to_go(self, store: CheckpointStore) -> None:
+        """A claimed run is not claimed again while its claimer holds it; released (or
+        expired) it is, with the next token, and the old claimer's writes are refused."""
+        await _queue(store, "q", T0)
+        (one,) = await store.claim_runs([], _leases("x", ttl=0.2))
+        assert [] == await store.claim_runs([], _leases("y"))
+        await store.save([make_row("q", 1)], make_run("q", last_seq=1), lease=one.lease)
+
+        await anyio.sleep(0.25)  # x stops renewing: its lease expires
+        (two,) = await store.claim_runs([], _leases("y"))
+        assert ("q", "running", one.lease.token + 1) == (
+            two.trace_id,
+            two.run.status,
+            two.lease.token,
+        )
+        with pytest.raises(LeaseLost):
+            await store.save([make_row("q", 2)], make_run("q", last_seq=2), lease=one.lease)
+        await store.release_lease("q", "y")
+        (three,) = await store.claim_runs([], _leases("z"))
+        assert three.lease.token == two.lease.token + 1
+
+    async def test_a_decision_makes_a_waiting_run_ready(self, store: CheckpointStore) -> None:
+        """A decision for a parked run makes it claimable at once and wakes the workers'
+        hint; the run row says since when."""
+        await _park(store, "w")
+        assert [] == await store.claim_runs([], _leases("x"))
+        woken = False
+
+        async def wait() -> None:
+            nonlocal woken
+            woken = await store.wait_for(WORK, 5.0)
+
+        before = now()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await store.submit_decision("w", "review#1", Approve())
+            if type(store).__name__ == "PostgresStore":  # NOTIFY: see test_postgres.py
+                tg.cancel_scope.cancel()
+        assert woken or type(store).__name__ == "PostgresStore"
+        run = await store.get_run("w")
+        assert run is not None and run.ready_at is not None
+        assert before - 5 <= run.ready_at <= now() + 5  # the database's clock on Postgres
+        (got,) = await store.claim_runs([], _leases("x"))
+        assert ("w", "waiting") == (got.trace_id, got.run.status)
+
+    async def test_a_waiting_save_that_finds_decisions_is_ready(
+        self, store: CheckpointStore
+    ) -> None:
+        """A waiting save whose decisions_after read finds decisions (they came before the
+        run parked) leaves the run ready; one that finds none keeps what the writer put."""
+        await store.save([make_row("w", 0, "base")], make_run("w", barrier_counts={"review": 0}))
+        await store.submit_decision("w", "review#1", Approve())  # running: not woken
+        run = await store.get_run("w")
+        assert run is not None and run.ready_at is None
+
+        waiting = make_run(
+            "w",
+            status="waiting",
+            last_seq=1,
+            barrier_counts={"review": 1},
+            pending_barrier="review#1",
+        )
+        found = await store.save([make_row("w", 1)], waiting, decisions_after=0)
+        assert ["review#1"] == [d.barrier_id for d in found]
+        run = await store.get_run("w")
+        assert run is not None and run.ready_at is not None
+
+        waiting.last_seq, waiting.ready_at = 2, T0 + 99
+        await store.save([make_row("w", 2)], waiting, decisions_after=found[-1].id)
+        run = await store.get_run("w")
+        assert run is not None and run.ready_at == T0 + 99
+
+    async def test_concurrent_claimers_never_share_a_run(self, store: CheckpointStore) -> None:
+        """Many claimers at once, on one store object and (SQLite, Postgres) on several
+        opened on the same database, each get distinct runs, and together all of them."""
+        traces = [f"q{i:02}" for i in range(40)]
+        for i, trace_id in enumerate(traces):
+            await _queue(store, trace_id, T0 + i)
+        twins = [store, _twin(store), _twin(store)]
+        got: list[str] = []
+
+        async def claimer(s: CheckpointStore, k: int) -> None:
+            while batch := await s.claim_runs([], _leases(*(f"c{k}-{len(got)}-{j}" for j in "ab"))):
+                got.extend(c.trace_id for c in batch)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for k in range(8):
+                    tg.start_soon(claimer, twins[k % len(twins)], k)
+        finally:
+            for s in twins[1:]:
+                if s is not store:
+                    await s.aclose()
+        assert sorted(got) == traces
+
+    async def test_bad_arguments(self, store: CheckpointStore) -> None:
+        """A bare string for graph_names, an owner given twice or a lease that is not one is
+        refused before anything is claimed; no leases claims nothing."""
+        await _queue(store, "q", T0)
+        with pytest.raises(TypeError, match=r"\['g'\]"):
+            await store.claim_runs("g", _leases("x"))
+        with pytest.raises(ValueError, match="appears twice"):
+            await store.claim_runs([], _leases("x", "x"))
+        with pytest.raises(TypeError, match="Lease values"):
+            await store.claim_runs([], ["x"])  # type: ignore[list-item]
+        assert [] == await store.claim_runs([], [])
+        assert ["q"] == [c.trace_id for c in await store.claim_runs(["g"], _leases("x"))]
