@@ -81,6 +81,7 @@ from .exceptions import (
     Unrouted,
     UsageError,
 )
+from .worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
 
@@ -176,6 +177,8 @@ __all__ = (
     "StoreRequired",
     "Unrouted",
     "UsageError",
+    "Worker",
+    "WorkerStats",
     "reducers",
     "testing",
 )

@@ -11,7 +11,7 @@ whether there is a store.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,9 +30,11 @@ from .checkpoint._base import CheckpointStore
 from .checkpoint._record import (
     BranchRecord,
     CheckpointBody,
+    ChildRun,
     Invalidation,
     Lease,
     ParentRef,
+    PendingBarrier,
     RecordedRoute,
     RunInfo,
     StepRecord,
@@ -292,6 +294,7 @@ class Checkpointer:
         release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
+        input: Any = None,
     ) -> list[StoredDecision] | None:
         """Write one checkpoint of ``state`` and ``run`` (base or delta, by the compaction rule).
 
@@ -301,7 +304,13 @@ class Checkpointer:
         submitted through the store since that id, in the same round trip; returns them, or
         None when the commit happens behind the run (async durability) and nothing was read.
         ``allow_base=False``: ``state`` must not be recorded (it is half updated); the record
-        is a delta of the buffered steps, so it restores to the last good state.
+        is a delta of the buffered steps, so it restores to the last good state. ``input``: a
+        queued run's input, recorded for the worker that will drive it.
+
+        The runs row's ``ready_at`` says when the run next needs a driver that does not hold
+        it (what ``claim_runs`` orders by): now for a queued or interrupted run, the pending
+        barrier's deadline for a waiting one (a decision makes it ready earlier: the store
+        sees to that), None otherwise.
         """
         if self._error is None and self.keeper.error is not None:
             self._error = self.keeper.error
@@ -370,6 +379,7 @@ class Checkpointer:
                 turn=run.turn,
                 turn_start=run.turn_start,
                 children=run.children,
+                input=input,
             )
             data, crc = encode_body(body)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -435,6 +445,7 @@ class Checkpointer:
             barrier_counts=dict(run.barrier_counts),
             barrier_nodes=self.barrier_nodes,
             parent=self.parent,
+            ready_at=_ready_at(run, t),
         )
         if self.policy.durability == "async" and not self._closed:
             self._queue.append((row, info))
@@ -560,26 +571,53 @@ class Checkpointer:
             raise self._wrap(self._error)
 
     async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            while self._queue:
-                batch, self._queue = self._queue, []
-                if self._error is not None:
-                    # After a failed commit nothing more is written: a later record would sit
-                    # on top of the missing ones and restore a state with steps left out.
-                    continue
-                self._inflight = len(batch)
-                try:
-                    with anyio.CancelScope(shield=True):
+        # Shielded as a whole: when an outer scope cancels the run (its task group with it),
+        # the run's last records are still queued and its shielded close() waits for them;
+        # close() ends the writer.
+        with anyio.CancelScope(shield=True):
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                while self._queue:
+                    batch, self._queue = self._queue, []
+                    if self._error is not None:
+                        # After a failed commit nothing more is written: a later record would
+                        # sit on top of the missing ones and restore a state with steps left
+                        # out.
+                        continue
+                    self._inflight = len(batch)
+                    try:
                         await self._commit(batch)
-                except Exception as exc:  # noqa: BLE001 - reported to the run at its next save/flush
-                    self._error = exc
-                finally:
-                    self._inflight = 0
-            self._idle.set()
-            if self._closed:
-                return
+                    except Exception as exc:  # noqa: BLE001 - reported to the run at its next save/flush
+                        self._error = exc
+                    finally:
+                        self._inflight = 0
+                self._idle.set()
+                if self._closed:
+                    return
+
+
+def _ready_at(run: Position, t: float) -> float | None:
+    """When a run saved in this position next needs a driver that does not hold it."""
+    status = run.status
+    if status == "running":  # the hot path: its driver holds it
+        return None
+    if status in ("queued", "interrupted"):
+        return t
+    if status == "waiting":
+        deadlines = [d for d in _deadlines(run.pending, run.children) if d is not None]
+        return min(deadlines) if deadlines else None
+    return None
+
+
+def _deadlines(
+    pending: PendingBarrier | None, children: dict[str, ChildRun]
+) -> Iterator[float | None]:
+    """The deadlines of every barrier a run (and its waiting children, nested) waits at."""
+    if pending is not None:
+        yield pending.deadline
+    for child in children.values():
+        yield from _deadlines(child.pending_barrier, child.children)
 
 
 def _find_unencodable(steps: list[StepRecord], state: dict[str, Any]) -> tuple[str, str | None]:
@@ -680,5 +718,6 @@ class NullCheckpointer:
         release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
+        input: Any = None,
     ) -> list[StoredDecision] | None:
         return None

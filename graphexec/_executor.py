@@ -35,6 +35,7 @@ from ._values import check_trace_id
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore
 from .checkpoint._record import (
     CheckpointSummary,
+    Claim,
     ParentRef,
     PendingBarrier,
     RunInfo,
@@ -172,13 +173,22 @@ class GraphExecutor:
         *,
         trace_id: str | None = None,
         decisions: Mapping[str, Decision] | None = None,
+        queue: bool = False,
     ) -> str:
         """Start a run driven in the executor's task group, with or without a consumer.
 
         Returns its trace id once its first checkpoint is committed (another process can then
         find it). Needs ``async with gx.GraphExecutor(...) as ex``. Follow it with
         ``ex.events(trace_id)``; steer it with ``ex.decide`` and ``ex.cancel``.
+
+        ``queue=True``: record the run as ``"queued"`` for a worker (``gx.Worker``, ``graphexec
+        worker``) to claim and drive, instead of driving it here; needs a store, not the
+        ``async with`` block. The trace id of a completed trace queues its next turn.
         """
+        if queue:
+            return await self._queue(
+                graph, state, trace_id, dict(decisions) if decisions is not None else None
+            )
         return await self._manager.start(
             graph, state, trace_id, dict(decisions) if decisions is not None else None
         )
@@ -200,10 +210,13 @@ class GraphExecutor:
 
     async def recover(self) -> list[str]:
         """Resume, in the executor's task group, every run of the store that needs a driver and
-        whose graph is in ``graphs=``: interrupted runs, running runs whose owner is gone (its
-        process on this host is dead: at once; elsewhere: its lease expired), waiting runs
-        (their lease is parked) whose decision arrived or whose timeout passed. Returns their
-        trace ids. A run another live process holds is left alone."""
+        whose graph is in ``graphs=``: queued runs, interrupted runs, running runs whose owner
+        is gone (its process on this host is dead: at once; elsewhere: its lease expired),
+        waiting runs (their lease is parked) whose decision arrived or whose timeout passed.
+        Returns their trace ids. It claims them as workers do (``store.claim_runs``), so a run
+        another live process holds is left alone and no two processes resume the same run; a
+        claimed run that cannot be resumed (damaged, or its graph changed under it) is
+        recorded failed."""
         return await self._manager.recover()
 
     def events(self, trace_id: str, *, after: int | None = None) -> AsyncIterator[GraphEvent]:
@@ -212,6 +225,30 @@ class GraphExecutor:
         ``GraphComplete``, ``GraphFailed`` or ``GraphInterrupted``. A run waiting at a barrier
         keeps the tail open (the events after its decision follow)."""
         return self._manager.events(trace_id, after)
+
+    async def _queue(
+        self,
+        graph: Graph,
+        state: Any,
+        trace_id: str | None,
+        decisions: dict[str, Decision] | None,
+    ) -> str:
+        """Record a run (or a conversation's next turn) as queued: the checkpoint a start would
+        build on, with status and trigger ``"queued"`` and the input, its commit releasing the
+        lease (the store makes it ready for ``claim_runs`` and hints ``"work"``)."""
+        self._need_store("start(queue=True)")
+        driver = await self._new_driver(graph, state, trace_id, decisions, None)
+        driver.discard()  # only its position and state are used: a worker drives the run
+        ckpt = driver.ckpt
+        assert isinstance(ckpt, Checkpointer)
+        driver.pos.status = "queued"
+        try:
+            await ckpt.save(driver.pos, driver.state, "queued", final=True, input=state)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await ckpt.keeper.release()
+            raise
+        return driver.trace_id
 
     # -- starting runs -----------------------------------------------------------------------
 
@@ -544,13 +581,19 @@ class GraphExecutor:
         on_graph_change: Literal["warn", "fail"] | None,
         *,
         take_over: bool = False,
+        claim: Claim | None = None,
     ) -> Driver:
-        """A driver that continues ``trace_id`` (resume_from, recover); it holds the lease
-        (``take_over``: even from an owner that looks alive).
+        """A driver that continues ``trace_id`` (resume_from, recover, workers); it holds the
+        lease (``take_over``: even from an owner that looks alive; ``claim``: the lease
+        ``claim_runs`` granted, with the index row it read). A queued run starts as a fresh run
+        would (GraphStart not resumed, with the recorded input; a ``"start"`` record).
         Raises RunNotFound, RunFinished, RunLocked, CheckpointError, GraphChanged."""
         store = self._need_store("resume_from")
         ckpt = self._checkpointer(graph, trace_id, emitter, None)
-        info = await ckpt.keeper.acquire(take_over=take_over)
+        if claim is None:
+            info = await ckpt.keeper.acquire(take_over=take_over)
+        else:
+            info = ckpt.keeper.adopt(claim)
         try:
             if info is None:
                 raise RunNotFound(
@@ -584,6 +627,16 @@ class GraphExecutor:
                 on_graph_change or self.on_graph_change,
             )
             self._prime(ckpt, restored)
+            queued = body.status == "queued"
+            if queued:
+                start_trigger: str | None = "start" if body.turn == 1 else "turn"
+                ckpt.created_at = info.created_at
+            elif body.pending_barrier is not None or body.next_node is None:
+                # A run whose completion checkpoint failed has no node left: the resume only
+                # writes that checkpoint (no "resume" record first).
+                start_trigger = None
+            else:
+                start_trigger = "resume"
             driver = self._driver_at(
                 graph,
                 restored.state,
@@ -591,15 +644,12 @@ class GraphExecutor:
                 Position.of(body),
                 emitter,
                 ckpt,
-                # A run whose completion checkpoint failed has no node left: the resume only
-                # writes that checkpoint (no "resume" record first).
-                start_trigger=None
-                if body.pending_barrier is not None or body.next_node is None
-                else "resume",
-                resumed=True,
+                start_trigger=start_trigger,
+                resumed=not queued,
                 parent=info.parent.trace_id if info.parent else None,
+                input=body.input,
             )
-            if self.invalidate_on_resume:
+            if self.invalidate_on_resume and not queued:
                 await self._invalidate(driver, store, graph, trace_id, body, ckpt)
             return driver
         except BaseException:
@@ -645,6 +695,7 @@ class GraphExecutor:
         resumed: bool,
         parent: str | None,
         linked_context: str | None = None,
+        input: Any = None,
     ) -> Driver:
         """A driver that continues from a checkpoint's position (resume_from and fork)."""
         assert self.store is not None
@@ -665,6 +716,7 @@ class GraphExecutor:
             parent=parent,
             telemetry=self.telemetry,
             linked_context=linked_context,
+            input=input,
         )
 
     @staticmethod
@@ -979,6 +1031,11 @@ def _not_finished(info: RunInfo) -> RunExists:
         instead = (
             f"decide barrier {info.pending_barrier!r} (handle, ex.decide or "
             "store.submit_decision) and resume it with resume_from()"
+        )
+    elif info.status == "queued":
+        instead = (
+            "a worker drives it once it claims it (gx.Worker, graphexec worker), or drive it "
+            "here with resume_from()"
         )
     elif info.status == "failed" and info.next_node is None:
         instead = "fork it from an earlier checkpoint (ex.fork): it cannot be resumed"

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from ._log import get_logger
 from .checkpoint._base import CheckpointStore
 from .checkpoint._leases import this_process
-from .checkpoint._record import Lease, LeaseGrant, RunInfo
+from .checkpoint._record import Claim, Lease, LeaseGrant, RunInfo
 from .exceptions import GraphError, LeaseLost, RunLocked
 
 __all__ = ("LeaseKeeper",)
@@ -66,6 +66,14 @@ class LeaseKeeper:
         return self._granted(
             await self.store.acquire_lease(self.trace_id, self.lease, take_over=take_over)
         )
+
+    def adopt(self, claim: Claim) -> RunInfo:
+        """Hold the lease ``claim_runs`` granted (its owner id and fencing token) instead of
+        acquiring one; the run's index row as the claim read it."""
+        self.owner = claim.lease.owner
+        self.token = claim.lease.token
+        self.renewed()
+        return claim.run
 
     def start(self, tg: TaskGroup) -> None:
         tg.start_soon(self._renew)

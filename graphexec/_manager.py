@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -21,7 +21,6 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._barrier_ids import stored_key
 from ._decisions import Decision
 from ._eventcodec import read_events
 from ._eventlog import EventLog
@@ -30,17 +29,21 @@ from ._graph import Graph
 from ._lease import LeaseKeeper
 from ._log import get_logger
 from ._restore import restore
-from ._run.decisions import check_request
+from ._run.decisions import check_path_decision, check_request
 from .checkpoint._base import FINISHED_STATUSES, CheckpointStore, StoreBase
 from .checkpoint._hints import events_topic
+from .checkpoint._leases import this_process
 from .checkpoint._record import (
+    CheckpointBody,
+    Claim,
+    Lease,
     RunInfo,
     StoredCheckpoint,
     decode_body,
     encode_body,
     now,
 )
-from .exceptions import GraphError, RunFinished, RunLocked, RunNotFound
+from .exceptions import CheckpointError, GraphError, RunFinished, RunLocked, RunNotFound
 
 if TYPE_CHECKING:
     from ._emit import Emitter
@@ -76,10 +79,15 @@ class _Executor(Protocol):
         trace_id: str,
         emitter: Emitter,
         on_graph_change: Literal["warn", "fail"] | None,
+        *,
+        claim: Claim | None = None,
     ) -> Driver: ...
 
 
 __all__ = ("DEFAULT_POLL_INTERVAL", "ENDED_STATUSES", "HINTED_POLL_INTERVAL", "RunManager")
+
+_RECOVER_BATCH = 64
+"""Runs ``recover`` claims per ``claim_runs`` call (it calls again while batches come full)."""
 
 ENDED_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
 """Statuses at which a run has stopped: an event tail ends there."""
@@ -158,7 +166,11 @@ class RunManager:
                 del self.live[trace_id]
 
     async def _background_run(
-        self, driver: Driver, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        driver: Driver,
+        ended: Callable[[Driver], None] | None = None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         trace_id = driver.trace_id
         self._background[trace_id] = driver
@@ -169,6 +181,8 @@ class RunManager:
         finally:
             if self._background.get(trace_id) is driver:
                 del self._background[trace_id]
+            if ended is not None:
+                ended(driver)
 
     # -- starting and recovering ---------------------------------------------------------------
 
@@ -190,30 +204,66 @@ class RunManager:
         return driver.trace_id
 
     async def recover(self) -> list[str]:
+        """One claim pass over the registry's graphs (``claim_runs``, as workers claim),
+        driving every run claimed in the task group, batch after batch until the store has
+        no more; the trace ids driven."""
         store = self.ex._need_store("recover")
-        tg = self._task_group("recover")
+        self._task_group("recover")
+        names = sorted(self.graphs)
         resumed: list[str] = []
-        for status in ("interrupted", "running", "waiting"):
-            for info in await store.runs(status=status, limit=1 << 62):
-                trace_id = info.trace_id
-                graph = self.graphs.get(info.graph_name)
-                if trace_id in self.live or graph is None:
-                    continue
-                if status == "waiting" and not await _decision_arrived(store, info):
-                    continue
-                emitter = self.ex._emitter(None, trace_id)
-                try:
-                    driver = await self.ex._resumed_driver(graph, trace_id, emitter, None)
-                except RunLocked:
-                    continue  # a live driver elsewhere holds it
-                except GraphError as exc:
-                    self.log.warning(
-                        "run not recovered", trace_id=trace_id, error=str(exc), status=status
-                    )
-                    continue
-                await tg.start(self._background_run, driver)
-                resumed.append(trace_id)
-        return resumed
+        if not names:
+            return resumed  # claim_runs([]) would claim the runs of every graph
+        while True:
+            leases = new_leases(_RECOVER_BATCH, self.ex.lease_ttl)
+            claims = await store.claim_runs(names, leases)
+            for claim in claims:
+                if await self.drive_claim(claim, leaves=False) is not None:
+                    resumed.append(claim.trace_id)
+            if len(claims) < len(leases):
+                return resumed
+
+    async def drive_claim(
+        self,
+        claim: Claim,
+        *,
+        leaves: bool,
+        ended: Callable[[Driver], None] | None = None,
+    ) -> Driver | None:
+        """Drive a run ``claim_runs`` handed over, in the task group, holding the claimed
+        lease (``leaves``: the driver leaves at a barrier with no decision; ``ended`` is called
+        with the driver when it ends). None when it cannot be driven here: its graph is not
+        in the registry, this process drives it already, or it cannot be resumed (logged);
+        the lease is given back then."""
+        tg = self._task_group("drive_claim")
+        trace_id = claim.trace_id
+        info = claim.run
+        graph = self.graphs.get(info.graph_name)
+        live = self.live.get(trace_id)
+        if live is not None and live.stopping:
+            # Its driver here is ending (it left at a barrier, or its consumer left) and may
+            # still be writing its last events: the claim is driven once it is gone.
+            await live.ended.wait()
+            live = None
+        if live is not None or graph is None:
+            # A run driven here already waits at a barrier and polls its inbox itself.
+            await _give_back(self.ex._need_store("drive_claim"), claim)
+            return None
+        emitter = self.ex._emitter(None, trace_id)
+        try:
+            driver = await self.ex._resumed_driver(graph, trace_id, emitter, None, claim=claim)
+        except GraphError as exc:  # it released the lease
+            self.log.error(
+                "claimed run cannot be resumed: recorded failed",
+                trace_id=trace_id,
+                status=info.status,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
+            await self._mark_unresumable(claim, exc)
+            return None
+        driver.leaves = leaves
+        await tg.start(self._background_run, driver, ended)
+        return driver
 
     # -- steering ------------------------------------------------------------------------------
 
@@ -225,7 +275,18 @@ class RunManager:
         store = self.ex._need_store("decide")
         info = await store.get_run(trace_id)
         graph = self.graphs.get(info.graph_name) if info is not None else None
-        if info is not None and graph is not None and info.status not in FINISHED_STATUSES:
+        if (
+            info is not None
+            and graph is not None
+            and info.status not in FINISHED_STATUSES
+            and "/" in barrier_id
+        ):
+            # A barrier inside a child run: its path names a barrier of a child graph (the
+            # check decisions given up front get); the store checks the rest.
+            check_path_decision(
+                graph, barrier_id, wildcard=False, trace_id=trace_id, decision=decision
+            )
+        elif info is not None and graph is not None and info.status not in FINISHED_STATUSES:
             # The one decision check, with the graph at hand (the node's kind, an Edit against
             # the typed state); the store repeats the graph-free part in its transaction.
             check_request(
@@ -271,65 +332,135 @@ class RunManager:
                 )
             if info.status == "cancelled":
                 return
+            await self._record_stop(
+                store,
+                keeper,
+                info,
+                "cancelled",
+                "cancel",
+                "Cancelled",
+                f"run {trace_id!r} was cancelled",
+            )
+        finally:
+            await keeper.release()
+
+    async def _mark_unresumable(self, claim: Claim, exc: GraphError) -> None:
+        """A claimed run that cannot be resumed here (damaged checkpoints, a graph that
+        changed under it) is recorded failed with the error, so no claim hands it out again
+        (a queued or interrupted run stays claimable until recorded otherwise); an operator
+        forks it, or resumes it with a fixed graph. The claimed lease was given back: the
+        lease is taken again, and nothing is written if the run moved on meanwhile."""
+        store = self.ex._need_store("drive_claim")
+        keeper = LeaseKeeper(store, claim.trace_id, self.ex.lease_ttl)
+        try:
+            info = await keeper.acquire()
+            if info is None or info.last_seq != claim.run.last_seq:
+                return  # another driver wrote since: it is theirs now
+            await self._record_stop(
+                store,
+                keeper,
+                info,
+                "failed",
+                "unresumable",
+                type(exc).__name__,
+                f"run {claim.trace_id!r} cannot be resumed: {exc.message}",
+            )
+        except GraphError as again:  # RunLocked: another driver has it now
+            self.log.warning(
+                "unresumable run not recorded failed", trace_id=claim.trace_id, error=str(again)
+            )
+        finally:
+            await keeper.release()
+
+    async def _record_stop(
+        self,
+        store: CheckpointStore,
+        keeper: LeaseKeeper,
+        info: RunInfo,
+        status: str,
+        trigger: str,
+        error_type: str,
+        message: str,
+    ) -> None:
+        """Record that a run no one drives stopped (cancelled, or failed without running):
+        one delta record on its last one (no step, same state; built from the runs row when
+        the last record cannot be read), its commit releasing ``keeper``'s lease, and the
+        GraphFailed event that ends its tails."""
+        trace_id = info.trace_id
+        failure = ErrorInfo(type=error_type, message=message, node=None)
+        t = now()
+        try:
             rows = await store.load_chain(trace_id)
             if not rows:
                 raise RunNotFound(f"run {trace_id!r} has no checkpoint", trace_id=trace_id)
             last = decode_body(rows[-1])
-            seq = max(info.last_seq, last.seq) + 1
-            t = now()
-            message = f"run {trace_id!r} was cancelled"
-            body = msgspec.structs.replace(
-                last,
-                seq=seq,
+        except CheckpointError:
+            if status != "failed":
+                raise
+            last = CheckpointBody(  # damaged: what the runs row knows is enough to stop it
+                trace_id=trace_id,
+                seq=info.last_seq,
                 graph_name="",
                 graph_hash="",
-                status="cancelled",
-                trigger="cancel",
+                step=info.step,
+                next_node=info.next_node,
+                status=status,
+                trigger=trigger,
                 created_at=t,
-                steps=[],
-                error=f"Cancelled: {message}",
-                failure=ErrorInfo(type="Cancelled", message=message, node=None),
-                parent=None,
-                reducers={},
-                barrier_nodes=[],
+                barrier_counts=dict(info.barrier_counts),
             )
-            data, crc = encode_body(body)
-            row = StoredCheckpoint(
+        seq = max(info.last_seq, last.seq) + 1
+        body = msgspec.structs.replace(
+            last,
+            seq=seq,
+            graph_name="",
+            graph_hash="",
+            status=status,
+            trigger=trigger,
+            created_at=t,
+            steps=[],
+            error=f"{error_type}: {message}",
+            failure=failure,
+            parent=None,
+            reducers={},
+            barrier_nodes=[],
+            input=None,
+        )
+        data, crc = encode_body(body)
+        row = StoredCheckpoint(
+            trace_id=trace_id,
+            seq=seq,
+            kind="delta",
+            step=last.step,
+            next_node=last.next_node,
+            status=status,
+            trigger=trigger,
+            created_at=t,
+            body=data,
+            checksum=crc,
+        )
+        run = msgspec.structs.replace(
+            info, status=status, last_seq=seq, updated_at=t, ready_at=None, lease=None
+        )
+        state: Any = None
+        try:
+            state = (await restore(store, trace_id, graph=self.graphs.get(info.graph_name))).state
+        except GraphError:
+            pass  # custom reducers and no graph, or damage: the event goes without the state
+        log = EventLog(store, trace_id)
+        await log.open()
+        log.stamp(
+            GraphFailed(
                 trace_id=trace_id,
-                seq=seq,
-                kind="delta",
                 step=last.step,
-                next_node=last.next_node,
-                status="cancelled",
-                trigger="cancel",
-                created_at=t,
-                body=data,
-                checksum=crc,
+                error=failure,
+                state=state,
+                status=status,  # type: ignore[arg-type]  # cancelled or failed
             )
-            run = msgspec.structs.replace(info, status="cancelled", last_seq=seq, updated_at=t)
-            state: Any = None
-            try:
-                state = (
-                    await restore(store, trace_id, graph=self.graphs.get(info.graph_name))
-                ).state
-            except GraphError:
-                pass  # custom reducers and no graph: the event says cancelled without the state
-            log = EventLog(store, trace_id)
-            await log.open()
-            log.stamp(
-                GraphFailed(
-                    trace_id=trace_id,
-                    step=last.step,
-                    error=ErrorInfo(type="Cancelled", message=message, node=None),
-                    state=state,
-                    status="cancelled",
-                )
-            )
-            await store.save([row], run, lease=keeper.lease, release=True, events=log.take())
-            log.written(True)  # wakes this process's tails
-            keeper.released = True
-        finally:
-            await keeper.release()
+        )
+        await store.save([row], run, lease=keeper.lease, release=True, events=log.take())
+        log.written(True)  # wakes this process's tails
+        keeper.released = True
 
     # -- the event tail ------------------------------------------------------------------------
 
@@ -429,22 +560,15 @@ def _tails_live(driver: Driver | None) -> bool:
     return emitter is not None and emitter.log is not None
 
 
-async def _decision_arrived(store: CheckpointStore, info: RunInfo) -> bool:
-    """A waiting run needs a driver: a decision for its barrier came, or its timeout passed."""
-    rows = await store.load_chain(info.trace_id)
-    if not rows:
-        return False
-    body = decode_body(rows[-1])
-    pending = body.pending_barrier
-    if pending is None:
-        return False
-    if pending.deadline is not None and pending.deadline <= now():
-        return True
-    if pending.barrier_id in body.decisions or pending.node in body.decisions:
-        return True  # the run holds it already (a wildcard is kept under the node's name)
-    keys = (pending.barrier_id, stored_key(pending.node, None))  # inbox: "node#3", "node#*"
-    found = await store.decisions_after(info.trace_id, body.decision_cursor)
-    return any(d.barrier_id in keys and d.decision is not None for d in found)
+def new_leases(count: int, ttl: float) -> list[Lease]:
+    """Fresh leases for ``claim_runs``: one new owner id each, in this process."""
+    host, pid, started = this_process()
+    return [Lease(uuid.uuid4().hex, ttl, 0, host, pid, started) for _ in range(count)]
+
+
+async def _give_back(store: CheckpointStore, claim: Claim) -> None:
+    with anyio.CancelScope(shield=True):
+        await store.release_lease(claim.trace_id, claim.lease.owner)
 
 
 def new_log(ex: _Executor, trace_id: str) -> EventLog:

@@ -77,6 +77,13 @@ EXPECTED: dict[str, list[str]] = {
         "running summarize at step 2",
         "completed 1 page(s)",
     ],
+    "workers.py": [
+        "[('r-1', 'queued'), ('r-2', 'queued'), ('r-3', 'queued')]",
+        "r-2 waits at approve#1 {'amount': 450}",
+        "running now: []",
+        "WorkerStats(claimed=4, completed=3,",
+        "{'r-1': 20, 'r-2': 450, 'r-3': 35}",
+    ],
     "values_and_damage.py": [
         "node 'locate' wrote key 'point' with a value of type tuple ((3, 4)):",
         "trace id 'conv\\x0042' contains a NUL character",
@@ -154,6 +161,7 @@ SNIPPET_ONLY_PAGES = [
     "how-to/telemetry.md",
     "concepts/conversations.md",
     "reference/wire.md",
+    "how-to/workers.md",
 ]
 # (how-to/crash-recovery.md and how-to/chat-ui.md predate the rule: older blocks remain there.)
 

@@ -430,6 +430,11 @@ class ChildHost:
                 await anyio.sleep(parent.poll_interval)
                 if self.waiting():
                     await parent._pull_store_decisions()
+                    if parent.leaves and self.live and self.all_waiting():
+                        # A driver that leaves at barriers (a worker's) leaves once every
+                        # child waits and the inbox had nothing for them.
+                        parent.leave_waiting()
+                        return
         finally:
             self._polling = False
 
@@ -536,6 +541,7 @@ class ChildCheckpointer(NullCheckpointer):
         release: bool = False,
         decisions_after: int | None = None,
         allow_base: bool = True,
+        input: Any = None,
     ) -> list[StoredDecision] | None:
         if trigger in ("barrier_waiting", "barrier_resolved"):
             await self.host.child_saved(trigger)

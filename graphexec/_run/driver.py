@@ -137,6 +137,13 @@ class Driver:
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._interrupted = False
+        self.leaves = False
+        """Leave at a barrier with no decision instead of waiting (workers): the run is saved
+        "waiting" without a lease and the driver ends; the store makes the run ready again
+        when a decision arrives or the deadline comes, and a worker claims it."""
+        self._leaving = False
+        self.ended = anyio.Event()
+        """Set when ``main`` returns: the driver writes nothing more."""
         self.recorded = anyio.Event()
         """Set once the run's first checkpoint is committed (or the run ended without one):
         from then on other processes find it in the store."""
@@ -165,6 +172,12 @@ class Driver:
         """True once the run has ended (whatever the status)."""
         return self.result is not None
 
+    @property
+    def stopping(self) -> bool:
+        """True once the run ends or is being stopped: it takes no more decisions here."""
+        scope = self._scope
+        return self.result is not None or (scope is not None and scope.cancel_called)
+
     async def main(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run to the end; never raises a GraphError (it becomes the result and an event)."""
         task_status.started()
@@ -192,16 +205,19 @@ class Driver:
                         tg.cancel_scope.cancel()
         finally:
             self.recorded.set()
-            if self.rec.tel is not None:  # the run's span, not the consumer's reading
-                self._close_segment()
-            self._wake_send.close()
-            self._wake_recv.close()
-            if emitter is not None:
-                with anyio.CancelScope(shield=True):
-                    await emitter.flush()
-                    if log is not None:
-                        await log.close()
-                emitter.close()
+            try:
+                if self.rec.tel is not None:  # the run's span, not the consumer's reading
+                    self._close_segment()
+                self._wake_send.close()
+                self._wake_recv.close()
+                if emitter is not None:
+                    with anyio.CancelScope(shield=True):
+                        await emitter.flush()
+                        if log is not None:
+                            await log.close()
+                    emitter.close()
+            finally:
+                self.ended.set()  # its last events are written: another driver may take over
 
     async def _guarded_then_close(self) -> None:
         """The loop, then the checkpointer's last flush (shielded: it runs after a cancel too)."""
@@ -335,6 +351,18 @@ class Driver:
                         return
             except GraphError as exc:  # a passing store error: look again at the next poll
                 self.log.warning("cancel request not read", error=str(exc))
+
+    def discard(self) -> None:
+        """This driver will never run (``ex.start(..., queue=True)`` only used its position)."""
+        self._wake_send.close()
+        self._wake_recv.close()
+
+    def leave_waiting(self) -> None:
+        """``leaves``: every barrier the run reached waits and no decision is at hand: end the
+        driver, the run recorded "waiting" with no lease (``_stopped``)."""
+        if self._scope is not None and not self.finished:
+            self._leaving = True
+            self._scope.cancel()
 
     def leave(self) -> None:
         """The consumer left the stream early: stop, checkpointing first."""
@@ -949,17 +977,28 @@ class Driver:
         pos = self.pos
         decision = take_decision(pos, pending.barrier_id, spec.name)
         by = "human"
-        if decision is None and not resumed:
+        leaves = self.leaves
+        deadline = pending.deadline
+        if decision is None and leaves and deadline is not None and deadline <= now():
+            decision, by = default_decision(spec.default), "timeout"  # claimed at its deadline
+        if decision is None and (not resumed or leaves):
             pos.status = "waiting"
             pos.next_node = spec.name
             found = None
-            if self.ckpt.on_barrier:
+            if self.ckpt.on_barrier or leaves:
                 # The waiting checkpoint also gives the lease up: a waiting run holds none,
-                # so any process may resume it when its decision comes.
+                # so any process may resume it when its decision comes. A driver that leaves
+                # writes it on a resume too: the claim cleared the run's ready_at, which this
+                # save sets again (the deadline), and the decisions read in its transaction
+                # close the gap a decision could slip through unseen.
                 found = await self._save(
-                    "barrier_waiting", decisions_after=pos.decision_cursor, release=True
+                    "parked" if resumed else "barrier_waiting",
+                    decisions_after=pos.decision_cursor,
+                    release=True,
                 )
             if found is None:
+                if leaves:  # async durability: read the inbox once the wait is committed
+                    await self.ckpt.flush()
                 await self._pull_store_decisions()
             else:
                 await self._merge_stored(found)
@@ -993,6 +1032,9 @@ class Driver:
                     ),
                     durable=True,
                 )
+            if leaves:
+                self.leave_waiting()
+                await anyio.lowlevel.checkpoint()  # raises the cancellation: _stopped
             await self.ckpt.park()
             decision, by = await self._wait(spec, pending)
         # Take the lease back before anything runs (LeaseLost if another process resumed the
@@ -1309,12 +1351,27 @@ class Driver:
             )
         )
         trigger = "left" if waiting else "interrupt" if interrupted else "cancel"
+        keeper = getattr(self.ckpt, "keeper", None)
         try:
-            await self._save(
-                trigger,
-                failure=None if error is None else error_info(error, None),
-                final=True,
-            )
+            if self._leaving and waiting:
+                # Left at a barrier (``leaves``): nothing to write when the waiting save gave
+                # the lease up; else record the wait now, reading the inbox in the same
+                # transaction (decisions found there make the store ready the run again).
+                if keeper is None or not keeper.parked:
+                    await self._save("parked", final=True, decisions_after=pos.decision_cursor)
+                self.log.info(
+                    "left the run waiting",
+                    barrier_id=pos.pending.barrier_id if pos.pending else None,
+                )
+            else:
+                # A wait read the inbox in the same transaction: a decision that came since the
+                # last look makes the store ready the run again (nobody here polls any more).
+                await self._save(
+                    trigger,
+                    failure=None if error is None else error_info(error, None),
+                    final=True,
+                    decisions_after=pos.decision_cursor if waiting else None,
+                )
             await self.ckpt.flush()
         except GraphError as exc:
             self.log.error(f"{trigger} checkpoint not written", error=str(exc))

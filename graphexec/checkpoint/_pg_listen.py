@@ -121,6 +121,12 @@ class Listener:
                 await conn.close()
             self._down(exc)
             return
+        except BaseException:
+            # The wait was cancelled mid-open (a worker stops waiting when a slot frees):
+            # close the connection; the next wait opens another.
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+            raise
         self._conn = conn
 
     def _down(self, exc: BaseException) -> None:

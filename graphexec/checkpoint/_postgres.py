@@ -107,6 +107,14 @@ _CLAIMABLE = (
 liveness of the lease's holder)."""
 
 
+def _gone(leases: str) -> str:
+    """A lease held by a process of this host known to be gone (found by an earlier claim)."""
+    return (
+        f"({leases}.host = %(host)s AND ({leases}.pid, {leases}.started) IN "
+        "(SELECT * FROM unnest(%(gone_pids)s::bigint[], %(gone_starteds)s::text[])))"
+    )
+
+
 def _claim_sql(s: str) -> str:
     """claim_runs in one statement: lock the runs that need a driver whose lease is free or
     expired (``FOR UPDATE OF runs, leases SKIP LOCKED``: a claimer never waits, so it is never
@@ -114,8 +122,10 @@ def _claim_sql(s: str) -> str:
     on the database clock); clear their ready_at. The candidates come from indexes only:
     queued, interrupted and running runs (``runs_status``), runs whose ready_at passed
     (``runs_ready``: parked runs waiting for a person are never read) and leases held but
-    expired (``leases_held``). Rows with ``i = -1`` name the processes of this host that hold
-    leases, for Python to check which are gone (``_gone_holders_sql``)."""
+    expired or held by processes of this host known to be gone (``leases_held``), all of them
+    in one order. Rows with ``i = -1`` name the processes of this host that hold leases, for
+    Python to check which are gone: the next claim takes their runs in that order, this one
+    in a second step if it has leases left (``_gone_holders_sql``)."""
     cols = ", ".join(f"runs.{c}" for c in RUN_COLUMNS.split(", "))
     lease_cols = "owner, token, expires_at, host, pid, started"
     return (
@@ -125,9 +135,9 @@ def _claim_sql(s: str) -> str:
         "CROSS JOIN t WHERE runs.trace_id IN ("
         f"SELECT trace_id FROM {s}.runs WHERE status IN ('queued', 'interrupted', 'running') "
         f"UNION ALL SELECT trace_id FROM {s}.runs, t WHERE ready_at <= t.now "
-        f"UNION ALL SELECT trace_id FROM {s}.leases, t WHERE owner <> '' "
-        f"AND expires_at <= t.now) AND {_CLAIMABLE} "
-        "AND (leases.owner = '' OR leases.expires_at <= t.now) "
+        f"UNION ALL SELECT h.trace_id FROM {s}.leases AS h, t WHERE h.owner <> '' "
+        f"AND (h.expires_at <= t.now OR {_gone('h')})) AND {_CLAIMABLE} "
+        f"AND (leases.owner = '' OR leases.expires_at <= t.now OR {_gone('leases')}) "
         "ORDER BY k, runs.id LIMIT %(n)s FOR UPDATE OF runs, leases SKIP LOCKED), "
         "w AS (SELECT o.trace_id, o.i, a.owner, a.ttl, a.host, a.pid, a.started FROM "
         "(SELECT c.trace_id, row_number() OVER (ORDER BY c.k, c.id) AS i FROM c) AS o "
@@ -366,6 +376,9 @@ class PostgresStore(StoreBase):
         self._open_lock = anyio.Lock()
         self.listen_dsn = listen_dsn
         self._listener: Listener | None = None
+        self._gone: list[tuple[int, str]] = []
+        """Processes of this host found gone by the last claim that held leases then: (pid,
+        start time). The next claim takes their runs like expired ones."""
         self._watcher = uuid.uuid4().hex
         """This store object's id in ``event_watchers``."""
         self._watching: dict[str, float] = {}
@@ -793,6 +806,8 @@ class PostgresStore(StoreBase):
             "starteds": [lease.started for lease in leases],
             "host": host,
             "pid": pid,
+            "gone_pids": [p for p, _ in self._gone],
+            "gone_starteds": [started for _, started in self._gone],
         }
         async with self._conn() as cur:
             await cur.execute(self._sql.claim, args)
@@ -811,8 +826,11 @@ class PostgresStore(StoreBase):
                 run, held = run_info(r[1:]), _lease_row(r[15:])
                 lease = msgspec.structs.replace(leases[r[0] - 1], token=held.token)
                 claims.append(Claim(trace_id=run.trace_id, lease=lease, run=run))
-        # The rarer case, one short transaction each: the runs of a process of this host that
-        # is gone (process_gone needs this host's process table).
+        # The next claim treats their leases as free, ordering their runs with the others (a
+        # busy fleet never has leases left for the step below).
+        self._gone = [(h.pid, h.started) for h in gone]
+        # With leases left now: one short transaction each (process_gone needs this host's
+        # process table, which SQL cannot see).
         if gone and len(claims) < len(leases):
             async with self._conn() as cur:
                 await cur.execute(

@@ -218,6 +218,9 @@ class CheckpointBody(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     children: dict[str, ChildRun] = msgspec.field(default_factory=dict)
     """Child runs of ``next_node`` (a subgraph, map or parallel node) that had not finished,
     keyed by path (``"tools[2]"``); the finished ones are in ``kept``."""
+    input: Any = None
+    """A queued run's (or turn's) input as the caller passed it (``ex.start(..., queue=True)``):
+    the worker that drives it sends it in its ``GraphStart``. None in other records."""
 
 
 class StoredCheckpoint(msgspec.Struct, frozen=True, kw_only=True):

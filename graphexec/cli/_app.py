@@ -430,3 +430,54 @@ def serve(
     from ._live import cmd_serve
 
     _exit(cmd_serve(graphs, store, host=host, port=port, token=token))
+
+
+@app.command()
+def worker(
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            "-s",
+            envvar="GRAPHEXEC_STORE",
+            help="A SQLite file path or sqlite:///path URL (created if missing), or a "
+            "postgresql:// URL.",
+            show_default=False,
+        ),
+    ],
+    graphs: Graphs,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Runs driven at once.")
+    ] = 8,
+    poll_interval: Annotated[
+        float,
+        typer.Option(
+            "--poll-interval", help="Seconds between claim passes when no wake-up hint comes."
+        ),
+    ] = 1.0,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            help="Seconds a run's lease outlives its last renewal (how long a vanished "
+            "worker on another host blocks its runs).",
+        ),
+    ] = 30.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line on stdout per run event.")
+    ] = False,
+) -> None:
+    """Claim and drive the runs of the graphs that need a driver (queued, interrupted, left by
+    a dead worker, decided) until SIGINT/SIGTERM, which hands the runs back (exit 0)."""
+    from ._worker import cmd_worker
+
+    _exit(
+        cmd_worker(
+            graphs,
+            store,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            lease_ttl=lease_ttl,
+            as_json=as_json,
+        )
+    )

@@ -781,6 +781,15 @@ class TestClaims:
             await store.acquire_lease("dead", Lease("d", 3600.0, 0, host, await _dead_pid(), "x"))
 
             assert ["dead"] == [c.trace_id for c in await store.claim_runs([], _leases("x"))]
+
+            # A busy fleet (every claim filled by newer runs) still takes a dead holder's runs
+            # first among those ready, at once or (Postgres) at its next claim.
+            ghost = Lease("d2", 3600.0, 0, host, await _dead_pid(), "y")
+            await store.acquire_lease("dead", ghost, take_over=True)  # x died too
+            for i in range(3):
+                await _queue(store, f"new-{i}", T0 + 20 + i)
+            got = [c.trace_id for _ in range(2) for c in await store.claim_runs([], _leases("y"))]
+            assert "dead" in got and "new-1" not in got
         finally:
             other.kill()
             await other.aclose()
