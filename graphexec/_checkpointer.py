@@ -22,6 +22,7 @@ from . import reducers as _reducers
 from ._callables import describe
 from ._context import _Usage
 from ._directives import End, Goto, StateDelta
+from ._eventcodec import Sources, restorable_without_graph
 from ._events import CheckpointSaved, ErrorInfo
 from ._lease import LeaseKeeper
 from ._policy import CheckpointPolicy
@@ -79,6 +80,9 @@ def reducer_names(reducers: dict[str, Any]) -> dict[str, str]:
 class Checkpointer:
     """Checkpoint writer for one run."""
 
+    records = True
+    """Every step is noted (``after_step``): the loop asks after each one."""
+
     def __init__(
         self,
         *,
@@ -122,6 +126,9 @@ class Checkpointer:
         trace's state starts over from its first one) recording these invalidations."""
         # compaction bookkeeping
         self._steps: list[StepRecord] = []
+        self._records: dict[int, list[StepRecord]] = {}
+        """The step records of each checkpoint saved but not committed yet (with an event
+        log): the events committed with it refer to its deltas instead of repeating them."""
         self._deltas_since_base = 0
         self._delta_bytes_since_base = 0
         self._base_bytes = 0
@@ -261,6 +268,13 @@ class Checkpointer:
         """Checkpoint when a barrier starts waiting and when it is resolved."""
         return self.policy.on_barrier
 
+    def completion_seq(self) -> int | None:
+        """The seq of the run's completion checkpoint (call once it is committed), if a reader
+        can restore its state without the graph (built-in reducers only); else None."""
+        if self._final_seq is None or not restorable_without_graph(self.reducers.values()):
+            return None
+        return self._final_seq
+
     @property
     def on_completion(self) -> bool:
         """Checkpoint when the run ends (completed, failed)."""
@@ -389,6 +403,8 @@ class Checkpointer:
             self._delta_bytes_since_base,
             self.rewind,
         )
+        if self.events is not None and self.events.store is not None:
+            self._records[seq] = self._steps
         self._steps = []
         self._score = 0.0
         if base:
@@ -443,6 +459,7 @@ class Checkpointer:
             with anyio.CancelScope(shield=True):
                 found = await self._commit([(row, info)], decisions_after)
         except BaseException:
+            self._records.pop(seq, None)
             self.seq -= 1
             (
                 self._steps,
@@ -467,6 +484,11 @@ class Checkpointer:
         final = last == self._final_seq
         park = last == self._park_seq
         log = self.events
+        sources = Sources()
+        for row, _ in batch:
+            records = self._records.pop(row.seq, None)
+            if records:
+                sources.add(row.seq, records)
         try:
             # A barrier that waited gave the lease up: take it back (checking nobody drove
             # the run meanwhile) before writing.
@@ -482,20 +504,26 @@ class Checkpointer:
             else:
                 # The run's pending events ride the checkpoint's transaction (fenced by the
                 # same lease check).
-                async with log.lock:
-                    ok = False
-                    try:
-                        found = await self.store.save(
-                            [r for r, _ in batch],
-                            batch[-1][1],
-                            lease=self.lease,
-                            release=final or park,
-                            decisions_after=decisions_after,
-                            events=log.take(),
-                        )
-                        ok = True
-                    finally:
-                        log.written(ok)
+                # Taken without anyio's cancellation check when free (a commit runs shielded,
+                # so the check could not raise; it costs a step about a microsecond).
+                try:
+                    log.lock.acquire_nowait()
+                except anyio.WouldBlock:
+                    await log.lock.acquire()
+                ok = False
+                try:
+                    found = await self.store.save(
+                        [r for r, _ in batch],
+                        batch[-1][1],
+                        lease=self.lease,
+                        release=final or park,
+                        decisions_after=decisions_after,
+                        events=log.take(sources),
+                    )
+                    ok = True
+                finally:
+                    log.written(ok)
+                    log.lock.release()
         except LeaseLost as exc:
             keeper.lost(exc)
             if log is not None:
@@ -615,6 +643,8 @@ class NullCheckpointer:
 
     on_barrier = False
     on_completion = False
+    records = False
+    """Steps are not noted (the loop skips ``after_step``)."""
     trace_context: str | None = None
 
     async def start(self, tg: TaskGroup) -> None:
@@ -668,6 +698,10 @@ class NullCheckpointer:
 
     def request_explicit(self) -> None:
         """An explicit checkpoint request has nowhere to go."""
+
+    def completion_seq(self) -> int | None:
+        """No checkpoint holds the final state."""
+        return None
 
     def trigger_after_step(self, side_effects: bool) -> str | None:
         return None

@@ -23,17 +23,17 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._eventcodec import Sources, encode_events
 from ._events import Custom, GraphEvent
 from ._log import get_logger
 from .checkpoint._base import CheckpointStore, StoreBase
 from .checkpoint._hints import events_topic
 from .checkpoint._record import EventBatch, Lease
-from .exceptions import CheckpointError, LeaseLost
+from .exceptions import LeaseLost
 
-__all__ = ("EventLog", "decode_batches")
+__all__ = ("EventLog",)
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[GraphEvent])
 
 _force = msgspec.structs.force_setattr
 
@@ -52,6 +52,7 @@ class EventLog:
         self.store = store
         """Where events are recorded; None: ids and live tails only."""
         self.trace_id = trace_id
+        self._topic = events_topic(trace_id)
         self.record_custom = record_custom
         self.flush_interval = flush_interval
         self.lock = anyio.Lock(fast_acquire=True)
@@ -67,6 +68,10 @@ class EventLog:
         by it, so a driver whose lease was taken over records no events."""
         self.lost = False
         """A write found the lease taken over: nothing more is recorded."""
+        self.state_seq: int | None = None
+        """The seq of the run's committed completion checkpoint, when its state restores
+        without the graph: GraphComplete is then recorded without its state (read back from
+        that checkpoint)."""
 
     async def open(self) -> None:
         """Take this driver's id segment from the store (before the first event)."""
@@ -119,14 +124,19 @@ class EventLog:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def take(self) -> EventBatch | None:
+    def take(self, sources: Sources | None = None) -> EventBatch | None:
         """The pending events as one batch for a write (call with ``lock`` held, then
-        :meth:`written`); None when nothing is pending."""
+        :meth:`written`); None when nothing is pending. ``sources``: the step records of the
+        checkpoints the batch is committed with (their deltas are not stored again)."""
         if not self._pending:
             return None
         events, self._pending = self._pending, []
         self._inflight = events
-        return self._encode(events)
+        if self.state_seq is not None:
+            if sources is None:
+                sources = Sources()
+            sources.state_seq = self.state_seq
+        return self._encode(events, sources)
 
     def written(self, ok: bool) -> None:
         """The batch of :meth:`take` was committed (``ok``), or not: then it is written later.
@@ -135,17 +145,18 @@ class EventLog:
         if not ok:
             self._pending[:0] = self._inflight
         elif self._inflight and isinstance(self.store, StoreBase):
-            self.store.hints.notify(events_topic(self.trace_id))
+            self.store.hints.notify(self._topic)
         self._inflight = []
 
-    def _encode(self, events: list[GraphEvent]) -> EventBatch | None:
+    def _encode(self, events: list[GraphEvent], sources: Sources | None) -> EventBatch | None:
         try:
-            data = _encoder.encode(events)
+            data = encode_events(events, sources)
         except (TypeError, ValueError, OverflowError):
-            parts: list[msgspec.Raw] = []
+            parts: list[GraphEvent] = []
             for event in events:
                 try:
-                    parts.append(msgspec.Raw(_encoder.encode(event)))
+                    _encoder.encode(event)
+                    parts.append(event)
                 except (TypeError, ValueError, OverflowError) as exc:
                     # A Custom payload msgpack cannot hold: live consumers had it; the record
                     # leaves it out rather than fail the run.
@@ -157,7 +168,7 @@ class EventLog:
                     )
             if not parts:
                 return None
-            data = _encoder.encode(parts)
+            data = encode_events(parts, sources)
         return EventBatch(first_id=events[0].event_id, last_id=events[-1].event_id, data=data)
 
     async def flush(self) -> None:
@@ -211,20 +222,3 @@ class EventLog:
         for s in self._subs:
             s.close()
         self._subs.clear()
-
-
-def decode_batches(trace_id: str, batches: list[EventBatch], after: int) -> list[GraphEvent]:
-    """The events of stored batches with an id greater than ``after``, in id order; a batch
-    that does not decode is a CheckpointError naming the trace and its ids."""
-    out: list[GraphEvent] = []
-    for batch in batches:
-        try:
-            events = _decoder.decode(batch.data)
-        except msgspec.DecodeError as exc:
-            raise CheckpointError(
-                f"recorded events {batch.first_id}..{batch.last_id} of trace {trace_id!r} "
-                f"cannot be decoded: {exc}",
-                trace_id=trace_id,
-            ) from exc
-        out.extend(e for e in events if e.event_id > after)
-    return out

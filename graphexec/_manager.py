@@ -22,7 +22,8 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._decisions import Decision
-from ._eventlog import EventLog, decode_batches
+from ._eventcodec import read_events
+from ._eventlog import EventLog
 from ._events import TERMINAL_EVENTS, ErrorInfo, GraphEvent, GraphFailed
 from ._graph import Graph
 from ._lease import LeaseKeeper
@@ -485,9 +486,7 @@ class RunManager:
                 with recv:
                     stored: list[GraphEvent] = []
                     if store is not None:
-                        stored = decode_batches(
-                            trace_id, await store.events_after(trace_id, cursor), cursor
-                        )
+                        stored = await read_events(store, trace_id, cursor)
                     for event in [*stored, *snapshot]:
                         if event.event_id > cursor:
                             cursor = event.event_id
@@ -510,7 +509,7 @@ class RunManager:
                         trace_id=trace_id,
                     )
                 return
-            found = decode_batches(trace_id, await store.events_after(trace_id, cursor), cursor)
+            found = await read_events(store, trace_id, cursor)
             for event in found:
                 cursor = event.event_id
                 ended = isinstance(event, TERMINAL_EVENTS)

@@ -174,7 +174,14 @@ class StateSpec:
         if self.checks is not None:
             return [(k, self.check(k, v, node=node)) for k, v in changes]
         for k, v in changes:
-            if type(k) is not str or type(v) not in LEAVES:
+            t = type(v)
+            if type(k) is not str or t not in LEAVES:
+                if t is list and type(k) is str:  # a list of scalars (an append) passes here
+                    for item in v:
+                        if type(item) not in LEAVES:
+                            break
+                    else:
+                        continue
                 self.check(k, v, node=node)
         return changes
 
@@ -300,7 +307,7 @@ def changes_of(result: Any, *, node: str) -> list[tuple[str, Any]]:
     """
     if result is None:
         return []
-    if isinstance(result, Mapping):
+    if type(result) is dict or isinstance(result, Mapping):
         return list(result.items())
     if isinstance(result, list | tuple):
         out: list[tuple[str, Any]] = []

@@ -132,8 +132,9 @@ class Driver:
         self.invalidated: list[Invalidation] = []
         """A resume with ``invalidate_on_resume``: the executions it runs again (announced
         with NodeInvalidated events)."""
-        self._reads = Reads()
-        """What the current node execution read (recorded with its step)."""
+        self._reads: Reads | None = Reads() if checkpointer.records else None
+        """What the current node execution read (recorded with its step); None when no step
+        is recorded (no store): then nothing collects the keys read."""
         self._scope: anyio.CancelScope | None = None
         self._cancel_requested = False
         self._interrupted = False
@@ -187,22 +188,22 @@ class Driver:
         if self.telemetry is not None:
             self._open_segment(self.telemetry)
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                await self.ckpt.start(tg)
-                if log is not None and log.store is not None:
-                    tg.start_soon(log.run)
-                if self.store is not None:
-                    tg.start_soon(self._watch_cancel)
-                try:
-                    await self._guarded()
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            await self.ckpt.close()
-                        except GraphError as exc:
-                            self.log.error("final checkpoint flush failed", error=str(exc))
-                    tg.cancel_scope.cancel()
+            if self.store is None and not self.ckpt.records and (log is None or log.store is None):
+                # Nothing runs beside the loop (no writer, no lease, no flusher, no polls): no
+                # task group, whose exit would cost every run a pass of the event loop.
+                await self._guarded_then_close()
+            else:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    await self.ckpt.start(tg)
+                    if log is not None and log.store is not None:
+                        tg.start_soon(log.run)
+                    if self.store is not None:
+                        tg.start_soon(self._watch_cancel)
+                    try:
+                        await self._guarded_then_close()
+                    finally:
+                        tg.cancel_scope.cancel()
         finally:
             self.recorded.set()
             try:
@@ -218,6 +219,17 @@ class Driver:
                     emitter.close()
             finally:
                 self.ended.set()  # its last events are written: another driver may take over
+
+    async def _guarded_then_close(self) -> None:
+        """The loop, then the checkpointer's last flush (shielded: it runs after a cancel too)."""
+        try:
+            await self._guarded()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.ckpt.close()
+                except GraphError as exc:
+                    self.log.error("final checkpoint flush failed", error=str(exc))
 
     # -- telemetry: one span per segment (this driver), a child span per node attempt --------
 
@@ -474,7 +486,8 @@ class Driver:
         name = spec.name
         pos = self.pos
         reads = self._reads
-        reads.reset()
+        if reads is not None:
+            reads.keys = reads.branches = reads.known = None  # Reads.reset(), without the call
         reuse = self.reuse
         if reuse is not None:
             if await self._reused(spec, reuse):
@@ -482,7 +495,9 @@ class Driver:
             if spec.kind in ("parallel", "map") and pos.kept is None:
                 found = reuse.kept_for(spec, self.state, pos.step + 1)
                 if found is not None:
-                    pos.kept, reads.known = found
+                    pos.kept, known = found
+                    if reads is not None:
+                        reads.known = known
         step = pos.step + 1
         if step - pos.turn_start > self.max_steps:
             self._next_step(name, "node")  # raises StepsExceeded
@@ -557,7 +572,10 @@ class Driver:
         t1 = rec.log_line(name, step, t0, ok=True, attempt=attempt)
         if listening:
             await rec.send_end(name, step, span, t1 - t0, ok=True, next_node=nxt)
-        trigger = self.ckpt.after_step(
+        ckpt = self.ckpt
+        if reads is None:  # no store: nothing to note, no checkpoint ever due
+            return
+        trigger = ckpt.after_step(
             step,
             name,
             changes,
@@ -1262,7 +1280,10 @@ class Driver:
             await self._save_final_retrying()
         await self.ckpt.flush()
         result = self._finish("completed", None)
-        if self.rec.emitter is not None:
+        emitter = self.rec.emitter
+        if emitter is not None:
+            if emitter.log is not None:  # the recorded GraphComplete refers to that checkpoint
+                emitter.log.state_seq = self.ckpt.completion_seq()
             await self.rec.send(
                 GraphComplete(
                     trace_id=self.trace_id,

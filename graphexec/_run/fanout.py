@@ -21,7 +21,7 @@ from .._events import BranchCompleted, ParallelCompleted, ParallelStarted
 from .._graph import NodeSpec
 from .._spec import ERRORS_KEY, Branch, Child
 from .._state import changes_of
-from .._view import fresh
+from .._view import StateView, fresh
 from ..checkpoint._record import BranchRecord, KeptOutputs
 from ..exceptions import NodeExecutionFailed, StateError
 from .attempts import Resilience, error_record, retry_branch
@@ -96,6 +96,8 @@ async def _fan_out(
         )
 
     async def one_call(call: UserFn, arg: Any, bname: str, attempt: int, beat: Any) -> Any:
+        if call.is_async and not call.takes_ctx:  # the common branch: one await, no context
+            return await call.fn(arg)
         ctx = (
             NodeContext(trace_id, step, name, span, bname, emitter, attempt, beat)
             if call.takes_ctx
@@ -118,8 +120,11 @@ async def _fan_out(
         backed_off.add(bname)
         await progress({bname: (attempt, retry_at)})
 
+    # Without a retry, timeout or breaker (and without telemetry) a branch is one call.
+    plain = not spec.resilient and rec.tel is None
+
     async def run_one(bname: str, call: UserFn, arg: Any) -> Any:
-        if not spec.resilient and rec.tel is None:
+        if plain:
             return await one_call(call, arg, bname, 1, None)
         failed, retry_at = resumed_attempts.get(bname, (0, None))
         return await retry_branch(
@@ -143,6 +148,8 @@ async def _fan_out(
             if limiter is not None:
                 async with limiter:
                     results[i] = await run_one(bname, call, arg)
+            elif plain:
+                results[i] = await one_call(call, arg, bname, 1, None)
             else:
                 results[i] = await run_one(bname, call, arg)
             done.add(bname)
@@ -287,28 +294,40 @@ async def run_parallel(
     branch read: per branch that succeeded, its keys and how many of the deltas it wrote, and
     for the node every branch's keys (a branch whose output was kept: the keys ``reads.known``
     gives for it, else unknown)."""
-    jobs = [(b.name, _branch_call(b, spec.name, rec, step), view()) for b in spec.branches]
+    views: list[Any] = []
+    for _ in spec.branches:
+        # Nothing records what each branch read (reads None), and a StateView hands out
+        # copies: then one view serves every branch. (A typed state's instance is the branch's
+        # own to mutate.)
+        share = views and reads is None and type(views[0]) is StateView
+        views.append(views[0] if share else view())
+    jobs = [
+        (b.name, b.call if b.child is None and b.call else _branch_call(b, spec.name, rec, step), v)
+        for b, v in zip(spec.branches, views, strict=True)
+    ]
     results, failures = await _fan_out(rec, usage, spec, step, span, jobs, None, fan)
     writers: dict[str, list[str]] = {}
     merged: list[tuple[str, Any]] = []
     kept = fan.kept.results if fan.kept is not None else {}
     known = reads.known if reads is not None and reads.known is not None else {}
-    records: list[BranchRecord] = []
-    union: set[str] | None = set()
+    records: list[BranchRecord] | None = [] if reads is not None else None
+    union: set[str] | None = set() if reads is not None else None
     fingerprints = {b.name: b.fingerprint for b in spec.branches}
     for (bname, _call, arg), out in zip(jobs, results, strict=True):
-        if bname in kept:
-            keys = known.get(bname)
-        else:
-            keys = getattr(arg, "keys_read", None)  # None: typed state
-        if union is not None:
-            if keys is None:
-                union = None
+        keys = None
+        if records is not None:
+            if bname in kept:
+                keys = known.get(bname)
             else:
-                union.update(keys)
+                keys = getattr(arg, "keys_read", None)  # None: typed state
+            if union is not None:
+                if keys is None:
+                    union = None
+                else:
+                    union.update(keys)
         if bname in failures:
             continue
-        if isinstance(out, Goto | End | Fallback):
+        if type(out) is not dict and isinstance(out, Goto | End | Fallback):
             raise StateError(
                 f"branch {bname!r} of parallel node {spec.name!r} returned "
                 f"{type(out).__name__}; branches return None or a mapping of updates",
@@ -318,14 +337,15 @@ async def run_parallel(
         for key, value in changes:
             writers.setdefault(key, []).append(bname)
             merged.append((key, value))
-        records.append(
-            BranchRecord(
-                bname,
-                sorted(keys) if keys is not None else None,
-                len(changes),
-                fingerprints[bname],
+        if records is not None:
+            records.append(
+                BranchRecord(
+                    bname,
+                    sorted(keys) if keys is not None else None,
+                    len(changes),
+                    fingerprints[bname],
+                )
             )
-        )
     if reads is not None:
         reads.keys = union
         reads.branches = records

@@ -97,6 +97,8 @@ async def execute_node(
                 reads.keys = view.keys_read
             if result is None:
                 return None, [], usage
+            if type(result) is dict:  # the usual return, decided without isinstance checks
+                return None, list(result.items()), usage
             if isinstance(result, Goto | End | Fallback):
                 return result, changes_of(result.update, node=name), usage
             return None, changes_of(result, node=name), usage

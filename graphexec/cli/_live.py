@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from .._eventlog import decode_batches
+from .._eventcodec import read_events
 from .._events import GraphEvent
 from .._executor import GraphExecutor
 from ..checkpoint import open_store
@@ -43,9 +43,7 @@ def cmd_events(
             await _need_run(store, trace_id)
             if not follow:
                 cursor = after or 0
-                for event in decode_batches(
-                    trace_id, await store.events_after(trace_id, cursor), cursor
-                ):
+                for event in await read_events(store, trace_id, cursor):
                     _print(event, as_json)
                 return EXIT_OK
             ex = GraphExecutor(store=store)

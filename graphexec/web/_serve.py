@@ -5,8 +5,10 @@ runs live in its task group), resumes what the store says needs a driver (``ex.r
 then serves the app with uvicorn until SIGINT or SIGTERM. Leaving stops the server first (open
 event streams are told to end), then the executor, which checkpoints its runs as
 ``"interrupted"`` (a run waiting at a barrier stays ``"waiting"``). While serving, recovery runs
-again every ``recover_interval`` seconds, so a decision made in another process (the command
-line, another server) for a run waiting here is picked up.
+again at every "work" hint (a run queued or handed back, a decision for a waiting run: in this
+process, or from any process over Postgres's LISTEN/NOTIFY) and at least every
+``recover_interval`` seconds, so a decision made in another process (the command line, another
+server) for a run waiting here is picked up.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import uvicorn
 
 from .._executor import GraphExecutor
 from .._log import get_logger
+from ..checkpoint._hints import WORK
 from ._app import create_app
 
 if TYPE_CHECKING:
@@ -57,7 +60,8 @@ async def serve(
         store: the checkpoint store (runs, decisions and events live there).
         host, port: where to listen (port 0: any free port, reported to ``on_ready``).
         token: require ``Authorization: Bearer <token>`` on the API.
-        recover_interval: seconds between two ``ex.recover()`` passes while serving.
+        recover_interval: the longest wait between two ``ex.recover()`` passes while serving
+            (a "work" hint starts one at once).
         on_ready: called with the base URL once the server accepts connections.
         log_level: uvicorn's log level.
     """
@@ -86,7 +90,9 @@ async def serve(
 
             async def recovering() -> None:
                 while True:
-                    await anyio.sleep(recover_interval)
+                    # A "work" hint (a decision made anywhere, a run queued or handed back:
+                    # in process, or over LISTEN/NOTIFY on Postgres) ends the wait at once.
+                    await store.wait_for(WORK, recover_interval)
                     try:
                         await ex.recover()
                     except Exception as exc:  # noqa: BLE001 - a busy store: try again next time

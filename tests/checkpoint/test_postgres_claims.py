@@ -1,11 +1,13 @@
 """PostgresStore's claim_runs beyond the contract suite: the NOTIFY a run that becomes
-claimable sends (and the saves that send none), a claimer that skips rows other transactions
-hold instead of waiting, and a schema from before version 4 whose runs workers can take."""
+claimable sends (and the saves that send none) and the worker elsewhere it wakes, a claimer
+that skips rows other transactions hold instead of waiting, and a schema from before version 4
+whose runs workers can take."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import anyio
 import psycopg
@@ -14,6 +16,7 @@ import pytest
 import graphexec as gx
 from graphexec._decisions import Approve
 from graphexec.checkpoint import _postgres as postgres_module
+from graphexec.checkpoint._hints import WORK
 from graphexec.checkpoint._record import Lease
 from graphexec.checkpoint._sql import migrations
 
@@ -106,3 +109,38 @@ async def test_runs_of_a_version_2_schema_are_claimed(
             assert [("", 0)] == await cur.fetchall()
         (got,) = await store.claim_runs(["g"], [Lease("w", 30.0)])
         assert ("old", "interrupted", 1) == (got.trace_id, got.run.status, got.lease.token)
+
+
+async def test_a_worker_on_another_store_object_is_woken(pg_dsn: str) -> None:
+    """A worker waiting for work on its own store object (another process, as far as the
+    database can tell) is woken by a queued save and by a decision for a parked run, long
+    before its poll interval ends (LISTEN/NOTIFY carries the "work" hint)."""
+    schema = _schema()
+    async with (
+        gx.PostgresStore(pg_dsn, schema=schema, max_size=2) as writer,
+        gx.PostgresStore(pg_dsn, schema=schema, max_size=2) as worker,
+    ):
+        await writer.runs()
+        await worker.wait_for(WORK, 0.05)  # its LISTEN connection is open from here on
+        waiting = make_run(
+            "w", status="waiting", barrier_counts={"review": 1}, pending_barrier="review#1"
+        )
+        await writer.save([make_row("w", 0, "base", status="waiting")], waiting)
+
+        async def wake(action: Callable[[], Awaitable[object]]) -> float:
+            woken: list[bool] = []
+
+            async def wait() -> None:
+                woken.append(await worker.wait_for(WORK, 30.0))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.sleep(0.1)  # the worker is waiting (the hint would wait for it)
+                t0 = time.monotonic()
+                await action()
+            assert woken == [True]
+            return time.monotonic() - t0
+
+        queued = [make_row("q", 0, "base", status="queued")]
+        assert await wake(lambda: writer.save(queued, _queued("q", time.time()))) < 10
+        assert await wake(lambda: writer.submit_decision("w", "review#1", Approve())) < 10

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 import graphexec as gx
-from graphexec._eventlog import decode_batches
+from graphexec._eventcodec import read_events
 from graphexec.checkpoint import CheckpointStore
 from graphexec.checkpoint._leases import this_process
 from graphexec.checkpoint._record import EventBatch, Lease
@@ -314,20 +314,19 @@ class TestEventFencing:
             with anyio.fail_after(10):
                 await entered.wait()
                 for _ in range(1000):  # the first driver's tick is recorded
-                    batches = await store.events_after("f2", 0)
-                    if any(isinstance(e, gx.Custom) for e in decode_batches("f2", batches, 0)):
+                    if any(isinstance(e, gx.Custom) for e in await read_events(store, "f2", 0)):
                         break
                     await anyio.sleep(0.01)
             ex2 = gx.GraphExecutor(store=store)
             async with ex2.resume_from(graph, "f2", take_over=True) as run:
-                first = decode_batches("f2", await store.events_after("f2", 0), 0)
+                first = await read_events(store, "f2", 0)
                 gate.set()  # both drivers go on; only ex2 holds the lease
                 with anyio.fail_after(10):
                     async for _ in run:
                         pass
             assert run.result.status == "completed"
         # Leaving ex1's block waited for its driver (failed with LeaseLost, or interrupted).
-        recorded = decode_batches("f2", await store.events_after("f2", 0), 0)
+        recorded = await read_events(store, "f2", 0)
         by_segment = {e.event_id >> 32 for e in recorded}
         assert by_segment == {1, 2}
         # The first driver recorded nothing after the takeover (its NodeEnd, its GraphFailed).
@@ -351,7 +350,7 @@ class TestEventFencing:
                 if isinstance(event, gx.BarrierWaiting):
                     info = await store.get_run("f3")
                     assert info is not None and info.lease is None  # parked
-                    recorded = decode_batches("f3", await store.events_after("f3", 0), 0)
+                    recorded = await read_events(store, "f3", 0)
                     assert recorded[-1] == event
                     await run.handle.approve(event.barrier_id)
         assert run.result.status == "completed"

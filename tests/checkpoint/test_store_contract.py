@@ -846,6 +846,18 @@ class TestClaims:
         (three,) = await store.claim_runs([], _leases("z"))
         assert three.lease.token == two.lease.token + 1
 
+    async def test_a_claim_given_back_is_claimable_again(self, store: CheckpointStore) -> None:
+        """A claimer that does not drive a run hands it back with one fenced save without rows
+        (ready now, lease released): the next claim takes it, with the next token."""
+        await _park(store, "w", ready_at=T0)
+        (got,) = await store.claim_runs([], _leases("x"))
+        assert [] == await store.claim_runs([], _leases("y"))
+        back = msgspec.structs.replace(got.run, ready_at=now())
+        await store.save([], back, lease=got.lease, release=True)
+        (again,) = await store.claim_runs([], _leases("y"))
+        assert ("w", got.lease.token + 1) == (again.trace_id, again.lease.token)
+        assert seqs(await store.load_chain("w")) == [0]
+
     async def test_a_decision_makes_a_waiting_run_ready(self, store: CheckpointStore) -> None:
         """A decision for a parked run makes it claimable at once and wakes the workers'
         hint; the run row says since when."""

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -336,3 +337,45 @@ async def test_sigterm_interrupts_and_a_restart_recovers(tmp_path: Path) -> None
     assert sorted(set(ids)) == ids
     text = "".join(e["data"]["token"] for e in tail if e["type"] == "Custom")
     assert "The weather in Tokyo is cloudy, 18°C." == text
+
+
+async def test_serve_claims_a_queued_run_on_its_work_hint(tmp_path: Path) -> None:
+    """`serve()` recovers at every "work" hint, not only every ``recover_interval``: a run
+    queued on its store (a decision, a handed-back run alike) is driven at once, here with an
+    interval far longer than the test may take."""
+    import os
+    import signal
+
+    from graphexec.web import serve
+
+    store = gx.SQLiteStore(tmp_path / "runs.db")
+    ready = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def serving() -> None:
+            await serve(
+                [GRAPH],
+                store=store,
+                port=0,
+                recover_interval=3600,
+                on_ready=lambda url: ready.set(),
+            )
+
+        tg.start_soon(serving)
+        with anyio.fail_after(20):
+            await ready.wait()
+            queuer = gx.GraphExecutor(store=store)
+            await queuer.start(GRAPH, {"q": 1}, trace_id="queued-1", queue=True)
+            await _reaches(queuer, "queued-1", "waiting")
+            await store.submit_decision("queued-1", "approve#1", gx.Approve())
+            await _reaches(queuer, "queued-1", "completed")
+            os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler: a graceful stop
+    assert (await gx.GraphExecutor(store=store).get_state("queued-1")).state["done"] is True
+
+
+async def _reaches(ex: gx.GraphExecutor, trace_id: str, status: str) -> None:
+    """Poll the store until the run has ``status`` (the caller's fail_after bounds it)."""
+    for _ in range(100_000):
+        if (await ex.get_state(trace_id)).status == status:
+            return
+        await anyio.sleep(0.02)
