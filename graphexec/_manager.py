@@ -239,9 +239,11 @@ class RunManager:
         info = claim.run
         graph = self.graphs.get(info.graph_name)
         live = self.live.get(trace_id)
-        if live is not None and live.stopping:
-            # Its driver here is ending (it left at a barrier, or its consumer left) and may
-            # still be writing its last events: the claim is driven once it is gone.
+        if live is not None and (live.stopping or live.leaves):
+            # Its driver here is ending (it leaves at barriers: it never waits here; or it is
+            # stopping) and may still be writing its last events or taking a decision it found
+            # after its wait was committed: the claim is driven once it is gone (it yields the
+            # run to the claim's lease: LeaseLost at its unpark, and it leaves).
             await live.ended.wait()
             live = None
         if live is not None or graph is None:

@@ -47,6 +47,7 @@ from ..exceptions import (
     CircuitOpen,
     GraphError,
     InvalidGraph,
+    LeaseLost,
     NodeExecutionFailed,
     NodeTimeout,
     RunFinished,
@@ -1039,7 +1040,17 @@ class Driver:
             decision, by = await self._wait(spec, pending)
         # Take the lease back before anything runs (LeaseLost if another process resumed the
         # run meanwhile: then this driver stops and writes nothing).
-        await self.ckpt.unpark()
+        try:
+            await self.ckpt.unpark()
+        except LeaseLost:
+            if not leaves:
+                raise
+            # The decision found after the wait was committed also made the run ready, and a
+            # worker claimed it first: it is theirs; this driver leaves, writing nothing.
+            self.log.info("decided run claimed elsewhere", barrier_id=pending.barrier_id)
+            self.leave_waiting()
+            await anyio.lowlevel.checkpoint()  # raises the cancellation: _stopped
+            raise
         return decision, by
 
     async def _wait(self, spec: NodeSpec, pending: PendingBarrier) -> tuple[Decision, str]:

@@ -409,3 +409,23 @@ async def test_a_node_paused_by_its_failure_frees_the_slot(stores: Stores) -> No
         await ex.decide("m-1", "send#1", gx.Approve())
         await until(stores.store, "m-1", status_is("completed"))
     assert len(calls) == 2 and (await ex.get_state("m-1")).state["sent"] is True
+
+
+async def test_a_decision_stored_before_the_barrier_is_used_once(stores: Stores) -> None:
+    """A decision submitted while the run is queued: the waiting save finds it in its own
+    transaction (which also makes the run ready: a claim may race the driver that found it);
+    either way the run completes once, with that decision."""
+    graph = approval()
+    ex = gx.GraphExecutor(store=stores.store, graphs=[graph])
+    for i in range(4):
+        await ex.start(graph, {"topic": "tea"}, trace_id=f"e-{i}", queue=True)
+        await ex.decide(f"e-{i}", "approve#1", gx.Reject("no"))
+    worker = gx.Worker(stores.other(), [graph], concurrency=8, poll_interval=0.05)
+    async with working(worker):
+        for i in range(4):
+            await until(stores.store, f"e-{i}", status_is("completed"))
+    for i in range(4):
+        state = (await ex.get_state(f"e-{i}")).state
+        assert state["approve"] == {"decision": "reject", "reason": "no", "by": "human"}
+        assert state["sent"] is False
+    assert worker.stats.completed == 4 and worker.stats.failed == 0
