@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 import graphexec as gx
+from graphexec.checkpoint import open_store
 
 
 async def assess(state: dict[str, Any]) -> dict[str, Any]:
@@ -83,8 +84,10 @@ by_name = {g.name: g for g in graphs}
 
 
 async def seed(path: str) -> None:
-    """Create the runs ``wait-1``, ``done-1`` and ``fail-1`` in the SQLite file ``path``."""
-    async with gx.SQLiteStore(path) as store:
+    """Create the runs ``wait-1``, ``done-1`` and ``fail-1`` in the SQLite file ``path`` (or
+    the store a ``postgresql://`` URL names)."""
+    store = open_store(path) if "://" in path else gx.SQLiteStore(path)
+    async with store:
         ex = gx.GraphExecutor(store=store)
         async with ex.execute_stream(refund_graph, {"ticket": "t"}, trace_id="wait-1") as run:
             async for event in run:

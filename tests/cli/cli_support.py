@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,3 +43,27 @@ def cli_env(cwd: Path) -> dict[str, str]:
     env["GRAPHEXEC_STORE"] = str(cwd / "runs.db")
     env["COLUMNS"] = "200"
     return env
+
+
+@contextmanager
+def postgres_url(prefix: str) -> Iterator[str]:
+    """A store URL naming a schema of its own on the test Postgres server (``GRAPHEXEC_TEST_PG``,
+    as the checkpoint tests use), dropped afterwards; the test is skipped, saying why, when no
+    server answers."""
+    import pytest
+
+    dsn = os.environ.get("GRAPHEXEC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=3):
+            pass
+    except Exception as exc:  # noqa: BLE001 - no extra, no server: skip, saying why
+        pytest.skip(f"no Postgres server at {dsn}: {exc}")
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in dsn else "?"
+    try:
+        yield f"{dsn}{sep}schema={schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

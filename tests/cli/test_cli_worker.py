@@ -6,11 +6,9 @@ another at once (same host: its dead process does not hold the run until ``--lea
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,33 +16,19 @@ from typing import Any
 import anyio
 import pytest
 import worker_graphs
-from cli_support import SCRIPT, cli_env
+from cli_support import SCRIPT, cli_env, postgres_url
 
 import graphexec as gx
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A SQLite file, or a schema of its own on the test Postgres server (``GRAPHEXEC_TEST_PG``,
-    as the checkpoint tests use; skipped, saying why, without one), dropped afterwards."""
+    """A SQLite file, or a schema of its own on the test Postgres server."""
     if request.param == "sqlite":
         yield str(tmp_path / "runs.db")
         return
-    dsn = os.environ.get("GRAPHEXEC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        import psycopg
-
-        with psycopg.connect(dsn, connect_timeout=3):
-            pass
-    except Exception as exc:  # noqa: BLE001 - no extra, no server: skip, saying why
-        pytest.skip(f"no Postgres server at {dsn}: {exc}")
-    schema = f"w_{uuid.uuid4().hex[:12]}"
-    sep = "&" if "?" in dsn else "?"
-    try:
-        yield f"{dsn}{sep}schema={schema}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with postgres_url("w") as url:
+        yield url
 
 
 def call(url: str, fn: Callable[[gx.CheckpointStore], Any]) -> Any:
