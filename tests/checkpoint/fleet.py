@@ -136,14 +136,14 @@ class Fleet:
             ],
         )
 
-    def kill(self, proc: subprocess.Popen[bytes]) -> float:
+    def kill(self, proc: subprocess.Popen[bytes]) -> tuple[float, float]:
         """SIGKILL a worker and reap it (a zombie's /proc entry would look alive); returns the
-        wall-clock time of the kill."""
+        wall-clock times just before the signal and once the process is gone."""
         t = time.time()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         self.workers.remove(proc)
-        return t
+        return t, time.time()
 
     def check_alive(self) -> None:
         """Fail if a worker or the decider exited on its own (its output says why)."""
@@ -221,13 +221,15 @@ COMMIT_SLACK = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class Kill:
-    """A worker SIGKILLed at ``at``; ``held``: the runs whose lease its process held when the
-    store was read at ``seen_at``, just before."""
+    """A worker SIGKILLed at ``at`` (gone by ``dead_at``: it may still run until the signal
+    lands); ``held``: the runs whose lease its process held when the store was read at
+    ``seen_at``, just before."""
 
     at: float
     seen_at: float
     pid: int
     held: tuple[str, ...]
+    dead_at: float = 0.0
 
 
 async def held_by(store: gx.CheckpointStore, pid: int, limit: int) -> list[str]:
@@ -336,7 +338,7 @@ async def audit(
             # killed losing a run it drove (two drivers at once) is a bug even when fencing
             # kept its checkpoint out.
             for e in runs[:-1]:
-                if not any(k.pid == e.pid and k.at > e.at for k in kills):
+                if not any(k.pid == e.pid and max(k.at, k.dead_at) > e.at for k in kills):
                     problems.append(
                         f"{trace_id}: {node}@{step} ran again after pid {e.pid} ran it at "
                         f"{e.at:.3f}, and that worker was not killed"

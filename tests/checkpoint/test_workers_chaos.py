@@ -106,8 +106,8 @@ async def run_fleet(
                 victim = rng.choice(f.workers)
                 seen_at = time.time()
                 held = await fleet.held_by(store, victim.pid, runs + 1)
-                at = f.kill(victim)
-                kills.append(fleet.Kill(at, seen_at, victim.pid, tuple(held)))
+                at, dead_at = f.kill(victim)
+                kills.append(fleet.Kill(at, seen_at, victim.pid, tuple(held), dead_at))
                 f.start_worker()
     finally:
         codes = f.stop()
