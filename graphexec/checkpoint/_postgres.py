@@ -37,11 +37,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from .._barrier_ids import check_decision_value
 from .._decisions import Decision
 from .._log import get_logger
 from .._values import check_trace_id
-from ..exceptions import CheckpointError, GraphError, InvalidDecision
+from ..exceptions import CheckpointError, GraphError
 from ._base import (
     StoreBase,
     check_decision_target,
@@ -738,14 +737,7 @@ class PostgresStore(StoreBase):
         *,
         every_occurrence: bool = False,
     ) -> int:
-        check_trace_id(trace_id)
-        check_decision_value(decision, trace_id=trace_id)
-        try:
-            blob = decision_blob(decision)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidDecision(
-                f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
-            ) from exc
+        blob = decision_blob(trace_id, barrier_id, decision)
         async with self._tx(trace_id) as cur:
             # FOR UPDATE: decisions of one trace are inserted one after another, each committed
             # before the next takes an id, so a reader's cursor never passes an id that commits

@@ -18,8 +18,10 @@ from typing import Any
 
 import msgspec
 
+from .._barrier_ids import check_decision_value
 from .._decisions import Decision
-from ..exceptions import CheckpointError
+from .._values import check_trace_id
+from ..exceptions import CheckpointError, InvalidDecision
 from ._record import LeaseInfo, ParentRef, RunInfo, StoredCheckpoint, StoredDecision
 
 __all__ = (
@@ -165,9 +167,17 @@ def _ready_at(value: object) -> float | None:
     raise ValueError(f"runs.ready_at holds {type(value).__name__} {value!r:.40}, not a time")
 
 
-def decision_blob(decision: Decision) -> bytes:
-    """A decision as the inbox stores it (msgpack)."""
-    return _decision_encoder.encode(decision)
+def decision_blob(trace_id: str, barrier_id: str, decision: Decision) -> bytes:
+    """A decision as the inbox stores it (msgpack), after the checks that need no
+    transaction (the trace id, the decision's type); InvalidDecision if it cannot be stored."""
+    check_trace_id(trace_id)
+    check_decision_value(decision, trace_id=trace_id)
+    try:
+        return _decision_encoder.encode(decision)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidDecision(
+            f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
+        ) from exc
 
 
 def stored_decision(r: Sequence[Any]) -> StoredDecision:

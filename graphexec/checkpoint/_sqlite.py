@@ -18,10 +18,8 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 
-from .._barrier_ids import check_decision_value
 from .._decisions import Decision
-from .._values import check_trace_id
-from ..exceptions import CheckpointError, GraphError, InvalidDecision
+from ..exceptions import CheckpointError, GraphError
 from ._base import (
     StoreBase,
     check_decision_target,
@@ -420,14 +418,7 @@ class SQLiteStore(StoreBase):
         *,
         every_occurrence: bool = False,
     ) -> int:
-        check_trace_id(trace_id)
-        check_decision_value(decision, trace_id=trace_id)
-        try:
-            blob = decision_blob(decision)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidDecision(
-                f"decision for {barrier_id!r} cannot be stored: {exc}", trace_id=trace_id
-            ) from exc
+        blob = decision_blob(trace_id, barrier_id, decision)
 
         woke = False
 
