@@ -145,13 +145,7 @@ def grant(
     if row is not None and row.owner == lease.owner and row.token == lease.token:
         token = row.token  # a renewal
     else:
-        if (
-            row is not None
-            and row.owner != lease.owner
-            and row.held(t)
-            and not take_over
-            and not process_gone(row.host, row.pid, row.started)
-        ):
+        if row is not None and row.owner != lease.owner and not take_over and row.live(t):
             raise RunLocked(
                 f"run {trace_id!r} is driven by {describe(row)} {_until(row, t)}; if you know "
                 "that owner is gone, resume_from(..., take_over=True) takes the run over",

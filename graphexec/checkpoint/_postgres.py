@@ -68,6 +68,7 @@ from ._sql import (
     ROW_COLUMNS,
     RUN_COLUMNS,
     decision_blob,
+    lease_row,
     migrations,
     row_params,
     run_info,
@@ -710,7 +711,7 @@ class PostgresStore(StoreBase):
             assert r is not None  # the function returns one row
             if r[0]:
                 return r
-            held = _lease_row(r[1:7])
+            held = lease_row(r[1:7])
             grant(
                 held,
                 lease,
@@ -815,7 +816,7 @@ class PostgresStore(StoreBase):
                 if alive.gone(holder):
                     gone.append(holder)
             else:
-                run, held = run_info(r[1:]), _lease_row(r[15:])
+                run, held = run_info(r[1:]), lease_row(r[15:])
                 lease = msgspec.structs.replace(leases[r[0] - 1], token=held.token)
                 claims.append(Claim(trace_id=run.trace_id, lease=lease, run=run))
         # The next claim treats their leases as free, ordering their runs with the others (a
@@ -856,7 +857,7 @@ class PostgresStore(StoreBase):
             r = await cur.fetchone()
             if r is None:
                 return None  # being written or claimed right now
-            held, t, run = _lease_row(r), r[6], run_info(r[7:])
+            held, t, run = lease_row(r), r[6], run_info(r[7:])
             if not needs_driver(run.status, run.ready_at, held, t, alive):
                 return None
             done, new = claim(run, held, lease, t)
@@ -921,7 +922,7 @@ class PostgresStore(StoreBase):
                     return bool(r[0])
                 # Held by another process of this host: recorded only if it is alive
                 # (LeaseRow.live, on the database clock, like every lease).
-                held = _lease_row(r[1:7])
+                held = lease_row(r[1:7])
                 if not held.live(r[7]):
                     return False
                 if alive == (held.owner, held.token):
@@ -1011,11 +1012,6 @@ class PostgresStore(StoreBase):
         async with self._conn(trace_id) as cur:
             await cur.execute(self._sql.decisions_after, (trace_id, cursor))
             return [stored_decision(r) for r in await cur.fetchall()]
-
-
-def _lease_row(r: Sequence[Any]) -> LeaseRow:
-    """A lease row: owner, token, expires_at, host, pid, started."""
-    return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
 
 
 async def _closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:

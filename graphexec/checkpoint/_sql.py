@@ -22,6 +22,7 @@ from .._barrier_ids import check_decision_value
 from .._decisions import Decision
 from .._values import check_trace_id
 from ..exceptions import CheckpointError, InvalidDecision
+from ._leases import LeaseRow
 from ._record import LeaseInfo, ParentRef, RunInfo, StoredCheckpoint, StoredDecision
 
 __all__ = (
@@ -29,6 +30,7 @@ __all__ = (
     "ROW_COLUMNS",
     "RUN_COLUMNS",
     "decision_blob",
+    "lease_row",
     "migrations",
     "row_params",
     "run_info",
@@ -165,6 +167,11 @@ def _ready_at(value: object) -> float | None:
     if type(value) is int:
         return float(value)
     raise ValueError(f"runs.ready_at holds {type(value).__name__} {value!r:.40}, not a time")
+
+
+def lease_row(r: Sequence[Any]) -> LeaseRow:
+    """A lease row read back: ``(owner, token, expires_at, host, pid, started)``."""
+    return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
 
 
 def decision_blob(trace_id: str, barrier_id: str, decision: Decision) -> bytes:

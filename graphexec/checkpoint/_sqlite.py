@@ -52,6 +52,7 @@ from ._sql import (
     MAX_SEQ,
     RUN_COLUMNS,
     decision_blob,
+    lease_row,
     migrations,
     run_info,
     run_params,
@@ -107,9 +108,8 @@ _HISTORY = (
     "length(body) + coalesce(length(snapshot), 0) "
     "FROM checkpoints WHERE trace_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
 )  # a page: the newest ``limit`` below ``before`` (reversed to oldest first by the caller)
-_RUN_COLUMNS = RUN_COLUMNS
 _UPSERT_RUN = (
-    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (trace_id) DO UPDATE SET graph_name = excluded.graph_name, "
     "graph_hash = excluded.graph_hash, status = excluded.status, step = excluded.step, "
     "next_node = excluded.next_node, last_seq = excluded.last_seq, "
@@ -122,7 +122,7 @@ _SET_READY = "UPDATE runs SET ready_at = ? WHERE trace_id = ?"
 # The runs row with who holds its lease (LEFT JOIN: a run nobody drives has no holder).
 _RUN_SELECT = (
     "SELECT "
-    + ", ".join(f"runs.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+    + ", ".join(f"runs.{c.strip()}" for c in RUN_COLUMNS.split(","))
     + ", leases.owner, leases.token, leases.expires_at, leases.host, leases.pid, leases.started"
     " FROM runs LEFT JOIN leases ON leases.trace_id = runs.trace_id"
 )
@@ -359,7 +359,7 @@ class SQLiteStore(StoreBase):
         params = [_row_params(r) for r in rows]
         bases = sum(r.kind == "base" for r in rows)
         has_base = bases > 0
-        run_params = _run_params(run)
+        run_row = run_params(run)
 
         ready = False
 
@@ -391,7 +391,7 @@ class SQLiteStore(StoreBase):
                     db.executemany(_INSERT_ROW, params)
                 if bases > 1:
                     db.execute(_DEMOTE, (trace_id,))  # several bases in one batch
-                db.execute(_UPSERT_RUN, run_params)
+                db.execute(_UPSERT_RUN, run_row)
                 if release and lease is not None:
                     db.execute(_RELEASE_LEASE, (trace_id, lease.owner))
                 ready = claimable_now(run, t)
@@ -402,7 +402,7 @@ class SQLiteStore(StoreBase):
                     # Decisions came before the run parked: it is ready at once.
                     db.execute(_SET_READY, (t, trace_id))
                     ready = True
-            return [_decision(r) for r in found]
+            return [stored_decision(r) for r in found]
 
         writes = _TX_OVERHEAD + sum(r.size for r in rows)
         found = await self._run(tx, trace_id, writes)
@@ -502,7 +502,7 @@ class SQLiteStore(StoreBase):
             cur = db.execute(sql, (t, host, *names))
             try:
                 for r in cur:
-                    run, held = _run_info(r), _lease_of(r[14:])
+                    run, held = run_info(r), _lease_of(r[14:])
                     if needs_driver(run.status, run.ready_at, held, t, alive):
                         found.append((run, held))
                         if len(found) == limit:
@@ -655,7 +655,7 @@ class SQLiteStore(StoreBase):
         args.append(limit)
 
         def read(db: sqlite3.Connection) -> list[RunInfo]:
-            return [_run_info(r) for r in db.execute(sql, args)]
+            return [run_info(r) for r in db.execute(sql, args)]
 
         return await self._run(read)
 
@@ -688,7 +688,7 @@ class SQLiteStore(StoreBase):
 
     async def decisions_after(self, trace_id: str, cursor: int) -> list[StoredDecision]:
         def read(db: sqlite3.Connection) -> list[StoredDecision]:
-            return [_decision(r) for r in db.execute(_DECISIONS_AFTER, (trace_id, cursor))]
+            return [stored_decision(r) for r in db.execute(_DECISIONS_AFTER, (trace_id, cursor))]
 
         return await self._run(read, trace_id)
 
@@ -716,9 +716,7 @@ def _user_version(db: sqlite3.Connection) -> int:
 
 def _lease_of(r: Sequence[Any] | None) -> LeaseRow | None:
     """``(owner, token, expires_at, host, pid, started)`` as a LeaseRow (None: no row)."""
-    if r is None or r[0] is None:
-        return None
-    return LeaseRow(owner=r[0], token=r[1], expires_at=r[2], host=r[3], pid=r[4], started=r[5])
+    return None if r is None or r[0] is None else lease_row(r)
 
 
 def _put_lease(db: sqlite3.Connection, trace_id: str, row: LeaseRow) -> None:
@@ -743,7 +741,7 @@ def _hold_lease(
 
 def _fetch_run(db: sqlite3.Connection, trace_id: str) -> RunInfo | None:
     r = db.execute(_GET_RUN, (trace_id,)).fetchone()
-    return None if r is None else _run_info(r)
+    return None if r is None else run_info(r)
 
 
 class _Decided:
@@ -807,13 +805,6 @@ def _row(r: tuple[Any, ...]) -> StoredCheckpoint:
         snapshot=r[10],
         snapshot_checksum=r[11],
     )
-
-
-# -- shared with the other SQL stores (_sql.py) -------------------------------------------------
-
-_run_params = run_params
-_run_info = run_info
-_decision = stored_decision
 
 
 def _migrations() -> list[tuple[int, str, str]]:
