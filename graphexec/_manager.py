@@ -277,30 +277,27 @@ class RunManager:
         store = self.ex._need_store("decide")
         info = await store.get_run(trace_id)
         graph = self.graphs.get(info.graph_name) if info is not None else None
-        if (
-            info is not None
-            and graph is not None
-            and info.status not in FINISHED_STATUSES
-            and "/" in barrier_id
-        ):
-            # A barrier inside a child run: its path names a barrier of a child graph (the
-            # check decisions given up front get); the store checks the rest.
-            check_path_decision(
-                graph, barrier_id, wildcard=False, trace_id=trace_id, decision=decision
-            )
-        elif info is not None and graph is not None and info.status not in FINISHED_STATUSES:
-            # The one decision check, with the graph at hand (the node's kind, an Edit against
-            # the typed state); the store repeats the graph-free part in its transaction.
-            check_request(
-                barrier_id,
-                decision,
-                every_occurrence=False,
-                trace_id=trace_id,
-                graph=graph,
-                counts=info.barrier_counts,
-                pending=info.pending_barrier,
-                decided=(),
-            )
+        if info is not None and graph is not None and info.status not in FINISHED_STATUSES:
+            if "/" in barrier_id:
+                # A barrier inside a child run: its path names a barrier of a child graph
+                # (the check decisions given up front get); the store checks the rest.
+                check_path_decision(
+                    graph, barrier_id, wildcard=False, trace_id=trace_id, decision=decision
+                )
+            else:
+                # The one decision check, with the graph at hand (the node's kind, an Edit
+                # against the typed state); the store repeats the graph-free part in its
+                # transaction.
+                check_request(
+                    barrier_id,
+                    decision,
+                    every_occurrence=False,
+                    trace_id=trace_id,
+                    graph=graph,
+                    counts=info.barrier_counts,
+                    pending=info.pending_barrier,
+                    decided=(),
+                )
         await store.submit_decision(trace_id, barrier_id, decision)
 
     async def cancel(self, trace_id: str) -> None:

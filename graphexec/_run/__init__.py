@@ -15,7 +15,7 @@ Applying deltas (``_apply.py``), writing checkpoints (``_checkpointer.py``) and 
 (``_lease.py``) live beside this package: restore and fork use them too.
 """
 
-from .decisions import check_barrier_node, check_decision_type, check_edit
+from .decisions import check_barrier_node, check_edit
 from .driver import Driver
 from .handle import Run, RunHandle
 from .position import Position
@@ -28,6 +28,5 @@ __all__ = (
     "Run",
     "RunHandle",
     "check_barrier_node",
-    "check_decision_type",
     "check_edit",
 )

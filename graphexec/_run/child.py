@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from .._barrier_ids import is_resolved, parse_barrier_id
+from .._barrier_ids import check_decision_value, is_resolved, parse_barrier_id, path_pattern
 from .._checkpointer import NullCheckpointer
 from .._decisions import Decision
 from .._emit import Emitter
@@ -37,7 +37,7 @@ from .._events import (
 from .._spec import Child
 from ..checkpoint._record import ChildRun, KeptOutputs, PendingBarrier, StoredDecision
 from ..exceptions import InvalidDecision, NodeExecutionFailed, StateError
-from .decisions import check_decision_type, check_path_decision, segment_re, split_path
+from .decisions import check_path_decision, split_path
 from .position import Position
 from .recorder import Recorder
 
@@ -462,7 +462,7 @@ class ChildHost:
             if "#" in key:
                 if key.startswith(prefix):
                     out[key[len(prefix) :]] = decisions.pop(key)
-            elif segment_re(head).fullmatch(path):
+            elif path_pattern(head).fullmatch(path):
                 out[rest] = decisions[key]
         return out
 
@@ -470,14 +470,14 @@ class ChildHost:
         """A decision for a barrier inside a child (``key`` has a path), checked, then given
         to the live child or kept for it (early). Raises InvalidDecision naming the problem."""
         parent = self.driver
-        check_decision_type(decision, trace_id=parent.trace_id)
+        check_decision_value(decision, trace_id=parent.trace_id)
         check_path_decision(
             parent.graph, key, wildcard=wildcard, trace_id=parent.trace_id, decision=decision
         )
         head, rest = split_path(key)
         if wildcard:
             parent.pos.decisions[key] = decision
-            pattern = segment_re(head)
+            pattern = path_pattern(head)
             for path, d in self.live.items():
                 if pattern.fullmatch(path):
                     d.offer(rest, decision, wildcard=True)

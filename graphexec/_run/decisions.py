@@ -10,7 +10,6 @@ per occurrence) is ``_barrier_ids.check_decision``, which the stores call too.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Container, Mapping
 
 import msgspec
@@ -20,7 +19,6 @@ from .._barrier_ids import (
     check_decision,
     check_decision_value,
     parse_barrier_id,
-    path_pattern,
 )
 from .._decisions import Decision, Edit
 from .._graph import Graph
@@ -31,14 +29,12 @@ from .position import Position
 __all__ = (
     "SkippedDecision",
     "check_barrier_node",
-    "check_decision_type",
     "check_edit",
     "check_offer",
     "check_path_decision",
     "check_request",
     "initial_decisions",
     "merge_stored",
-    "segment_re",
     "split_path",
     "take_decision",
 )
@@ -51,11 +47,6 @@ class SkippedDecision(msgspec.Struct, frozen=True, kw_only=True):
     barrier_id: str
     node: str
     reason: str
-
-
-def check_decision_type(decision: object, *, trace_id: str | None) -> None:
-    """Raise unless ``decision`` is one of the decision types."""
-    check_decision_value(decision, trace_id=trace_id)
 
 
 def check_barrier_node(graph: Graph, node: str, *, trace_id: str | None) -> None:
@@ -166,11 +157,6 @@ def check_offer(
         pending=position.pending.barrier_id if position.pending else None,
         decided=position.decisions,
     )
-
-
-def segment_re(pattern: str) -> re.Pattern[str]:
-    """A path pattern's regex: ``*`` matches within one segment (``tools[*]/approve``)."""
-    return path_pattern(pattern)
 
 
 def split_path(key: str) -> tuple[str, str]:

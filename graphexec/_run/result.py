@@ -9,6 +9,7 @@ import msgspec
 from .._events import ErrorInfo, LogEntry
 from ..exceptions import GraphError
 from ..typing import RunStatus
+from .recorder import error_info
 
 __all__ = ("GraphResult",)
 
@@ -54,11 +55,7 @@ class GraphResult(msgspec.Struct, frozen=True, dict=True):
         reused: int = 0,
     ) -> GraphResult:
         """A result holding ``error`` (the exception) and its data."""
-        info = (
-            None
-            if error is None
-            else ErrorInfo(type=type(error).__name__, message=str(error), node=error.node)
-        )
+        info = None if error is None else error_info(error, error.node)
         result = cls(
             trace_id=trace_id,
             state=state,
