@@ -484,50 +484,47 @@ class Checkpointer:
         final = last == self._final_seq
         park = last == self._park_seq
         log = self.events
-        sources = Sources()
-        for row, _ in batch:
-            records = self._records.pop(row.seq, None)
-            if records:
-                sources.add(row.seq, records)
+        if log is not None and log.store is None:
+            log = None  # events are not recorded: nothing rides the commit
+        sources: Sources | None = None
+        if log is not None:
+            sources = Sources()
+            for row, _ in batch:
+                records = self._records.pop(row.seq, None)
+                if records:
+                    sources.add(row.seq, records)
         try:
             # A barrier that waited gave the lease up: take it back (checking nobody drove
             # the run meanwhile) before writing.
             await keeper.unpark()
-            if log is None or log.store is None:
+            if log is not None:
+                # The run's pending events ride the checkpoint's transaction (fenced by the
+                # same lease check). The lock is taken without anyio's cancellation check
+                # when free (a commit runs shielded, so the check could not raise; it costs
+                # a step about a microsecond).
+                try:
+                    log.lock.acquire_nowait()
+                except anyio.WouldBlock:
+                    await log.lock.acquire()
+            ok = False
+            try:
                 found = await self.store.save(
                     [r for r, _ in batch],
                     batch[-1][1],
                     lease=self.lease,
                     release=final or park,
                     decisions_after=decisions_after,
+                    events=log.take(sources) if log is not None else None,
                 )
-            else:
-                # The run's pending events ride the checkpoint's transaction (fenced by the
-                # same lease check).
-                # Taken without anyio's cancellation check when free (a commit runs shielded,
-                # so the check could not raise; it costs a step about a microsecond).
-                try:
-                    log.lock.acquire_nowait()
-                except anyio.WouldBlock:
-                    await log.lock.acquire()
-                ok = False
-                try:
-                    found = await self.store.save(
-                        [r for r, _ in batch],
-                        batch[-1][1],
-                        lease=self.lease,
-                        release=final or park,
-                        decisions_after=decisions_after,
-                        events=log.take(sources),
-                    )
-                    ok = True
-                finally:
+                ok = True
+            finally:
+                if log is not None:
                     log.written(ok)
                     log.lock.release()
         except LeaseLost as exc:
             keeper.lost(exc)
-            if log is not None:
-                log.drop(exc)
+            if self.events is not None:
+                self.events.drop(exc)
             raise
         except GraphError:
             raise
