@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from .._run import Run
 from ..checkpoint import CheckpointStore, CheckpointSummary, RunInfo, open_store
 from ..checkpoint._base import PRUNABLE_STATUSES, parse_barrier_id
 from ..exceptions import CheckpointError, InvalidDecision, RunNotFound
-from ..typing import RunStatus
+from ..typing import RUN_STATUSES
 from . import _output as out
 from ._exit import (
     EXIT_CONFLICT,
@@ -53,23 +52,22 @@ __all__ = (
 
 T = TypeVar("T")
 
-RUN_STATUSES = typing.get_args(RunStatus)
-
 
 def _run_async(fn: Callable[[], Awaitable[T]]) -> T:
     # asyncio: every store runs on it (SQLiteStore also runs on trio; others may not).
     return anyio.run(fn, backend="asyncio")
 
 
-def open_cli_store(url: str) -> CheckpointStore:
+def open_cli_store(url: str, *, create: bool = False) -> CheckpointStore:
     """The store ``--store`` names; a SQLite file must already exist (the command line never
-    creates an empty store by a typo)."""
+    creates an empty store by a typo), unless ``create`` (``serve`` and ``worker`` start on a
+    new store)."""
     try:
         store = open_store(url)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     path = getattr(store, "path", None)  # file-backed stores (SQLite) have one
-    if isinstance(path, str) and not os.path.exists(path):
+    if not create and isinstance(path, str) and not os.path.exists(path):
         raise CliError(f"no store at {path!r}: the file does not exist", EXIT_NOT_FOUND)
     return store
 

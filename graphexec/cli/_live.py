@@ -15,10 +15,9 @@ import anyio
 from .._eventcodec import read_events
 from .._events import GraphEvent
 from .._executor import GraphExecutor
-from ..checkpoint import open_store
 from . import _output as out
 from ._commands import _need_graphs, _need_run, _run_async, open_cli_store
-from ._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from ._exit import EXIT_INTERRUPTED, EXIT_OK, CliError
 
 __all__ = ("cmd_cancel", "cmd_events", "cmd_serve")
 
@@ -106,10 +105,7 @@ def cmd_serve(
             f"graphexec serve needs the web extra: pip install 'graphexec[web]' ({exc})"
         ) from None
     registry = _need_graphs(targets)
-    try:
-        store = open_store(store_url)
-    except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+    store = open_cli_store(store_url, create=True)
 
     def ready(url: str) -> None:
         out.write_line(f"serving {', '.join(sorted(registry))} on {url}/ (store {store_url})")

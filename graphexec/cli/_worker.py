@@ -16,11 +16,10 @@ from collections.abc import Sequence
 import anyio
 from anyio.abc import TaskStatus
 
-from ..checkpoint import open_store
 from ..worker import Worker
 from . import _output as out
-from ._commands import _need_graphs, _run_async
-from ._exit import EXIT_OK, EXIT_USAGE, CliError
+from ._commands import _need_graphs, _run_async, open_cli_store
+from ._exit import EXIT_OK, CliError
 
 __all__ = ("cmd_worker",)
 
@@ -47,10 +46,7 @@ def cmd_worker(
     if not lease_ttl > 0:
         raise CliError(f"bad --lease-ttl {lease_ttl}: seconds > 0")
     registry = _need_graphs(targets)
-    try:
-        store = open_store(store_url)
-    except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+    store = open_cli_store(store_url, create=True)
 
     def on_run(what: str, trace_id: str, status: str) -> None:
         if as_json:
