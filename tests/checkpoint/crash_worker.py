@@ -132,35 +132,39 @@ async def resume(ex: gx.GraphExecutor, graph: gx.Graph, trace_id: str) -> None:
 
 
 async def main(db: str, trace_id: str, mode: str) -> None:
-    """Run the mode."""
-    side = f"{db}.side"
+    """Run the mode on the SQLite file ``db`` (side effects journalled next to it)."""
     async with gx.SQLiteStore(db) as store:
-        ex = gx.GraphExecutor(
-            store=store,
-            policy=gx.CheckpointPolicy(every_step=True),
-            lease_ttl=LEASE_TTL,
-            decision_poll_interval=0.05,
-        )
-        if mode == "run":
-            t0 = time.perf_counter()
-            events: list[str] = []
-            async with ex.execute_stream(chain_graph(side), {"log": []}, trace_id=trace_id) as run:
-                async for event in run:
-                    events.append(type(event).__name__)
-                    if isinstance(event, gx.CheckpointSaved) and event.seq == 1:
-                        say("STARTED")
-            report(run, t0, events)
-        elif mode == "resume":
-            await resume(ex, chain_graph(side), trace_id)
-        elif mode == "barrier":
-            async with ex.execute_stream(barrier_graph(), trace_id=trace_id) as run:
-                async for event in run:
-                    if isinstance(event, gx.BarrierWaiting):
-                        say("WAITING", event.barrier_id)
-        elif mode == "barrier-resume":
-            await resume(ex, barrier_graph(), trace_id)
-        else:
-            raise SystemExit(f"unknown mode {mode!r}")
+        await run_mode(store, f"{db}.side", trace_id, mode)
+
+
+async def run_mode(store: gx.CheckpointStore, side: str, trace_id: str, mode: str) -> None:
+    """Run the mode on ``store`` (pg_crash_worker.py runs the same on Postgres)."""
+    ex = gx.GraphExecutor(
+        store=store,
+        policy=gx.CheckpointPolicy(every_step=True),
+        lease_ttl=LEASE_TTL,
+        decision_poll_interval=0.05,
+    )
+    if mode == "run":
+        t0 = time.perf_counter()
+        events: list[str] = []
+        async with ex.execute_stream(chain_graph(side), {"log": []}, trace_id=trace_id) as run:
+            async for event in run:
+                events.append(type(event).__name__)
+                if isinstance(event, gx.CheckpointSaved) and event.seq == 1:
+                    say("STARTED")
+        report(run, t0, events)
+    elif mode == "resume":
+        await resume(ex, chain_graph(side), trace_id)
+    elif mode == "barrier":
+        async with ex.execute_stream(barrier_graph(), trace_id=trace_id) as run:
+            async for event in run:
+                if isinstance(event, gx.BarrierWaiting):
+                    say("WAITING", event.barrier_id)
+    elif mode == "barrier-resume":
+        await resume(ex, barrier_graph(), trace_id)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
 
 
 if __name__ == "__main__":
